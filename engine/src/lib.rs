@@ -1,0 +1,1 @@
+//! The engine: state, upstream resolution, apply and watch.

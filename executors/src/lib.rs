@@ -1,0 +1,1 @@
+//! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.

@@ -1,0 +1,1 @@
+//! The planner: kpack.toml, its validation, the dependency graph, and the diff that makes a Plan.
