@@ -1,1 +1,10 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
+pub mod oci;
+pub mod sandbox;
+pub mod source;
+
+/// The launcher, a static executable (built from executors/launcher by build.rs) that app
+/// images get as `/cnb/lifecycle/launcher`.
+pub fn launcher_binary() -> &'static [u8] {
+    include_bytes!(concat!(env!("OUT_DIR"), "/launcher"))
+}

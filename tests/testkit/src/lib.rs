@@ -8,9 +8,8 @@ pub mod rootfs;
 
 /// Panics with the Debian package to install when `program` is not on PATH.
 pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     assert!(
         found,
         "`{program}` is not installed: apt-get install -y {package} (scripts/test does this)"

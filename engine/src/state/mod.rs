@@ -1,0 +1,559 @@
+//! The state store: what was built, from what, and how it went, in one SQLite file
+//! (`state.db`, WAL) in the state directory. Every change is one transaction that also
+//! moves the serial, so a saved plan can tell whether the state moved since it was made.
+
+mod build;
+mod lock;
+mod migrations;
+
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, OpenOptions};
+use std::num::NonZeroU32;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use planner::diff::{BuildOutcome, Recorded, RecordedBuild, RecordedImage};
+use planner::plan::Action;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+
+pub use build::{Build, BuildId, BuildStatus, Failure, NewBuild, Outcome, UnknownStatus};
+pub use lock::{LockError, StateLock, LOCK_FILE};
+
+/// The database's name in the state directory.
+pub const DATABASE_FILE: &str = "state.db";
+
+/// How long a write waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("create the state directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("use the state database")]
+    Database(#[from] rusqlite::Error),
+    #[error(
+        "read the state: its schema version is {found}, this kpackd knows up to {known}; \
+         use a newer kpackd"
+    )]
+    TooNew { found: usize, known: usize },
+    #[error("read the recorded {what} of build {image} #{number}")]
+    Corrupt {
+        what: &'static str,
+        image: String,
+        number: u64,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("record build {image} #{number}: {from} cannot become {to}")]
+    Transition {
+        image: String,
+        number: u64,
+        from: BuildStatus,
+        to: BuildStatus,
+    },
+    #[error("record a build: `{0}` is not a build or a rebase")]
+    NotABuild(Action),
+    #[error("find build {0:?}: no such build")]
+    NoSuchBuild(BuildId),
+}
+
+/// An open state store.
+#[derive(Debug)]
+pub struct State {
+    conn: Connection,
+    dir: PathBuf,
+    lineage: String,
+}
+
+impl State {
+    /// Opens the state in `dir`, creating the directory and the database (readable by
+    /// its owner only) when missing and bringing an older schema up to date.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        let create_err = |source| StateError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(create_err)?;
+        let path = dir.join(DATABASE_FILE);
+        // SQLite gives its -wal and -shm files the database's mode.
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(create_err)?;
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrations::migrate(&mut conn)?;
+        let lineage = conn.query_row("SELECT lineage FROM state", [], |row| row.get(0))?;
+        Ok(State {
+            conn,
+            dir: dir.to_path_buf(),
+            lineage,
+        })
+    }
+
+    /// The identity of this state, made once when it was created: a plan made against
+    /// another state is refused.
+    pub fn lineage(&self) -> &str {
+        &self.lineage
+    }
+
+    /// Moves with every change to the state.
+    pub fn serial(&self) -> Result<u64, StateError> {
+        Ok(self
+            .conn
+            .query_row("SELECT serial FROM state", [], |row| row.get(0))?)
+    }
+
+    /// What the rebuild rules need: per image, its last completed build and its
+    /// pending triggers.
+    pub fn recorded(&self) -> Result<Recorded, StateError> {
+        let mut images: BTreeMap<String, RecordedImage> = BTreeMap::new();
+        let mut names = self.conn.prepare("SELECT name FROM images")?;
+        for name in names.query_map([], |row| row.get::<_, String>(0))? {
+            images.insert(name?, RecordedImage::default());
+        }
+        let mut last = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM builds b
+             WHERE status IN ('succeeded', 'failed')
+               AND number = (SELECT max(number) FROM builds
+                             WHERE image = b.image AND status IN ('succeeded', 'failed'))"
+        ))?;
+        for build in last.query_map([], read_build)? {
+            let build = build??;
+            let outcome = match build.status {
+                BuildStatus::Succeeded => BuildOutcome::Succeeded,
+                _ => BuildOutcome::Failed,
+            };
+            let image = images.entry(build.image.clone()).or_default();
+            image.last_build = Some(RecordedBuild {
+                number: build.number,
+                action: build.action,
+                outcome,
+                inputs: build.inputs,
+                buildpacks_used: build.buildpacks_used,
+                rebasable: build.rebasable.unwrap_or(false),
+                output: build.output,
+            });
+        }
+        let mut triggers = self.conn.prepare(
+            "SELECT image, count(*) FROM triggers WHERE claimed_by IS NULL GROUP BY image",
+        )?;
+        for row in triggers.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))? {
+            let (image, count) = row?;
+            images.entry(image).or_default().pending_triggers = count;
+        }
+        Ok(Recorded {
+            lineage: self.lineage.clone(),
+            serial: self.serial()?,
+            images,
+        })
+    }
+
+    /// Queues a build or rebase: gives it the image's next number and a log file, and,
+    /// for a build, claims the image's pending triggers (consumed if it completes,
+    /// released if it is canceled or interrupted).
+    pub fn begin_build(&mut self, new: &NewBuild<'_>) -> Result<Build, StateError> {
+        if !matches!(new.action, Action::Build | Action::Rebase) {
+            return Err(StateError::NotABuild(new.action));
+        }
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            [new.image],
+        )?;
+        let number: u64 = tx.query_row(
+            "UPDATE images SET next_number = next_number + 1 WHERE name = ?1
+             RETURNING next_number - 1",
+            [new.image],
+            |row| row.get(0),
+        )?;
+        let log = Path::new("logs")
+            .join(new.image)
+            .join(format!("{number}.log"));
+        tx.execute(
+            "INSERT INTO builds (image, number, action, status, reasons, details, inputs, tag,
+                                 queued_at, log)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                new.image,
+                number,
+                new.action.as_str(),
+                BuildStatus::Queued.as_str(),
+                json(new.reasons),
+                json(new.details),
+                json(new.inputs),
+                new.tag,
+                millis(SystemTime::now()),
+                log.to_string_lossy(),
+            ],
+        )?;
+        let id = BuildId(tx.last_insert_rowid());
+        if new.action == Action::Build {
+            tx.execute(
+                "UPDATE triggers SET claimed_by = ?1 WHERE image = ?2 AND claimed_by IS NULL",
+                params![id.0, new.image],
+            )?;
+        }
+        let build = find(&tx, &self.dir, id)?;
+        tx.commit()?;
+        tracing::info!(image = new.image, number, action = %new.action, "build queued");
+        Ok(build)
+    }
+
+    /// Moves a running build to its next step; refused unless the state machine allows
+    /// it (see [`BuildStatus::can_transition_to`]). Ends go through [`State::finish`].
+    pub fn transition(&mut self, id: BuildId, to: BuildStatus) -> Result<Build, StateError> {
+        if to.is_end() {
+            let build = find(&self.conn, &self.dir, id)?;
+            return Err(refused(&build, to));
+        }
+        let tx = self.write()?;
+        let build = find(&tx, &self.dir, id)?;
+        if !build.status.can_transition_to(to, build.action) {
+            return Err(refused(&build, to));
+        }
+        tx.execute(
+            "UPDATE builds SET status = ?1, started_at = coalesce(started_at, ?2) WHERE id = ?3",
+            params![to.as_str(), millis(SystemTime::now()), id.0],
+        )?;
+        let build = find(&tx, &self.dir, id)?;
+        tx.commit()?;
+        tracing::info!(image = %build.image, number = build.number, status = %to, "build moved");
+        Ok(build)
+    }
+
+    /// Ends a build: its output after a success, the step it failed in and why after
+    /// a failure.
+    pub fn finish(&mut self, id: BuildId, outcome: Outcome) -> Result<Build, StateError> {
+        let tx = self.write()?;
+        let build = find(&tx, &self.dir, id)?;
+        let to = outcome.status();
+        if !build.status.can_transition_to(to, build.action) {
+            return Err(refused(&build, to));
+        }
+        let now = millis(SystemTime::now());
+        match &outcome {
+            Outcome::Succeeded {
+                output,
+                buildpacks_used,
+                rebasable,
+            } => tx.execute(
+                "UPDATE builds SET status = ?1, finished_at = ?2, output = ?3,
+                                   buildpacks_used = ?4, rebasable = ?5
+                 WHERE id = ?6",
+                params![to.as_str(), now, output, json(buildpacks_used), rebasable, id.0],
+            )?,
+            Outcome::Failed { message } => tx.execute(
+                "UPDATE builds SET status = ?1, finished_at = ?2, failure_step = ?3,
+                                   failure_message = ?4
+                 WHERE id = ?5",
+                params![to.as_str(), now, build.status.as_str(), message, id.0],
+            )?,
+            Outcome::Canceled => tx.execute(
+                "UPDATE builds SET status = ?1, finished_at = ?2 WHERE id = ?3",
+                params![to.as_str(), now, id.0],
+            )?,
+        };
+        settle_triggers(&tx, id, to)?;
+        let build = find(&tx, &self.dir, id)?;
+        tx.commit()?;
+        tracing::info!(image = %build.image, number = build.number, status = %to, "build ended");
+        Ok(build)
+    }
+
+    /// Marks `interrupted` every build that has not ended: run at start-up by the
+    /// writer (holding [`StateLock`]), when no build of this process is running, so any
+    /// such build belonged to a process that died. Returns them.
+    pub fn mark_interrupted(&mut self) -> Result<Vec<Build>, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let running: Vec<BuildId> = {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM builds
+                 WHERE status NOT IN ('succeeded', 'failed', 'canceled', 'interrupted')",
+            )?;
+            let ids = stmt.query_map([], |row| row.get(0).map(BuildId))?;
+            ids.collect::<Result<_, _>>()?
+        };
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        bump_serial(&tx)?;
+        let now = millis(SystemTime::now());
+        let mut interrupted = Vec::new();
+        for id in running {
+            tx.execute(
+                "UPDATE builds SET status = 'interrupted', finished_at = ?1 WHERE id = ?2",
+                params![now, id.0],
+            )?;
+            settle_triggers(&tx, id, BuildStatus::Interrupted)?;
+            let build = find(&tx, &self.dir, id)?;
+            tracing::warn!(image = %build.image, number = build.number, "build interrupted");
+            interrupted.push(build);
+        }
+        tx.commit()?;
+        Ok(interrupted)
+    }
+
+    /// Records `kpackd trigger IMAGE`: the image's next plan builds it (TRIGGER).
+    pub fn add_trigger(&mut self, image: &str) -> Result<(), StateError> {
+        let tx = self.write()?;
+        tx.execute(
+            "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            [image],
+        )?;
+        tx.execute(
+            "INSERT INTO triggers (image, requested_at) VALUES (?1, ?2)",
+            params![image, millis(SystemTime::now())],
+        )?;
+        tx.commit()?;
+        tracing::info!(image, "trigger recorded");
+        Ok(())
+    }
+
+    /// The images the state knows of, by name.
+    pub fn images(&self) -> Result<Vec<String>, StateError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM images ORDER BY name")?;
+        let names = stmt.query_map([], |row| row.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    /// The history of one image, or of all, by image and number.
+    pub fn builds(&self, image: Option<&str>) -> Result<Vec<Build>, StateError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number"
+        ))?;
+        let builds = stmt.query_map([image], |row| read_build(row).map(|b| with_dir(b, &self.dir)))?;
+        let mut all = Vec::new();
+        for build in builds {
+            all.push(build??);
+        }
+        Ok(all)
+    }
+
+    /// Drops everything recorded about an image (registry tags are left alone).
+    /// Returns the log files of its builds, for the caller to delete.
+    pub fn forget(&mut self, image: &str) -> Result<Vec<PathBuf>, StateError> {
+        let tx = self.write()?;
+        let logs = logs_of(&tx, &self.dir, "image = ?1", params![image])?;
+        tx.execute("DELETE FROM triggers WHERE image = ?1", [image])?;
+        tx.execute("DELETE FROM builds WHERE image = ?1", [image])?;
+        tx.execute("DELETE FROM images WHERE name = ?1", [image])?;
+        tx.commit()?;
+        tracing::info!(image, "image forgotten");
+        Ok(logs)
+    }
+
+    /// Keeps the newest `keep_success` successful and `keep_failed` other ended builds
+    /// of an image, and drops the rest. Running builds are kept. Returns the log files
+    /// of the dropped builds, for the caller to delete.
+    pub fn prune_history(
+        &mut self,
+        image: &str,
+        keep_success: NonZeroU32,
+        keep_failed: NonZeroU32,
+    ) -> Result<Vec<PathBuf>, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Triggers claimed by a dropped build are already consumed; the reference goes.
+        const OLD: &str = "image = ?1 AND (
+            (status = 'succeeded' AND number NOT IN (
+                SELECT number FROM builds WHERE image = ?1 AND status = 'succeeded'
+                ORDER BY number DESC LIMIT ?2))
+            OR (status IN ('failed', 'canceled', 'interrupted') AND number NOT IN (
+                SELECT number FROM builds
+                WHERE image = ?1 AND status IN ('failed', 'canceled', 'interrupted')
+                ORDER BY number DESC LIMIT ?3)))";
+        let args = params![image, keep_success.get(), keep_failed.get()];
+        let logs = logs_of(&tx, &self.dir, OLD, args)?;
+        if logs.is_empty() {
+            return Ok(logs);
+        }
+        bump_serial(&tx)?;
+        tx.execute(
+            &format!(
+                "DELETE FROM triggers WHERE claimed_by IN (SELECT id FROM builds WHERE {OLD})"
+            ),
+            args,
+        )?;
+        tx.execute(&format!("DELETE FROM builds WHERE {OLD}"), args)?;
+        tx.commit()?;
+        tracing::debug!(image, dropped = logs.len(), "history pruned");
+        Ok(logs)
+    }
+
+    /// Opens a write transaction and moves the serial in it.
+    fn write(&mut self) -> Result<Transaction<'_>, StateError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        bump_serial(&tx)?;
+        Ok(tx)
+    }
+}
+
+fn bump_serial(tx: &Transaction<'_>) -> Result<(), StateError> {
+    tx.execute("UPDATE state SET serial = serial + 1", [])?;
+    Ok(())
+}
+
+/// A completed build consumes the triggers it claimed; one that did not complete
+/// leaves them for the next build.
+fn settle_triggers(tx: &Transaction<'_>, id: BuildId, ended: BuildStatus) -> Result<(), StateError> {
+    let sql = if ended.is_completed() {
+        "DELETE FROM triggers WHERE claimed_by = ?1"
+    } else {
+        "UPDATE triggers SET claimed_by = NULL WHERE claimed_by = ?1"
+    };
+    tx.execute(sql, [id.0])?;
+    Ok(())
+}
+
+fn refused(build: &Build, to: BuildStatus) -> StateError {
+    StateError::Transition {
+        image: build.image.clone(),
+        number: build.number,
+        from: build.status,
+        to,
+    }
+}
+
+fn logs_of(
+    conn: &Connection,
+    dir: &Path,
+    filter: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<PathBuf>, StateError> {
+    let mut stmt = conn.prepare(&format!("SELECT log FROM builds WHERE {filter}"))?;
+    let logs = stmt.query_map(args, |row| row.get::<_, String>(0))?;
+    let mut paths = Vec::new();
+    for log in logs {
+        paths.push(dir.join(log?));
+    }
+    Ok(paths)
+}
+
+const COLUMNS: &str = "id, image, number, action, status, reasons, details, inputs, tag,
+    buildpacks_used, rebasable, output, failure_step, failure_message,
+    queued_at, started_at, finished_at, log";
+
+fn find(conn: &Connection, dir: &Path, id: BuildId) -> Result<Build, StateError> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+        [id.0],
+        read_build,
+    )
+    .optional()?
+    .ok_or(StateError::NoSuchBuild(id))?
+    .map(|build| with_dir(build, dir))
+}
+
+fn with_dir(mut build: Build, dir: &Path) -> Build {
+    build.log = dir.join(&build.log);
+    build
+}
+
+/// A row of [`COLUMNS`]; the outer error is SQLite's, the inner one a value that does
+/// not decode.
+fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
+    let image: String = row.get("image")?;
+    let number: u64 = row.get("number")?;
+    let corrupt = |what: &'static str| {
+        let image = image.clone();
+        move |source: Box<dyn std::error::Error + Send + Sync>| StateError::Corrupt {
+            what,
+            image,
+            number,
+            source,
+        }
+    };
+    let text = |column: &str| row.get::<_, String>(column);
+    let time = |column: &str| {
+        row.get::<_, Option<i64>>(column)
+            .map(|ms| ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())))
+    };
+    let action = match text("action")?.as_str() {
+        "rebase" => Action::Rebase,
+        _ => Action::Build,
+    };
+    let failure_step: Option<String> = row.get("failure_step")?;
+    let failure_message: Option<String> = row.get("failure_message")?;
+    let buildpacks_used: Option<String> = row.get("buildpacks_used")?;
+    let (id, tag, rebasable, output, log) = (
+        BuildId(row.get("id")?),
+        text("tag")?,
+        row.get("rebasable")?,
+        row.get("output")?,
+        PathBuf::from(text("log")?),
+    );
+    let (queued_at, started_at, finished_at) =
+        (time("queued_at")?, time("started_at")?, time("finished_at")?);
+    let (status, reasons, details, inputs) = (
+        text("status")?,
+        text("reasons")?,
+        text("details")?,
+        text("inputs")?,
+    );
+    let decoded = (|| {
+        let failure = match (failure_step, failure_message) {
+            (Some(step), Some(message)) => Some(Failure {
+                step: step.parse().map_err(|e| corrupt("failure step")(Box::new(e)))?,
+                message,
+            }),
+            _ => None,
+        };
+        Ok(Build {
+            id,
+            number,
+            action,
+            status: status.parse().map_err(|e| corrupt("status")(Box::new(e)))?,
+            reasons: from_json(&reasons).map_err(corrupt("reasons"))?,
+            details: from_json(&details).map_err(corrupt("details"))?,
+            inputs: from_json(&inputs).map_err(corrupt("inputs"))?,
+            tag,
+            buildpacks_used: buildpacks_used
+                .as_deref()
+                .map(from_json)
+                .transpose()
+                .map_err(corrupt("buildpacks"))?,
+            rebasable,
+            output,
+            failure,
+            queued_at: queued_at.unwrap_or(UNIX_EPOCH),
+            started_at,
+            finished_at,
+            log,
+            image: image.clone(),
+        })
+    })();
+    Ok(decoded)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(serde_json::from_str(text)?)
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plan values are plain data and always serialise")
+}
+
+fn millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! What `kpackd inspect` shows of an image: digest, platform, layers, runtime config
+//! and, for an image built with Cloud Native Buildpacks, the metadata its labels carry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::Image;
+
+/// The CNB labels read here.
+const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
+const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
+const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
+
+/// A summary of one image, stable as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inspection {
+    pub reference: String,
+    /// The image manifest's digest.
+    pub digest: String,
+    /// The index it was chosen from, when the reference named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
+    pub media_type: String,
+    pub platform: String,
+    pub layers: Vec<LayerInfo>,
+    pub config: RuntimeConfig,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnb: Option<CnbMetadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    pub env: Vec<String>,
+    pub user: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+}
+
+/// What the CNB labels say; each part is absent when its label is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CnbMetadata {
+    pub buildpacks: Vec<BuildpackRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_image: Option<RunImageInfo>,
+    pub processes: Vec<ProcessInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildpackRef {
+    pub id: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunImageInfo {
+    #[serde(default)]
+    pub top_layer: String,
+    #[serde(default)]
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub default: bool,
+}
+
+impl Inspection {
+    pub fn of(image: &Image) -> Inspection {
+        let config = image.config.config.clone().unwrap_or_default();
+        let labels = image.config.labels();
+        let diff_ids = &image.config.rootfs.diff_ids;
+        Inspection {
+            reference: image.source.to_string(),
+            digest: image.digest().to_string(),
+            index_digest: image.index_digest.as_ref().map(ToString::to_string),
+            media_type: image.raw_manifest.media_type.clone(),
+            platform: image.config.platform().to_string(),
+            layers: image
+                .manifest
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LayerInfo {
+                    digest: l.digest.to_string(),
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                    diff_id: diff_ids.get(i).map(ToString::to_string),
+                })
+                .collect(),
+            config: RuntimeConfig {
+                env: config.env.unwrap_or_default(),
+                user: config.user.unwrap_or_default(),
+                entrypoint: config.entrypoint.unwrap_or_default(),
+                cmd: config.cmd.unwrap_or_default(),
+                working_dir: config.working_dir.unwrap_or_default(),
+            },
+            cnb: CnbMetadata::from_labels(&labels),
+            labels,
+        }
+    }
+}
+
+impl CnbMetadata {
+    /// Reads the CNB labels; malformed parts are left out rather than failing an
+    /// inspection.
+    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<CnbMetadata> {
+        let json = |key: &str| -> Option<Value> {
+            let text = labels.get(key)?;
+            serde_json::from_str(text)
+                .inspect_err(|e| tracing::warn!(label = key, error = %e, "label is not JSON"))
+                .ok()
+        };
+        let lifecycle = json(LIFECYCLE_LABEL);
+        let build = json(BUILD_LABEL);
+        let project = json(PROJECT_LABEL);
+        if lifecycle.is_none() && build.is_none() && project.is_none() {
+            return None;
+        }
+        let field = |v: &Option<Value>, key: &str| v.as_ref().and_then(|v| v.get(key)).cloned();
+        let buildpacks = field(&build, "buildpacks")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .or_else(|| {
+                // The lifecycle label names a buildpack's id `key`.
+                field(&lifecycle, "buildpacks").and_then(|v| {
+                    let list: Vec<Value> = serde_json::from_value(v).ok()?;
+                    list.into_iter()
+                        .map(|b| {
+                            Some(BuildpackRef {
+                                id: b.get("key")?.as_str()?.to_string(),
+                                version: b
+                                    .get("version")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                homepage: None,
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
+        let processes = field(&build, "processes")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(process)
+            .collect();
+        Some(CnbMetadata {
+            buildpacks,
+            run_image: field(&lifecycle, "runImage").and_then(|v| serde_json::from_value(v).ok()),
+            processes,
+            launcher: field(&build, "launcher"),
+            source: project.and_then(|p| p.get("source").cloned()),
+        })
+    }
+}
+
+/// A process from the build label; `command` is a string in older platform APIs and
+/// a list in newer ones.
+fn process(v: &Value) -> Option<ProcessInfo> {
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        match v {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    Some(ProcessInfo {
+        kind: v.get("type")?.as_str()?.to_string(),
+        command: strings(v.get("command")),
+        args: strings(v.get("args")),
+        default: v.get("default").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cnb_labels() {
+        let labels = BTreeMap::from([
+            (
+                LIFECYCLE_LABEL.to_string(),
+                r#"{"buildpacks":[{"key":"example/node","version":"1.0.0"}],"runImage":{"topLayer":"sha256:aa","reference":"reg/run@sha256:bb"}}"#.to_string(),
+            ),
+            (
+                BUILD_LABEL.to_string(),
+                r#"{"processes":[{"type":"web","command":["node","app.js"],"args":["--port"],"default":true},{"type":"worker","command":"run"}],"launcher":{"version":"0.1.0"}}"#.to_string(),
+            ),
+            (
+                PROJECT_LABEL.to_string(),
+                r#"{"source":{"type":"git","version":{"commit":"abc"}}}"#.to_string(),
+            ),
+        ]);
+        let cnb = CnbMetadata::from_labels(&labels).unwrap();
+        assert_eq!(cnb.buildpacks[0].id, "example/node");
+        assert_eq!(cnb.run_image.unwrap().top_layer, "sha256:aa");
+        assert_eq!(cnb.processes[0].command, ["node", "app.js"]);
+        assert_eq!(cnb.processes[1].command, ["run"]);
+        assert_eq!(cnb.source.unwrap()["version"]["commit"], "abc");
+        assert!(CnbMetadata::from_labels(&BTreeMap::new()).is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! Writing layers the way the CNB lifecycle does: a tar of files from disk, normalised
+//! (sorted entries, mtime 1980-01-01T00:00:01Z, no user or group names, a given
+//! uid/gid), hashed (diffID), gzipped and hashed again (digest) in one pass to a file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use imageref::Digest;
+use sha2::{Digest as _, Sha256};
+
+use super::manifest::{media_type, Descriptor};
+use super::OciError;
+
+/// The mtime of every entry: 1980-01-01T00:00:01Z, as CNB tooling writes it.
+pub const NORMALISED_MTIME: u64 = 315_532_801;
+
+/// A layer written to a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenLayer {
+    /// sha256 of the uncompressed tar: what the image config and CNB labels record.
+    pub diff_id: Digest,
+    /// sha256 of the gzipped blob: what the manifest records.
+    pub digest: Digest,
+    /// Size of the gzipped blob.
+    pub size: u64,
+    /// The gzipped blob, `layer-<hex>.tar.gz` in the directory given to `write`.
+    pub path: PathBuf,
+}
+
+impl WrittenLayer {
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(media_type::OCI_LAYER_GZIP, self.digest.clone(), self.size)
+    }
+}
+
+/// Collects (path in image, path on disk) entries, then writes them as one layer.
+/// Directories on disk are added with everything below them; symlinks are stored as
+/// symlinks; sockets and device nodes are left out.
+///
+/// Entries get the builder's uid/gid and keep their mode bits. Parent directories the
+/// caller did not add are written as root-owned `0755` directories, so that the
+/// layer unpacks the same on any base.
+#[derive(Debug, Clone)]
+pub struct LayerBuilder {
+    uid: u64,
+    gid: u64,
+    entries: BTreeMap<String, Option<PathBuf>>,
+}
+
+impl LayerBuilder {
+    pub fn new(uid: u64, gid: u64) -> LayerBuilder {
+        LayerBuilder {
+            uid,
+            gid,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `on_disk` as `in_image` (absolute or relative; `..` is refused).
+    pub fn add(&mut self, in_image: &Path, on_disk: &Path) -> Result<&mut Self, OciError> {
+        let name = image_path(in_image)?;
+        let meta = fs::symlink_metadata(on_disk).map_err(|e| OciError::io(on_disk, e))?;
+        self.add_parents(&name);
+        self.entries
+            .insert(name.clone(), Some(on_disk.to_path_buf()));
+        if meta.is_dir() {
+            self.add_children(&name, on_disk)?;
+        }
+        Ok(self)
+    }
+
+    fn add_children(&mut self, name: &str, dir: &Path) -> Result<(), OciError> {
+        for child in fs::read_dir(dir).map_err(|e| OciError::io(dir, e))? {
+            let child = child.map_err(|e| OciError::io(dir, e))?;
+            let file_name = child.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                return Err(OciError::Unsupported(format!(
+                    "{}: file names must be UTF-8",
+                    child.path().display()
+                )));
+            };
+            let child_name = if name.is_empty() {
+                file_name.to_string()
+            } else {
+                format!("{name}/{file_name}")
+            };
+            let kind = child
+                .file_type()
+                .map_err(|e| OciError::io(child.path(), e))?;
+            if kind.is_socket() || kind.is_block_device() || kind.is_char_device() || kind.is_fifo()
+            {
+                tracing::debug!(path = %child.path().display(), "left out of the layer: not a file, directory or symlink");
+                continue;
+            }
+            self.entries.insert(child_name.clone(), Some(child.path()));
+            if kind.is_dir() {
+                self.add_children(&child_name, &child.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_parents(&mut self, name: &str) {
+        let mut end = 0;
+        while let Some(i) = name[end..].find('/') {
+            end += i;
+            self.entries.entry(name[..end].to_string()).or_insert(None);
+            end += 1;
+        }
+    }
+
+    /// Writes the layer into `out_dir`. Blocking: run it on a blocking thread.
+    pub fn write(&self, out_dir: &Path) -> Result<WrittenLayer, OciError> {
+        let temp = tempfile::Builder::new()
+            .prefix(".layer-")
+            .tempfile_in(out_dir)
+            .map_err(|e| OciError::io(out_dir, e))?;
+        let blob = Hashing::new(BufWriter::with_capacity(
+            1 << 20,
+            temp.reopen().map_err(|e| OciError::io(temp.path(), e))?,
+        ));
+        let gzip = GzEncoder::new(blob, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(Hashing::new(gzip));
+        let mut first_path_of_inode: HashMap<(u64, u64), String> = HashMap::new();
+        for (name, source) in &self.entries {
+            self.append(&mut tar, name, source.as_deref(), &mut first_path_of_inode)
+                .map_err(|e| OciError::io(source.as_deref().unwrap_or(Path::new(name)), e))?;
+        }
+        let io_err = |e| OciError::io(temp.path(), e);
+        let tar_hashing = tar.into_inner().map_err(io_err)?;
+        let diff_id = tar_hashing.digest();
+        let blob = tar_hashing.inner.finish().map_err(io_err)?;
+        let (digest, size) = (blob.digest(), blob.size);
+        blob.inner
+            .into_inner()
+            .map_err(|e| io_err(e.into_error()))?
+            .sync_all()
+            .map_err(io_err)?;
+        let path = out_dir.join(format!("layer-{}.tar.gz", digest.hex()));
+        temp.persist(&path)
+            .map_err(|e| OciError::io(&path, e.error))?;
+        Ok(WrittenLayer {
+            diff_id,
+            digest,
+            size,
+            path,
+        })
+    }
+
+    fn append<W: Write>(
+        &self,
+        tar: &mut tar::Builder<W>,
+        name: &str,
+        source: Option<&Path>,
+        first_path_of_inode: &mut HashMap<(u64, u64), String>,
+    ) -> io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(NORMALISED_MTIME);
+        header.set_username("")?;
+        header.set_groupname("")?;
+        let Some(source) = source else {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(0);
+            return tar.append_data(&mut header, name, io::empty());
+        };
+        let meta = fs::symlink_metadata(source)?;
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_uid(self.uid);
+        header.set_gid(self.gid);
+        header.set_size(0);
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            tar.append_data(&mut header, name, io::empty())
+        } else if kind.is_symlink() {
+            header.set_entry_type(tar::EntryType::Symlink);
+            tar.append_link(&mut header, name, fs::read_link(source)?)
+        } else if meta.nlink() > 1 {
+            match first_path_of_inode.get(&(meta.dev(), meta.ino())) {
+                Some(first) => {
+                    header.set_entry_type(tar::EntryType::Link);
+                    tar.append_link(&mut header, name, first)
+                }
+                None => {
+                    first_path_of_inode.insert((meta.dev(), meta.ino()), name.to_string());
+                    append_file(tar, &mut header, name, source, meta.len())
+                }
+            }
+        } else {
+            append_file(tar, &mut header, name, source, meta.len())
+        }
+    }
+}
+
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    name: &str,
+    source: &Path,
+    len: u64,
+) -> io::Result<()> {
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(len);
+    let file = File::open(source)?;
+    // A file that grows while being read must not spill into the next header.
+    tar.append_data(header, name, io::Read::take(file, len))
+}
+
+/// `/layers/x/./y` → `layers/x/y`; `..` is refused.
+fn image_path(p: &Path) -> Result<String, OciError> {
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| {
+                OciError::Unsupported(format!("{}: paths must be UTF-8", p.display()))
+            })?),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(OciError::Unsupported(format!(
+                    "{}: a path in an image cannot contain `..`",
+                    p.display()
+                )))
+            }
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn digest(&self) -> Digest {
+        Digest::sha256_hex(&hex::encode(self.hasher.clone().finalize()))
+            .expect("sha256 hex is a valid digest")
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_paths_are_relative_and_never_climb() {
+        assert_eq!(
+            image_path(Path::new("/layers/./a/b")).unwrap(),
+            "layers/a/b"
+        );
+        assert!(image_path(Path::new("a/../b")).is_err());
+    }
+
+    #[test]
+    fn parents_are_added_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let mut b = LayerBuilder::new(1000, 1000);
+        b.add(Path::new("/cnb/process/web"), &dir.path().join("f"))
+            .unwrap();
+        let names: Vec<_> = b.entries.keys().cloned().collect();
+        assert_eq!(names, ["cnb", "cnb/process", "cnb/process/web"]);
+    }
+}

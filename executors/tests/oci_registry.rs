@@ -1,0 +1,231 @@
+//! The OCI layer against a real registry on loopback: round trips, tags and digests,
+//! indexes, skipping and mounting blobs, credentials and clear errors.
+
+mod oci_support;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use executors::oci::{
+    copy_image, unpack_image, BlobTransfer, CredentialSource, ImageIndex, Manifest, OciError,
+    Platform, RawManifest, UnpackOptions,
+};
+use oci_support::*;
+use testkit::registry::Registry;
+
+#[tokio::test]
+async fn push_then_pull_round_trip() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let store = store();
+    let r = parse(&format!("{}:v1", reg.repo("roundtrip/app")));
+    let pinned = push_small_image(&store, &r, work.path(), "round").await;
+
+    assert_eq!(
+        Some(store.resolve_digest(&r).await.unwrap()),
+        pinned.digest().cloned()
+    );
+    let image = store.image(&r).await.unwrap();
+    assert_eq!(image.manifest.layers.len(), 2);
+    assert_eq!(image.config.labels()["test"], "round");
+    assert_eq!(image.config.rootfs.diff_ids.len(), 2);
+
+    let root = work.path().join("root");
+    unpack_image(&store, &pinned, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/hello.txt")).unwrap(),
+        "round"
+    );
+    assert!(root.join("app/base.txt").is_file());
+}
+
+#[tokio::test]
+async fn pushing_again_uploads_nothing() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let store = store();
+    let r = parse(&format!("{}:v1", reg.repo("skip/app")));
+    push_small_image(&store, &r, work.path(), "same").await;
+    let before = reg.blob_uploads("skip/app");
+    assert_eq!(before, 3, "two layers and a config");
+    push_small_image(&store, &r, work.path(), "same").await;
+    assert_eq!(reg.blob_uploads("skip/app"), before);
+}
+
+#[tokio::test]
+async fn copy_within_a_registry_mounts_blobs() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let store = store();
+    let src = parse(&format!("{}:v1", reg.repo("mount/source")));
+    let pinned = push_small_image(&store, &src, work.path(), "mount").await;
+    let dst = parse(&format!("{}:copied", reg.repo("mount/target")));
+
+    let report = copy_image(&store, &src, &dst, Arc::new(())).await.unwrap();
+    assert_eq!(Some(&report.digest), pinned.digest());
+    assert_eq!(report.blobs.len(), 3);
+    assert!(report
+        .blobs
+        .iter()
+        .all(|(_, how)| *how == BlobTransfer::Mounted));
+    assert_eq!(reg.count("PATCH", "/v2/mount/target/"), 0);
+    assert_eq!(reg.count("PUT", "/v2/mount/target/blobs/"), 0);
+    assert_eq!(store.resolve_digest(&dst).await.unwrap(), report.digest);
+}
+
+#[tokio::test]
+async fn an_index_yields_the_configured_platform() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let arm = Platform::parse("linux/arm64").unwrap();
+    let amd = Platform::linux_amd64();
+    let repo = reg.repo("index/app");
+    let store = store();
+    let mut entries = Vec::new();
+    for platform in [&amd, &arm] {
+        let layer = layer(work.path(), &[("arch", &platform.architecture)]);
+        let r = parse(&repo);
+        let pinned = store
+            .push_image(&r, config(platform, &[]), &[layer])
+            .await
+            .unwrap();
+        let raw = store.manifest(&pinned).await.unwrap();
+        let mut d = raw.descriptor();
+        d.platform = Some(platform.clone());
+        entries.push((d, pinned));
+    }
+    let index = RawManifest::from_manifest(&Manifest::Index(ImageIndex {
+        schema_version: 2,
+        media_type: Some(executors::oci::media_type::OCI_INDEX.into()),
+        manifests: entries.iter().map(|(d, _)| d.clone()).collect(),
+        annotations: None,
+    }));
+    let tagged = parse(&format!("{repo}:multi"));
+    store.push_manifest(&tagged, &index).await.unwrap();
+
+    let resolved = store.resolve(&tagged).await.unwrap();
+    assert_eq!(resolved.digest, index.digest);
+    assert_eq!(Some(&resolved.image), entries[0].1.digest());
+    let arm_store = store_for(arm.clone(), CredentialSource::anonymous());
+    let resolved = arm_store.resolve(&tagged).await.unwrap();
+    assert_eq!(Some(&resolved.image), entries[1].1.digest());
+    assert_eq!(resolved.platform, Some(arm.clone()));
+    let image = arm_store.image(&tagged).await.unwrap();
+    assert_eq!(image.config.architecture, "arm64");
+    assert_eq!(image.index_digest, Some(index.digest.clone()));
+
+    let s390 = store_for(
+        Platform::parse("linux/s390x").unwrap(),
+        CredentialSource::anonymous(),
+    );
+    let err = s390.image(&tagged).await.unwrap_err();
+    assert!(matches!(err, OciError::PlatformNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("linux/arm64"), "{err}");
+}
+
+#[tokio::test]
+async fn credentials_come_from_a_docker_config() {
+    let reg = Registry::start_with_auth("kpackd", "s3cret-pass");
+    let work = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("kpackd:s3cret-pass");
+    let config = work.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let r = parse(&format!("{}:v1", reg.repo("private/app")));
+
+    let store = store_for(
+        Platform::linux_amd64(),
+        CredentialSource::docker_config(&config),
+    );
+    let pinned = push_small_image(&store, &r, work.path(), "private").await;
+    assert_eq!(
+        store.resolve_digest(&r).await.unwrap(),
+        pinned.digest().cloned().unwrap()
+    );
+
+    let err = oci_support::store().resolve_digest(&r).await.unwrap_err();
+    assert!(matches!(err, OciError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("private/app"), "{err}");
+
+    let wrong = work.path().join("wrong.json");
+    std::fs::write(
+        &wrong,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"kpackd","password":"nope"}}}}}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    let err = store_for(
+        Platform::linux_amd64(),
+        CredentialSource::docker_config(&wrong),
+    )
+    .image(&r)
+    .await
+    .unwrap_err();
+    assert!(matches!(err, OciError::Unauthorized { .. }), "{err}");
+    assert!(!err.to_string().contains("nope"));
+}
+
+#[tokio::test]
+async fn a_missing_tag_is_not_found() {
+    let reg = Registry::shared();
+    let store = store();
+    let r = parse(&format!("{}:missing", reg.repo("errors/app")));
+    let err = store.resolve(&r).await.unwrap_err();
+    assert!(matches!(err, OciError::NotFound { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("errors/app:missing"), "{text}");
+    assert!(text.to_lowercase().contains("unknown"), "{text}");
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_is_named() {
+    let port = testkit::free_port();
+    let r = parse(&format!("127.0.0.1:{port}/down/app:v1"));
+    let err = store().resolve_digest(&r).await.unwrap_err();
+    assert!(matches!(err, OciError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach registry 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn copy_through_a_layout_keeps_the_digest() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let store = store();
+    let src = parse(&format!("{}:v1", reg.repo("via-layout/src")));
+    let pinned = push_small_image(&store, &src, work.path(), "via").await;
+    let layout = parse(&format!(
+        "oci:{}:saved",
+        work.path().join("layout").display()
+    ));
+    let there = copy_image(&store, &src, &layout, Arc::new(()))
+        .await
+        .unwrap();
+    assert_eq!(Some(&there.digest), pinned.digest());
+    let back = parse(&format!("{}:v1", reg.repo("via-layout/back")));
+    let report = copy_image(&store, &layout, &back, Arc::new(()))
+        .await
+        .unwrap();
+    assert_eq!(report.digest, there.digest);
+    assert!(report
+        .blobs
+        .iter()
+        .all(|(_, how)| *how == BlobTransfer::Uploaded));
+    let again = copy_image(&store, &layout, &back, Arc::new(()))
+        .await
+        .unwrap();
+    assert!(again
+        .blobs
+        .iter()
+        .all(|(_, how)| *how == BlobTransfer::Existed));
+}

@@ -1,0 +1,449 @@
+//! The rules of SEMANTICS.md, one row each: a world where image "hello" was built from
+//! exactly what is upstream now, one edit to it, and the action and reasons expected.
+
+use super::*;
+
+const C1: &str = "3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c2e4b6d8f0a";
+const C2: &str = "8d04e77a1c3e5f7b9d1f3a5c7e9b1d3f5a7c9e1b";
+const RUN1: &str = "sha256:1a2b0000000000000000000000000000000000000000000000000000000000aa";
+const RUN2: &str = "sha256:9f8e0000000000000000000000000000000000000000000000000000000000bb";
+const BUILD1: &str = "sha256:b111000000000000000000000000000000000000000000000000000000000001";
+const BUILD2: &str = "sha256:b222000000000000000000000000000000000000000000000000000000000002";
+const PY1: &str = "sha256:0a01000000000000000000000000000000000000000000000000000000000001";
+const PY2: &str = "sha256:0a02000000000000000000000000000000000000000000000000000000000002";
+const NODE: &str = "sha256:0b01000000000000000000000000000000000000000000000000000000000001";
+const OUT: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+
+const PYTHON: &str = "examples/python@0.1.0";
+const NODEJS: &str = "examples/node@1.0.0";
+const SOURCE: &str = "https://github.com/example/hello.git#main";
+
+/// Desired, observed and recorded for one image, "hello", built from all of it.
+struct World {
+    desired: Desired,
+    observed: Observed,
+    recorded: Recorded,
+}
+
+fn linux(arch: &str) -> Target {
+    Target {
+        os: "linux".into(),
+        arch: arch.into(),
+        variant: None,
+    }
+}
+
+fn world() -> World {
+    let desired = Desired {
+        image: "hello".into(),
+        config: "sha256:c0f1".into(),
+        source: SOURCE.into(),
+        builder: "default".into(),
+        stack: "bookworm".into(),
+        stack_id: "io.kpackd.stacks.bookworm".into(),
+        target: linux("amd64"),
+        buildpacks: BTreeMap::from([(PYTHON.into(), PY1.into()), (NODEJS.into(), NODE.into())]),
+        rebuild_on: Reason::ALL.into_iter().collect(),
+    };
+    let observed = Observed {
+        run_images: BTreeMap::from([("bookworm".into(), RUN1.into())]),
+        build_images: BTreeMap::from([("bookworm".into(), BUILD1.into())]),
+        sources: BTreeMap::from([(SOURCE.into(), SourceVersion::Commit(C1.into()))]),
+        failures: Vec::new(),
+    };
+    let inputs = Inputs {
+        source: C1.into(),
+        run_image: RUN1.into(),
+        build_image: BUILD1.into(),
+        buildpacks: desired.buildpacks.clone(),
+        config: desired.config.clone(),
+        builder: desired.builder.clone(),
+        stack: desired.stack.clone(),
+        stack_id: desired.stack_id.clone(),
+        target: desired.target.clone(),
+        last_image: None,
+    };
+    let last = RecordedBuild {
+        number: 3,
+        action: Action::Build,
+        outcome: BuildOutcome::Succeeded,
+        inputs,
+        buildpacks_used: Some(BTreeMap::from([(PYTHON.into(), PY1.into())])),
+        rebasable: true,
+        output: Some(OUT.into()),
+    };
+    let recorded = Recorded {
+        lineage: "lineage-1".into(),
+        serial: 7,
+        images: BTreeMap::from([(
+            "hello".into(),
+            RecordedImage {
+                last_build: Some(last),
+                pending_triggers: 0,
+            },
+        )]),
+    };
+    World {
+        desired,
+        observed,
+        recorded,
+    }
+}
+
+impl World {
+    fn last(&mut self) -> &mut RecordedBuild {
+        self.recorded
+            .images
+            .get_mut("hello")
+            .unwrap()
+            .last_build
+            .as_mut()
+            .unwrap()
+    }
+    fn never_built(&mut self) {
+        self.recorded.images.clear();
+    }
+    fn last_failed(&mut self) {
+        let last = self.last();
+        last.outcome = BuildOutcome::Failed;
+        last.buildpacks_used = None;
+        last.output = None;
+    }
+    fn config(&mut self) {
+        self.desired.config = "sha256:c0f2".into();
+    }
+    fn builder(&mut self) {
+        self.desired.config = "sha256:c0f3".into();
+        self.desired.builder = "paketo".into();
+    }
+    fn commit(&mut self) {
+        self.observed
+            .sources
+            .insert(SOURCE.into(), SourceVersion::Commit(C2.into()));
+    }
+    fn python_edited(&mut self) {
+        self.desired.buildpacks.insert(PYTHON.into(), PY2.into());
+    }
+    fn python_gone(&mut self) {
+        self.desired.buildpacks.remove(PYTHON);
+    }
+    fn node_edited(&mut self) {
+        self.desired.buildpacks.insert(NODEJS.into(), PY2.into());
+    }
+    fn buildpack_added(&mut self) {
+        self.desired
+            .buildpacks
+            .insert("examples/go@0.3.0".into(), PY2.into());
+    }
+    fn run_image(&mut self) {
+        self.observed
+            .run_images
+            .insert("bookworm".into(), RUN2.into());
+    }
+    fn build_image(&mut self) {
+        self.observed
+            .build_images
+            .insert("bookworm".into(), BUILD2.into());
+    }
+    fn trigger(&mut self) {
+        self.recorded
+            .images
+            .entry("hello".into())
+            .or_default()
+            .pending_triggers = 2;
+    }
+    fn opt_out(&mut self, reason: Reason) {
+        self.desired.rebuild_on.remove(&reason);
+    }
+    fn plan(&self) -> Plan {
+        diff(
+            std::slice::from_ref(&self.desired),
+            &self.observed,
+            &self.recorded,
+        )
+    }
+}
+
+use Reason::{
+    Buildpack as BUILDPACK, Commit as COMMIT, Config as CONFIG, Stack as STACK, Trigger as TRIGGER,
+};
+
+#[test]
+fn the_rules_one_row_each() {
+    #[rustfmt::skip]
+    let rows: Vec<(&str, fn(&mut World), Action, &[Reason])> = vec![
+        ("nothing changed",                     |_| {},                                         Action::Noop,    &[]),
+        ("first build",                         |w| w.never_built(),                            Action::Build,   &[CONFIG]),
+        ("config changed",                      |w| w.config(),                                 Action::Build,   &[CONFIG]),
+        ("builder changed (kpack ignores it)",  |w| w.builder(),                                Action::Build,   &[CONFIG]),
+        ("new commit",                          |w| w.commit(),                                 Action::Build,   &[COMMIT]),
+        ("sub-path tree unchanged",             |w| { w.observed.sources.insert(SOURCE.into(), SourceVersion::Tree(C1.into())); }, Action::Noop, &[]),
+        ("used buildpack edited, same version", |w| w.python_edited(),                          Action::Build,   &[BUILDPACK]),
+        ("used buildpack gone from builder",    |w| w.python_gone(),                            Action::Build,   &[BUILDPACK]),
+        ("unused buildpack edited",             |w| w.node_edited(),                            Action::Noop,    &[]),
+        ("new unused buildpack",                |w| w.buildpack_added(),                        Action::Noop,    &[]),
+        ("run image patched",                   |w| w.run_image(),                              Action::Rebase,  &[STACK]),
+        ("trigger",                             |w| w.trigger(),                                Action::Build,   &[TRIGGER]),
+        ("build image alone",                   |w| w.build_image(),                            Action::Noop,    &[]),
+        ("build image and commit",              |w| { w.build_image(); w.commit(); },           Action::Build,   &[COMMIT]),
+        ("STACK + COMMIT is a build",           |w| { w.run_image(); w.commit(); },             Action::Build,   &[COMMIT, STACK]),
+        ("STACK + BUILDPACK is a build",        |w| { w.run_image(); w.python_edited(); },      Action::Build,   &[BUILDPACK, STACK]),
+        ("STACK + TRIGGER is a build",          |w| { w.run_image(); w.trigger(); },            Action::Build,   &[STACK, TRIGGER]),
+        ("STACK, not rebasable",                |w| { w.run_image(); w.last().rebasable = false; }, Action::Build, &[STACK]),
+        ("STACK, stack id changed",             |w| { w.run_image(); w.desired.stack_id = "io.other".into(); }, Action::Build, &[STACK]),
+        ("STACK, target changed",               |w| { w.run_image(); w.desired.target = linux("arm64"); }, Action::Build, &[STACK]),
+        ("STACK after a failed build",          |w| { w.last_failed(); w.run_image(); },        Action::Build,   &[STACK]),
+        ("STACK after a rebase",                |w| { w.last().action = Action::Rebase; w.run_image(); }, Action::Rebase, &[STACK]),
+        ("every reason",                        |w| { w.config(); w.commit(); w.python_edited(); w.run_image(); w.trigger(); }, Action::Build, &[CONFIG, COMMIT, BUILDPACK, STACK, TRIGGER]),
+        ("first build, triggered",              |w| { w.never_built(); w.trigger(); },          Action::Build,   &[CONFIG, TRIGGER]),
+        // A failed build is retried exactly when something it was built from changes.
+        ("failed, nothing changed: no loop",    |w| w.last_failed(),                            Action::Noop,    &[]),
+        ("failed, commit",                      |w| { w.last_failed(); w.commit(); },           Action::Build,   &[COMMIT]),
+        ("failed, config",                      |w| { w.last_failed(); w.config(); },           Action::Build,   &[CONFIG]),
+        ("failed, buildpack fixed (kpack #1198)", |w| { w.last_failed(); w.python_edited(); },  Action::Build,   &[BUILDPACK]),
+        ("failed, any buildpack edited",        |w| { w.last_failed(); w.node_edited(); },      Action::Build,   &[BUILDPACK]),
+        ("failed, buildpack added",             |w| { w.last_failed(); w.buildpack_added(); },  Action::Build,   &[BUILDPACK]),
+        ("failed, trigger",                     |w| { w.last_failed(); w.trigger(); },          Action::Build,   &[TRIGGER]),
+        // rebuild-on drops the reasons the user opted out of.
+        ("opt-out COMMIT, new commit",          |w| { w.opt_out(COMMIT); w.commit(); },         Action::Noop,    &[]),
+        ("opt-out CONFIG, config changed",      |w| { w.opt_out(CONFIG); w.config(); },         Action::Noop,    &[]),
+        ("opt-out BUILDPACK, buildpack edited", |w| { w.opt_out(BUILDPACK); w.python_edited(); }, Action::Noop,  &[]),
+        ("opt-out STACK, run image patched",    |w| { w.opt_out(STACK); w.run_image(); },       Action::Noop,    &[]),
+        ("opt-out STACK, STACK + COMMIT",       |w| { w.opt_out(STACK); w.run_image(); w.commit(); }, Action::Build, &[COMMIT]),
+        ("opt-out COMMIT, STACK + COMMIT",      |w| { w.opt_out(COMMIT); w.run_image(); w.commit(); }, Action::Rebase, &[STACK]),
+        ("opt-out CONFIG, first build",         |w| { w.opt_out(CONFIG); w.never_built(); },    Action::Build,   &[CONFIG]),
+        ("opt-out everything, trigger",         |w| { w.desired.rebuild_on.clear(); w.trigger(); }, Action::Build, &[TRIGGER]),
+    ];
+    let mut failures = Vec::new();
+    for (name, edit, action, reasons) in rows {
+        let mut w = world();
+        edit(&mut w);
+        let plan = w.plan();
+        let change = &plan.changes[0];
+        if change.action != action || change.reasons != reasons {
+            failures.push(format!(
+                "{name}: expected {action} {reasons:?}, got {} {:?}",
+                change.action, change.reasons
+            ));
+        }
+        for reason in &change.reasons {
+            if !change.details.iter().any(|d| d.reason == *reason) {
+                failures.push(format!("{name}: no detail for {reason}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn details(plan: &Plan) -> Vec<(Reason, String, Option<String>, Option<String>)> {
+    plan.changes[0]
+        .details
+        .iter()
+        .map(|d| (d.reason, d.what.clone(), d.old.clone(), d.new.clone()))
+        .collect()
+}
+
+#[test]
+fn details_say_what_changed_from_what_to_what() {
+    let mut w = world();
+    w.commit();
+    w.python_gone();
+    assert_eq!(
+        details(&w.plan()),
+        [
+            (
+                COMMIT,
+                "source commit".into(),
+                Some(C1.into()),
+                Some(C2.into())
+            ),
+            (
+                BUILDPACK,
+                format!("buildpack {PYTHON}"),
+                Some(PY1.into()),
+                Some("gone from the builder".into())
+            ),
+        ]
+    );
+
+    let mut w = world();
+    w.never_built();
+    assert_eq!(
+        details(&w.plan()),
+        [(CONFIG, "first build".into(), None, None)]
+    );
+
+    let mut w = world();
+    w.run_image();
+    w.desired.stack_id = "io.other".into();
+    assert_eq!(
+        details(&w.plan()),
+        [
+            (
+                STACK,
+                "run image".into(),
+                Some(RUN1.into()),
+                Some(RUN2.into())
+            ),
+            (
+                STACK,
+                "stack id".into(),
+                Some("io.kpackd.stacks.bookworm".into()),
+                Some("io.other".into())
+            ),
+        ]
+    );
+
+    let mut w = world();
+    w.builder();
+    let plan = w.plan();
+    assert_eq!(plan.changes[0].details[1].what, "builder");
+}
+
+#[test]
+fn a_build_pins_what_is_upstream_now() {
+    let mut w = world();
+    w.commit();
+    w.run_image();
+    w.build_image();
+    w.buildpack_added();
+    let plan = w.plan();
+    let inputs = plan.changes[0].inputs.as_ref().unwrap();
+    assert_eq!(inputs.source, C2);
+    assert_eq!(inputs.run_image, RUN2);
+    assert_eq!(inputs.build_image, BUILD2);
+    assert_eq!(inputs.buildpacks, w.desired.buildpacks);
+    assert_eq!(inputs.last_image, None);
+    assert_eq!(plan.changes[0].last_build, Some(3));
+}
+
+#[test]
+fn a_rebase_keeps_the_last_build_but_its_run_image() {
+    let mut w = world();
+    w.opt_out(COMMIT);
+    w.commit();
+    w.run_image();
+    let plan = w.plan();
+    let inputs = plan.changes[0].inputs.as_ref().unwrap();
+    assert_eq!(plan.changes[0].action, Action::Rebase);
+    assert_eq!(inputs.run_image, RUN2);
+    assert_eq!(inputs.source, C1, "the opted-out commit is not built");
+    assert_eq!(inputs.last_image.as_deref(), Some(OUT));
+    assert_eq!(
+        inputs.buildpacks,
+        BTreeMap::from([(PYTHON.to_string(), PY1.to_string())])
+    );
+}
+
+#[test]
+fn a_build_image_change_alone_is_a_note_under_its_stack() {
+    let mut w = world();
+    w.build_image();
+    let plan = w.plan();
+    assert_eq!(plan.changes[0].action, Action::Noop);
+    assert_eq!(
+        plan.notes,
+        [Note {
+            stack: "bookworm".into(),
+            what: "build image".into(),
+            old: BUILD1.into(),
+            new: BUILD2.into(),
+            images: vec!["hello".into()],
+        }]
+    );
+    w.commit();
+    assert!(
+        w.plan().notes.is_empty(),
+        "the build uses the new build image"
+    );
+}
+
+#[test]
+fn images_no_longer_desired_are_forgotten() {
+    let w = world();
+    let plan = diff(&[], &w.observed, &w.recorded);
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].action, Action::Forget);
+    assert_eq!(plan.changes[0].image, "hello");
+    assert_eq!(plan.changes[0].inputs, None);
+    assert_eq!(plan.summary.forget, 1);
+}
+
+#[test]
+fn a_failed_upstream_blocks_its_dependents_only() {
+    let mut w = world();
+    let mut other = w.desired.clone();
+    other.image = "docs".into();
+    other.stack = "jammy".into();
+    w.observed.run_images.insert("jammy".into(), RUN2.into());
+    w.observed
+        .build_images
+        .insert("jammy".into(), BUILD2.into());
+    w.observed.run_images.remove("bookworm");
+    let failure = UpstreamFailure {
+        upstream: Upstream::RunImage {
+            stack: "bookworm".into(),
+        },
+        error: "manifest unknown".into(),
+    };
+    w.observed.failures.push(failure.clone());
+    w.observed.failures.push(failure.clone());
+    let plan = diff(&[w.desired.clone(), other], &w.observed, &w.recorded);
+    let docs = &plan.changes[0];
+    let hello = &plan.changes[1];
+    assert_eq!((docs.image.as_str(), docs.action), ("docs", Action::Build));
+    assert_eq!(
+        (hello.image.as_str(), hello.action),
+        ("hello", Action::Blocked)
+    );
+    assert_eq!(hello.blocked_by, [failure.clone()]);
+    assert_eq!(hello.inputs, None);
+    assert_eq!(plan.errors, [failure], "each failed upstream reported once");
+    assert_eq!(plan.summary.blocked, 1);
+    assert_eq!(plan.summary.build, 1);
+}
+
+#[test]
+fn an_upstream_neither_resolved_nor_failed_blocks() {
+    let mut w = world();
+    w.observed.sources.clear();
+    let plan = w.plan();
+    assert_eq!(plan.changes[0].action, Action::Blocked);
+    assert_eq!(
+        plan.changes[0].blocked_by,
+        [UpstreamFailure {
+            upstream: Upstream::Source {
+                source: SOURCE.into()
+            },
+            error: "not resolved".into(),
+        }]
+    );
+}
+
+#[test]
+fn a_builders_failed_buildpacks_block_its_images() {
+    let mut w = world();
+    w.observed.failures.push(UpstreamFailure {
+        upstream: Upstream::Buildpacks {
+            builder: "default".into(),
+        },
+        error: "examples/buildpacks/python: no buildpack.toml".into(),
+    });
+    assert_eq!(w.plan().changes[0].action, Action::Blocked);
+}
+
+#[test]
+fn the_plan_carries_the_state_it_was_made_against() {
+    let plan = world().plan();
+    assert_eq!(plan.format_version, 1);
+    assert_eq!(plan.lineage, "lineage-1");
+    assert_eq!(plan.serial, 7);
+    assert_eq!(
+        plan.summary,
+        Summary {
+            noop: 1,
+            ..Summary::default()
+        }
+    );
+    assert!(!plan.has_changes());
+}

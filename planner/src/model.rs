@@ -1,0 +1,387 @@
+//! The validated configuration the engine works from: names resolved, references
+//! parsed into [`ImageRef`]s, relative paths made absolute, defaults applied. Spans stay
+//! available so that later errors (an unreachable run image, a stack id that does not
+//! match) can point into kpack.toml too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imageref::ImageRef;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::buildpack::{compare_versions, DirectoryBuildpack, Group};
+use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
+use crate::graph::{Node, NodeKind};
+use crate::Reason;
+
+/// A loaded, valid kpack.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file as the user named it.
+    pub path: PathBuf,
+    /// The directory relative paths were resolved against (absolute).
+    pub dir: PathBuf,
+    pub settings: Settings,
+    pub stacks: BTreeMap<String, Stack>,
+    pub stores: BTreeMap<String, Store>,
+    pub builders: BTreeMap<String, Builder>,
+    pub images: BTreeMap<String, Image>,
+    pub(crate) text: Arc<str>,
+}
+
+/// `[kpackd]`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Absolute; default `<dir>/.kpackd`.
+    pub state_dir: PathBuf,
+    /// Builds and rebases at once; default 2.
+    pub concurrency: NonZeroU32,
+    /// Watch mode polling; default one minute.
+    pub poll_interval: Duration,
+    /// `host[:port]` spoken to over plain HTTP (besides localhost and 127.0.0.1).
+    pub insecure_registries: Vec<String>,
+    /// Which manifest to pick from an image index; default the host's.
+    pub platform: Platform,
+}
+
+/// An OCI platform: `os/architecture[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform kpackd itself runs on, named as OCI names it.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: architecture.to_string(),
+            variant: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `[stacks.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub name: String,
+    pub build_image: ImageRef,
+    pub run_image: ImageRef,
+    pub run_image_mirrors: Vec<ImageRef>,
+    /// The id the user insists on; None means "whatever the images' labels say".
+    pub id: Option<String>,
+    pub spans: StackSpans,
+}
+
+/// Where a stack's values are written in kpack.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpans {
+    pub name: Span,
+    pub build_image: Span,
+    pub run_image: Span,
+    pub id: Option<Span>,
+}
+
+/// `[stores.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub name: String,
+    pub buildpacks: Vec<StoreBuildpack>,
+    pub span: Span,
+}
+
+/// One buildpack of a store, with where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreBuildpack {
+    pub source: BuildpackSource,
+    pub span: Span,
+}
+
+/// Where a store's buildpack comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildpackSource {
+    /// A directory, with what its buildpack.toml declares.
+    Directory(DirectoryBuildpack),
+    /// A buildpackage image; what it holds is only known once it is fetched.
+    Image(ImageRef),
+}
+
+impl Store {
+    /// The directory buildpack an order entry means: `version` exactly, or the highest
+    /// version of `id` when None.
+    pub fn resolve(&self, id: &str, version: Option<&str>) -> Option<&DirectoryBuildpack> {
+        self.directories()
+            .filter(|bp| bp.id == id && version.is_none_or(|v| bp.version == v))
+            .max_by(|a, b| compare_versions(&a.version, &b.version))
+    }
+
+    pub fn directories(&self) -> impl Iterator<Item = &DirectoryBuildpack> {
+        self.buildpacks.iter().filter_map(|bp| match &bp.source {
+            BuildpackSource::Directory(dir) => Some(dir),
+            BuildpackSource::Image(_) => None,
+        })
+    }
+
+    pub fn images(&self) -> impl Iterator<Item = &ImageRef> {
+        self.buildpacks.iter().filter_map(|bp| match &bp.source {
+            BuildpackSource::Image(image) => Some(image),
+            BuildpackSource::Directory(_) => None,
+        })
+    }
+}
+
+/// `[builders.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Builder {
+    pub name: String,
+    pub kind: BuilderKind,
+    /// Where to publish the builder as a CNB builder image, if anywhere.
+    pub tag: Option<ImageRef>,
+    pub span: Span,
+}
+
+/// How a builder is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuilderKind {
+    /// From a stack and a store, with a detection order.
+    Assembled {
+        stack: String,
+        store: String,
+        order: Vec<Group>,
+    },
+    /// A ready-made CNB builder image.
+    Image(ImageRef),
+}
+
+/// `[images.<name>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    pub tag: ImageRef,
+    pub additional_tags: Vec<ImageRef>,
+    pub builder: String,
+    pub source: Source,
+    pub env: BTreeMap<String, String>,
+    pub default_process: Option<String>,
+    pub cache: Cache,
+    pub history: History,
+    pub network: bool,
+    /// The reasons that may make this image be rebuilt or rebased (default: all).
+    pub rebuild_on: BTreeSet<Reason>,
+    pub spans: ImageSpans,
+}
+
+/// Where an image's values are written in kpack.toml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpans {
+    pub name: Span,
+    pub tag: Span,
+    pub builder: Span,
+    pub source: Span,
+}
+
+/// Where an image's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Git {
+        url: String,
+        /// A branch, a tag, a full commit id, or `HEAD` (the default).
+        revision: String,
+        sub_path: Option<String>,
+    },
+    Path {
+        /// Absolute.
+        path: PathBuf,
+        /// As written in kpack.toml, relative to its directory: what identifies the
+        /// source wherever the checkout lives.
+        written: String,
+        sub_path: Option<String>,
+    },
+    Blob {
+        url: String,
+        strip_components: u32,
+        sub_path: Option<String>,
+    },
+}
+
+impl Source {
+    pub fn sub_path(&self) -> Option<&str> {
+        match self {
+            Source::Git { sub_path, .. }
+            | Source::Path { sub_path, .. }
+            | Source::Blob { sub_path, .. } => sub_path.as_deref(),
+        }
+    }
+
+    /// What identifies the source as an upstream: its location, a git revision after
+    /// `#`, a sub-path after `//`. Images with the same identity share one lookup.
+    pub fn identity(&self) -> String {
+        let mut id = self.location().to_string();
+        if let Source::Git { revision, .. } = self {
+            id.push('#');
+            id.push_str(revision);
+        }
+        if let Some(sub_path) = self.sub_path() {
+            id.push_str("//");
+            id.push_str(sub_path);
+        }
+        id
+    }
+
+    /// The source as people name it: a URL, or the path as written.
+    pub fn location(&self) -> &str {
+        match self {
+            Source::Git { url, .. } | Source::Blob { url, .. } => url,
+            Source::Path { written, .. } => written,
+        }
+    }
+}
+
+/// The build cache of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cache {
+    /// A directory under the state directory.
+    Dir,
+    Image(ImageRef),
+    Disabled,
+}
+
+/// How many builds are kept per image, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    pub success: NonZeroU32,
+    pub failed: NonZeroU32,
+}
+
+impl Default for History {
+    fn default() -> History {
+        let ten = NonZeroU32::new(10).expect("10 is not zero");
+        History {
+            success: ten,
+            failed: ten,
+        }
+    }
+}
+
+/// The parts of an image's table whose change is the CONFIG reason, in a canonical form:
+/// the same configuration always serialises (and hashes) the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageConfig {
+    pub env: BTreeMap<String, String>,
+    /// `git`, `path` or `blob`.
+    pub source_kind: String,
+    /// The URL, or the path as written.
+    pub source: String,
+    pub sub_path: Option<String>,
+    pub builder: String,
+    pub default_process: Option<String>,
+    pub network: bool,
+}
+
+impl ImageConfig {
+    /// `sha256:<hex>` of the canonical JSON form.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("plain strings and maps serialise");
+        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+    }
+}
+
+impl Image {
+    /// What the CONFIG reason compares between builds.
+    pub fn config(&self) -> ImageConfig {
+        let source_kind = match &self.source {
+            Source::Git { .. } => "git",
+            Source::Path { .. } => "path",
+            Source::Blob { .. } => "blob",
+        };
+        ImageConfig {
+            env: self.env.clone(),
+            source_kind: source_kind.to_string(),
+            source: self.source.location().to_string(),
+            sub_path: self.source.sub_path().map(str::to_string),
+            builder: self.builder.clone(),
+            default_process: self.default_process.clone(),
+            network: self.network,
+        }
+    }
+
+    /// The tag and the additional tags, in that order.
+    pub fn tags(&self) -> impl Iterator<Item = &ImageRef> {
+        std::iter::once(&self.tag).chain(&self.additional_tags)
+    }
+}
+
+impl Config {
+    /// The builder an image names (valid configurations name existing builders).
+    pub fn builder_of(&self, image: &Image) -> &Builder {
+        self.builders
+            .get(&image.builder)
+            .expect("validation checked that every image names an existing builder")
+    }
+
+    /// The stack a builder is assembled on; None for a builder image.
+    pub fn stack_of(&self, builder: &Builder) -> Option<&Stack> {
+        match &builder.kind {
+            BuilderKind::Assembled { stack, .. } => self.stacks.get(stack),
+            BuilderKind::Image(_) => None,
+        }
+    }
+
+    /// The store a builder's buildpacks come from; None for a builder image.
+    pub fn store_of(&self, builder: &Builder) -> Option<&Store> {
+        match &builder.kind {
+            BuilderKind::Assembled { store, .. } => self.stores.get(store),
+            BuilderKind::Image(_) => None,
+        }
+    }
+
+    /// Where a node of the graph is written in kpack.toml (a source: at the first
+    /// image built from it).
+    pub fn span_of(&self, node: &Node) -> Option<Span> {
+        match node.kind {
+            NodeKind::Stack => self.stacks.get(&node.name).map(|s| s.spans.name.clone()),
+            NodeKind::Store => self.stores.get(&node.name).map(|s| s.span.clone()),
+            NodeKind::Builder => self.builders.get(&node.name).map(|b| b.span.clone()),
+            NodeKind::Image => self.images.get(&node.name).map(|i| i.spans.name.clone()),
+            NodeKind::Source => self
+                .images
+                .values()
+                .find(|i| Node::source(&i.source) == *node)
+                .map(|i| i.spans.source.clone()),
+        }
+    }
+
+    /// An error about this file found after loading it (an unreachable run image, a
+    /// stack id that does not match the labels), rendered like the validation errors.
+    pub fn error(&self, problems: Vec<Problem>) -> ConfigError {
+        ConfigError::Invalid(InvalidConfig::new(
+            &self.path.display().to_string(),
+            self.text.clone(),
+            problems,
+        ))
+    }
+}

@@ -1,0 +1,486 @@
+//! The Plan as data: what `kpackd plan` decided for every image, the inputs it pinned,
+//! and the state it was computed against. It serialises to the stable JSON of
+//! `kpackd plan --json` (saved with `--out`, applied later) and renders for people.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use owo_colors::{OwoColorize, Style};
+use serde::{Deserialize, Serialize};
+
+use crate::Reason;
+
+/// The version of the plan's JSON form; bumped only by incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Everything `kpackd apply` will do, decided once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    /// The state the plan was made against: apply refuses it when either moved.
+    pub lineage: String,
+    pub serial: u64,
+    /// The configuration file, as the user named it.
+    pub config: String,
+    /// One change per image: every desired image, then every image to forget, by name.
+    pub changes: Vec<Change>,
+    pub summary: Summary,
+    /// Upstreams that could not be resolved, each reported once.
+    pub errors: Vec<UpstreamFailure>,
+    /// Upstream changes that cause no work now, for the reader's information.
+    pub notes: Vec<Note>,
+}
+
+/// What happens to one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub image: String,
+    pub action: Action,
+    /// What fired, in the order of [`Reason::ALL`]; empty unless building or rebasing.
+    pub reasons: Vec<Reason>,
+    pub details: Vec<Detail>,
+    /// What the build or rebase is made from; absent for `forget` and `blocked`.
+    pub inputs: Option<Inputs>,
+    /// The number of the build this change follows; absent before the first build.
+    pub last_build: Option<u64>,
+    /// Why a `blocked` image cannot be planned.
+    pub blocked_by: Vec<UpstreamFailure>,
+}
+
+/// What a change does; the symbol is what the human plan prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Build,
+    Rebase,
+    Noop,
+    Forget,
+    Blocked,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Build => "build",
+            Action::Rebase => "rebase",
+            Action::Noop => "noop",
+            Action::Forget => "forget",
+            Action::Blocked => "blocked",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One fired reason, with what changed. `old`/`new` are absent when the reason is not
+/// a change of value (a first build, a trigger, an image that cannot be rebased).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detail {
+    pub reason: Reason,
+    /// What changed, as the human plan names it: `source commit`, `run image`, …
+    pub what: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// The pinned inputs of a build or rebase: digests and versions, never tags, so apply
+/// builds exactly what was planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "InputsJson", try_from = "InputsJson")]
+pub struct Inputs {
+    /// The source version: a commit id, a tree id (sub-path), or a content hash.
+    pub source: String,
+    pub run_image: String,
+    pub build_image: String,
+    /// `id@version` → content digest, every buildpack the builder provides.
+    pub buildpacks: BTreeMap<String, String>,
+    /// The image configuration hash (see CONFIG).
+    pub config: String,
+    pub builder: String,
+    pub stack: String,
+    pub stack_id: String,
+    pub target: Target,
+    /// For a rebase: the digest of the image whose run image layers are replaced.
+    pub last_image: Option<String>,
+}
+
+/// The JSON form of [`Inputs`]: `buildpacks` is the list of `id@version` that readers
+/// of the plan expect; the digests travel beside it.
+#[derive(Serialize, Deserialize)]
+struct InputsJson {
+    source: String,
+    run_image: String,
+    build_image: String,
+    buildpacks: Vec<String>,
+    buildpack_digests: BTreeMap<String, String>,
+    config: String,
+    builder: String,
+    stack: String,
+    stack_id: String,
+    target: Target,
+    last_image: Option<String>,
+}
+
+impl From<Inputs> for InputsJson {
+    fn from(inputs: Inputs) -> InputsJson {
+        InputsJson {
+            source: inputs.source,
+            run_image: inputs.run_image,
+            build_image: inputs.build_image,
+            buildpacks: inputs.buildpacks.keys().cloned().collect(),
+            buildpack_digests: inputs.buildpacks,
+            config: inputs.config,
+            builder: inputs.builder,
+            stack: inputs.stack,
+            stack_id: inputs.stack_id,
+            target: inputs.target,
+            last_image: inputs.last_image,
+        }
+    }
+}
+
+impl TryFrom<InputsJson> for Inputs {
+    type Error = String;
+
+    fn try_from(json: InputsJson) -> Result<Inputs, String> {
+        if let Some(missing) = json
+            .buildpacks
+            .iter()
+            .find(|id| !json.buildpack_digests.contains_key(*id))
+        {
+            return Err(format!(
+                "buildpack {missing} has no entry in buildpack_digests"
+            ));
+        }
+        if json.buildpacks.len() != json.buildpack_digests.len() {
+            return Err("buildpacks and buildpack_digests name different buildpacks".into());
+        }
+        Ok(Inputs {
+            source: json.source,
+            run_image: json.run_image,
+            build_image: json.build_image,
+            buildpacks: json.buildpack_digests,
+            config: json.config,
+            builder: json.builder,
+            stack: json.stack,
+            stack_id: json.stack_id,
+            target: json.target,
+            last_image: json.last_image,
+        })
+    }
+}
+
+/// The platform an image is built for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Target {
+    pub os: String,
+    pub arch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        match &self.variant {
+            Some(variant) => write!(f, "/{variant}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Something the engine resolves once per plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Upstream {
+    RunImage {
+        stack: String,
+    },
+    BuildImage {
+        stack: String,
+    },
+    /// A source, by its identity (location, revision, sub-path).
+    Source {
+        source: String,
+    },
+    /// The buildpacks a builder provides: its store's directories and images, or its
+    /// builder image.
+    Buildpacks {
+        builder: String,
+    },
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::RunImage { stack } => write!(f, "run image of stack \"{stack}\""),
+            Upstream::BuildImage { stack } => write!(f, "build image of stack \"{stack}\""),
+            Upstream::Source { source } => write!(f, "source {source}"),
+            Upstream::Buildpacks { builder } => {
+                write!(f, "buildpacks of builder \"{builder}\"")
+            }
+        }
+    }
+}
+
+/// An upstream that could not be resolved, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UpstreamFailure {
+    pub upstream: Upstream,
+    pub error: String,
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.upstream, self.error)
+    }
+}
+
+/// A stack's build image moved under images that are not rebuilt now: their next
+/// build uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    pub stack: String,
+    pub what: String,
+    pub old: String,
+    pub new: String,
+    pub images: Vec<String>,
+}
+
+/// How many changes of each action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub build: usize,
+    pub rebase: usize,
+    pub noop: usize,
+    pub forget: usize,
+    pub blocked: usize,
+}
+
+impl Summary {
+    pub fn of(changes: &[Change]) -> Summary {
+        let mut summary = Summary::default();
+        for change in changes {
+            *match change.action {
+                Action::Build => &mut summary.build,
+                Action::Rebase => &mut summary.rebase,
+                Action::Noop => &mut summary.noop,
+                Action::Forget => &mut summary.forget,
+                Action::Blocked => &mut summary.blocked,
+            } += 1;
+        }
+        summary
+    }
+}
+
+/// Headlines are padded to this width so the reasons line up, as in terraform's plans.
+const HEADLINE_WIDTH: usize = 45;
+
+impl Plan {
+    /// Whether applying the plan would do anything.
+    pub fn has_changes(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c.action, Action::Build | Action::Rebase | Action::Forget))
+    }
+
+    /// The plan for people, terraform-like; ANSI colours only when `color`.
+    pub fn render(&self, color: bool) -> String {
+        let paint = Painter { color };
+        let mut out = String::new();
+        let shown: Vec<&Change> = self
+            .changes
+            .iter()
+            .filter(|c| c.action != Action::Noop)
+            .collect();
+        if !shown.is_empty() {
+            out.push_str("kpackd will perform the following actions:\n\n");
+        }
+        let headlines: Vec<(String, Style)> = shown.iter().map(|c| headline(c)).collect();
+        let width = headlines
+            .iter()
+            .map(|(h, _)| h.chars().count() + 2)
+            .max()
+            .unwrap_or(0)
+            .max(HEADLINE_WIDTH);
+        for (change, (headline, style)) in shown.iter().zip(headlines) {
+            let pad = width - headline.chars().count();
+            let _ = write!(out, "{}", paint.style(&headline, style));
+            match change.action {
+                Action::Blocked => {
+                    let causes: Vec<String> =
+                        change.blocked_by.iter().map(ToString::to_string).collect();
+                    let _ = writeln!(out, ": {}", causes.join("; "));
+                }
+                Action::Forget => {
+                    let _ = writeln!(
+                        out,
+                        "{:pad$}{}",
+                        "",
+                        paint.dim("(not in kpack.toml; its tags stay in the registry)")
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "{:pad$}({})", "", reasons_text(change));
+                }
+            }
+            for detail in &change.details {
+                if let (Some(old), Some(new)) = (&detail.old, &detail.new) {
+                    let _ = writeln!(
+                        out,
+                        "      {}: {} → {}",
+                        detail.what,
+                        paint.dim(&short(old)),
+                        short(new)
+                    );
+                }
+            }
+        }
+        if !self.notes.is_empty() {
+            if !shown.is_empty() {
+                out.push('\n');
+            }
+            for note in &self.notes {
+                let _ = writeln!(
+                    out,
+                    "  {} stack \"{}\": {}: {} → {} (no work now; the next build of {} uses it)",
+                    paint.style("#", Style::new().dimmed()),
+                    note.stack,
+                    note.what,
+                    short(&note.old),
+                    short(&note.new),
+                    quoted_list(&note.images)
+                );
+            }
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if !self.has_changes() && self.summary.blocked == 0 {
+            out.push_str(&paint.bold("No changes. The fleet is up to date."));
+            out.push('\n');
+            return out;
+        }
+        let first_builds = self
+            .changes
+            .iter()
+            .filter(|c| c.action == Action::Build && c.last_build.is_none())
+            .count();
+        let _ = write!(
+            out,
+            "{} {} to build, {} to rebuild, {} to rebase, {} to forget, {} unchanged",
+            paint.bold("Plan:"),
+            first_builds,
+            self.summary.build - first_builds,
+            self.summary.rebase,
+            self.summary.forget,
+            self.summary.noop
+        );
+        if self.summary.blocked > 0 {
+            let blocked = format!("{} blocked", self.summary.blocked);
+            let _ = write!(
+                out,
+                ", {}",
+                paint.style(&blocked, Style::new().red().bold())
+            );
+        }
+        out.push_str(".\n");
+        out
+    }
+}
+
+/// `  ~ image "hello" will be rebuilt`, and the style of its symbol.
+fn headline(change: &Change) -> (String, Style) {
+    let (symbol, verb, style) = match change.action {
+        Action::Build if change.last_build.is_none() => {
+            ("+", "will be built", Style::new().green())
+        }
+        Action::Build => ("~", "will be rebuilt", Style::new().yellow()),
+        Action::Rebase => ("↻", "will be rebased", Style::new().cyan()),
+        Action::Forget => ("-", "will be forgotten", Style::new().red()),
+        Action::Blocked => ("!", "is blocked", Style::new().red().bold()),
+        Action::Noop => (" ", "is unchanged", Style::new()),
+    };
+    (
+        format!("  {symbol} image \"{}\" {verb}", change.image),
+        style,
+    )
+}
+
+/// `COMMIT, STACK`, with the notes of details that are not a change of value:
+/// `CONFIG: first build`.
+fn reasons_text(change: &Change) -> String {
+    let parts: Vec<String> = change
+        .reasons
+        .iter()
+        .map(|reason| {
+            let notes: Vec<&str> = change
+                .details
+                .iter()
+                .filter(|d| d.reason == *reason && d.old.is_none() && d.new.is_none())
+                .map(|d| d.what.as_str())
+                .collect();
+            if notes.is_empty() {
+                reason.to_string()
+            } else {
+                format!("{reason}: {}", notes.join(", "))
+            }
+        })
+        .collect();
+    parts.join(", ")
+}
+
+fn quoted_list(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    quoted.join(", ")
+}
+
+/// A value as people want to read it in a plan: `sha256:1a2b…` for digests, seven
+/// characters for commit and tree ids, anything else as it is.
+pub fn short(value: &str) -> String {
+    const DIGEST_HEX: usize = 4;
+    const COMMIT_HEX: usize = 7;
+    if let Some((algorithm, hex)) = value.split_once(':') {
+        if is_hex(hex) && hex.len() > DIGEST_HEX {
+            return format!("{algorithm}:{}…", &hex[..DIGEST_HEX]);
+        }
+    }
+    if is_hex(value) && value.len() >= 40 {
+        return value[..COMMIT_HEX].to_string();
+    }
+    value.to_string()
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Applies styles only when colours were asked for.
+struct Painter {
+    color: bool,
+}
+
+impl Painter {
+    fn style(&self, text: &str, style: Style) -> String {
+        if self.color {
+            text.style(style).to_string()
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn dim(&self, text: &str) -> String {
+        self.style(text, Style::new().dimmed())
+    }
+
+    fn bold(&self, text: &str) -> String {
+        self.style(text, Style::new().bold())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,60 @@
+//! Every broken configuration under tests/fixtures/invalid/ is refused with diagnostics
+//! that point at the mistake; each rendering is pinned by a snapshot.
+
+use std::path::{Path, PathBuf};
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+const FIXTURES: &str = "../tests/fixtures/invalid";
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
+        .expect("tests/fixtures/invalid exists")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The diagnostics as a terminal without colours, 100 columns wide, would show them.
+fn render(path: &Path) -> (String, planner::ConfigError) {
+    let error = match planner::load(path) {
+        Ok(_) => panic!("{} should be invalid", path.display()),
+        Err(e) => e,
+    };
+    let mut out = String::new();
+    GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .render_report(&mut out, &error)
+        .expect("rendering to a String");
+    (out, error)
+}
+
+#[test]
+fn each_mistake_has_a_pinned_diagnostic() {
+    let files = fixtures();
+    assert!(files.len() >= 30, "only {} invalid fixtures", files.len());
+    for path in files {
+        let (rendered, error) = render(&path);
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a UTF-8 file name");
+        assert!(!error.problems().is_empty(), "{name}: no problems");
+        for problem in error.problems() {
+            assert!(
+                problem.span().is_some(),
+                "{name}: `{problem}` points nowhere"
+            );
+        }
+        insta::assert_snapshot!(name, rendered);
+    }
+}
+
+#[test]
+fn five_mistakes_are_reported_in_one_run() {
+    let (_, error) = render(&Path::new(FIXTURES).join("five-mistakes.toml"));
+    let messages: Vec<&str> = error.problems().iter().map(|p| p.message()).collect();
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+}
