@@ -1,5 +1,7 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
+pub mod lifecycle;
 pub mod oci;
+pub mod rebase;
 pub mod sandbox;
 pub mod source;
 
