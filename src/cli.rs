@@ -45,6 +45,50 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what apply would do: which images to build, rebuild, rebase or forget, and why
+    Plan {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+        /// One JSON object on stdout (format_version 1)
+        #[arg(long)]
+        json: bool,
+        /// Save the plan, with every pinned digest, for `kpackd apply FILE`
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on errors
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan only this image (repeatable)
+        #[arg(long = "target", value_name = "IMAGE")]
+        targets: Vec<String>,
+    },
+    /// Each image: tag, digest, last build, reasons, age
+    Status {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build history, of one image or all
+    Builds {
+        /// Only this image's builds
+        image: Option<String>,
+        /// A JSON array on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark images for a rebuild (TRIGGER) at the next apply
+    Trigger {
+        /// The images, by name
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// The configuration file naming the images
+        #[arg(long, default_value = "kpack.toml")]
+        config: PathBuf,
+    },
     /// Check kpack.toml; diagnostics on stderr
     Validate {
         /// The configuration file
@@ -59,4 +103,36 @@ pub enum Command {
         #[arg(default_value = "kpack.toml")]
         config: PathBuf,
     },
+    /// Show an image: digest, platform, layers, config, labels and CNB metadata
+    Inspect {
+        /// A registry reference (`host[:port]/repo[:tag][@digest]`, `docker://…`) or an OCI
+        /// image layout, `oci:<dir>[:<ref-name>]`
+        reference: String,
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+        /// The platform to pick from a multi-platform image, `os/arch[/variant]`
+        #[arg(long, default_value = "linux/amd64", value_name = "PLATFORM")]
+        platform: String,
+        #[command(flatten)]
+        registries: RegistryArgs,
+    },
+    /// Copy an image, every platform of it, between registries and OCI image layouts
+    Copy {
+        /// Where the image is: a registry reference or `oci:<dir>[:<ref-name>]`
+        source: String,
+        /// Where it goes: a registry reference or `oci:<dir>[:<ref-name>]` (made if missing)
+        destination: String,
+        #[command(flatten)]
+        registries: RegistryArgs,
+    },
+}
+
+/// How registries are reached by the commands that talk to them directly.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// A registry (`host[:port]`) spoken to over plain HTTP; localhost and 127.0.0.1
+    /// always are. Repeatable
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
 }

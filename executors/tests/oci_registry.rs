@@ -11,7 +11,7 @@ use executors::oci::{
     Platform, RawManifest, UnpackOptions,
 };
 use oci_support::*;
-use testkit::registry::Registry;
+use testkit::registry::{Fault, FaultyProxy, Registry};
 
 #[tokio::test]
 async fn push_then_pull_round_trip() {
@@ -228,4 +228,159 @@ async fn copy_through_a_layout_keeps_the_digest() {
         .blobs
         .iter()
         .all(|(_, how)| *how == BlobTransfer::Existed));
+}
+
+/// A store that retries more than the default test store does.
+fn patient_store() -> executors::oci::ImageStore {
+    executors::oci::ImageStore::new(executors::oci::StoreSettings {
+        insecure_registries: Vec::new(),
+        platform: Platform::linux_amd64(),
+        credentials: CredentialSource::anonymous(),
+        retry: executors::oci::RetryPolicy {
+            attempts: 4,
+            initial_backoff: std::time::Duration::from_millis(10),
+            max_backoff: std::time::Duration::from_millis(50),
+        },
+        parallel_blobs: 4,
+    })
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let direct = parse(&format!("{}:v1", reg.repo("flaky/app")));
+    let pinned = push_small_image(&store(), &direct, work.path(), "flaky").await;
+    let proxy = FaultyProxy::start(reg);
+    proxy.add(Fault::error(
+        503,
+        "/v2/flaky/app/manifests/",
+        2,
+        "UNAVAILABLE",
+        "try again later",
+    ));
+
+    let through = parse(&format!("{}:v1", proxy.repo("flaky/app")));
+    let digest = patient_store().resolve_digest(&through).await.unwrap();
+    assert_eq!(Some(&digest), pinned.digest());
+    let faults = proxy.faults_given();
+    assert_eq!(faults.len(), 2, "{faults:?}");
+    assert!(faults.iter().all(|f| f.status == 503));
+}
+
+#[tokio::test]
+async fn lasting_trouble_is_reported_with_the_registrys_message() {
+    let reg = Registry::shared();
+    let proxy = FaultyProxy::start(reg);
+    proxy.add(Fault::error(
+        503,
+        "/v2/down-for-good/app/",
+        1000,
+        "UNAVAILABLE",
+        "maintenance until noon",
+    ));
+    let through = parse(&format!("{}:v1", proxy.repo("down-for-good/app")));
+    let err = store().resolve_digest(&through).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OciError::Registry {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("maintenance until noon"), "{text}");
+    assert!(text.contains("down-for-good/app:v1"), "{text}");
+    // Two attempts (the test store's bound), each a HEAD then a GET.
+    assert_eq!(proxy.faults_given().len(), 4);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let reg = Registry::shared();
+    let proxy = FaultyProxy::start(reg);
+    proxy.add(Fault::error(
+        403,
+        "/v2/forbidden/app/",
+        1000,
+        "DENIED",
+        "requested access to the resource is denied",
+    ));
+    let through = parse(&format!("{}:v1", proxy.repo("forbidden/app")));
+    let err = patient_store()
+        .resolve_digest(&through)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OciError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("resource is denied"), "{err}");
+    // One attempt: the HEAD, then the GET oci-client falls back to.
+    assert_eq!(proxy.faults_given().len(), 2);
+}
+
+#[tokio::test]
+async fn a_declined_mount_falls_back_to_an_upload() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let source = parse(&format!("{}:v1", reg.repo("decline/source")));
+    let pinned = push_small_image(&store(), &source, work.path(), "decline").await;
+    let proxy = FaultyProxy::start(reg);
+    // What a registry does when it will not mount: it opens an upload session instead.
+    proxy.add(Fault {
+        method: Some("POST".into()),
+        path_contains: "mount=".into(),
+        times: 1000,
+        status: 202,
+        headers: vec![
+            (
+                "Location".into(),
+                "/v2/decline/target/blobs/uploads/declined-by-test".into(),
+            ),
+            ("Docker-Upload-UUID".into(), "declined-by-test".into()),
+        ],
+        body: String::new(),
+    });
+
+    let src = parse(&format!("{}:v1", proxy.repo("decline/source")));
+    let dst = parse(&format!("{}:v1", proxy.repo("decline/target")));
+    let report = copy_image(&store(), &src, &dst, Arc::new(())).await.unwrap();
+    assert_eq!(Some(&report.digest), pinned.digest());
+    assert_eq!(report.blobs.len(), 3);
+    assert!(
+        report
+            .blobs
+            .iter()
+            .all(|(_, how)| *how == BlobTransfer::Uploaded),
+        "{:?}",
+        report.blobs
+    );
+    let declined = proxy.faults_given();
+    assert_eq!(declined.len(), 3, "one mount tried per blob: {declined:?}");
+    assert_eq!(reg.blob_uploads("decline/target"), 3);
+    let image = store()
+        .image(&parse(&format!("{}:v1", reg.repo("decline/target"))))
+        .await
+        .unwrap();
+    assert_eq!(image.config.labels()["test"], "decline");
+}
+
+#[tokio::test]
+async fn an_invalid_manifest_is_refused_with_the_registrys_message() {
+    let reg = Registry::shared();
+    let r = parse(&format!("{}:v1", reg.repo("invalid/app")));
+    let missing = executors::oci::sha256_digest(b"a blob nobody pushed");
+    let manifest = RawManifest::from_manifest(&Manifest::Image(executors::oci::ImageManifest {
+        schema_version: 2,
+        media_type: Some(executors::oci::media_type::OCI_MANIFEST.into()),
+        config: executors::oci::Descriptor::new(executors::oci::media_type::OCI_CONFIG, missing, 20),
+        layers: Vec::new(),
+        annotations: None,
+    }));
+    let err = patient_store().push_manifest(&r, &manifest).await.unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("invalid/app"), "{text}");
+    assert!(text.to_lowercase().contains("blob unknown"), "{text}");
 }

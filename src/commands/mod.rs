@@ -32,12 +32,79 @@ impl Outcome {
 
 pub fn run(cli: Cli) -> miette::Result<Outcome> {
     match cli.command {
+        Command::Plan {
+            config,
+            json,
+            out,
+            detailed_exitcode,
+            targets,
+        } => plan::run(plan::Args {
+            config,
+            json,
+            out,
+            detailed_exitcode,
+            targets,
+            state_dir: cli.global.state_dir,
+            color: color_enabled(cli.global.color),
+        }),
+        Command::Status { config, json } => {
+            status::run(&config, json, cli.global.state_dir.as_deref())
+        }
+        Command::Builds { image, json } => {
+            builds::run(image.as_deref(), json, cli.global.state_dir.as_deref())
+        }
+        Command::Trigger { images, config } => {
+            trigger::run(&images, &config, cli.global.state_dir.as_deref())
+        }
         Command::Validate { config } => validate::run(&config),
         Command::Schema => schema::run(),
         Command::Graph { config } => graph::run(&config),
+        Command::Inspect {
+            reference,
+            json,
+            platform,
+            registries,
+        } => inspect::run(&reference, json, &platform, &registries),
+        Command::Copy {
+            source,
+            destination,
+            registries,
+        } => copy::run(&source, &destination, &registries, cli.global.quiet),
     }
 }
 
+mod builds;
+mod copy;
 mod graph;
+mod inspect;
+mod plan;
 mod schema;
+mod status;
+mod trigger;
 mod validate;
+
+/// The state directory of commands that take no CONFIG: `--state-dir`, else the one
+/// `./kpack.toml` names, else `./.kpackd`.
+fn logs_state_dir(cli: Option<&std::path::Path>) -> miette::Result<std::path::PathBuf> {
+    if let Some(dir) = cli {
+        return Ok(dir.to_path_buf());
+    }
+    let default = std::path::Path::new("kpack.toml");
+    if default.is_file() {
+        return Ok(planner::load(default)?.settings.state_dir);
+    }
+    Ok(std::path::PathBuf::from(".kpackd"))
+}
+
+/// Whether stdout output gets colours: `--color`, else a terminal without `NO_COLOR`.
+pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
+    use crate::cli::ColorChoice;
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::IsTerminal::is_terminal(&std::io::stdout())
+        }
+    }
+}

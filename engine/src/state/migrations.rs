@@ -64,7 +64,8 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     loop {
         // Immediate: two processes opening a new state at once migrate one after the other.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
         let Some(migration) = MIGRATIONS.get(version) else {
             if version > MIGRATIONS.len() {
                 return Err(StateError::TooNew {
@@ -75,7 +76,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StateError> {
             return Ok(());
         };
         tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = version + 1, "state schema migrated");
     }

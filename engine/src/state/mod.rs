@@ -112,11 +112,17 @@ impl State {
         &self.lineage
     }
 
+    /// The state directory: the database, build logs, caches.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Moves with every change to the state.
     pub fn serial(&self) -> Result<u64, StateError> {
-        Ok(self
+        let serial: i64 = self
             .conn
-            .query_row("SELECT serial FROM state", [], |row| row.get(0))?)
+            .query_row("SELECT serial FROM state", [], |row| row.get(0))?;
+        Ok(serial.unsigned_abs())
     }
 
     /// What the rebuild rules need: per image, its last completed build and its
@@ -171,12 +177,12 @@ impl State {
         if !matches!(new.action, Action::Build | Action::Rebase) {
             return Err(StateError::NotABuild(new.action));
         }
-        let tx = self.write()?;
+        let tx = write(&mut self.conn)?;
         tx.execute(
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [new.image],
         )?;
-        let number: u64 = tx.query_row(
+        let number: i64 = tx.query_row(
             "UPDATE images SET next_number = next_number + 1 WHERE name = ?1
              RETURNING next_number - 1",
             [new.image],
@@ -211,7 +217,7 @@ impl State {
         }
         let build = find(&tx, &self.dir, id)?;
         tx.commit()?;
-        tracing::info!(image = new.image, number, action = %new.action, "build queued");
+        tracing::info!(image = new.image, number = build.number, action = %new.action, "build queued");
         Ok(build)
     }
 
@@ -222,7 +228,7 @@ impl State {
             let build = find(&self.conn, &self.dir, id)?;
             return Err(refused(&build, to));
         }
-        let tx = self.write()?;
+        let tx = write(&mut self.conn)?;
         let build = find(&tx, &self.dir, id)?;
         if !build.status.can_transition_to(to, build.action) {
             return Err(refused(&build, to));
@@ -240,7 +246,7 @@ impl State {
     /// Ends a build: its output after a success, the step it failed in and why after
     /// a failure.
     pub fn finish(&mut self, id: BuildId, outcome: Outcome) -> Result<Build, StateError> {
-        let tx = self.write()?;
+        let tx = write(&mut self.conn)?;
         let build = find(&tx, &self.dir, id)?;
         let to = outcome.status();
         if !build.status.can_transition_to(to, build.action) {
@@ -311,7 +317,7 @@ impl State {
 
     /// Records `kpackd trigger IMAGE`: the image's next plan builds it (TRIGGER).
     pub fn add_trigger(&mut self, image: &str) -> Result<(), StateError> {
-        let tx = self.write()?;
+        let tx = write(&mut self.conn)?;
         tx.execute(
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [image],
@@ -337,7 +343,7 @@ impl State {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM builds WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number"
         ))?;
-        let builds = stmt.query_map([image], |row| read_build(row).map(|b| with_dir(b, &self.dir)))?;
+        let builds = stmt.query_map([image], |row| read_build(row).map(|b| b.map(|b| with_dir(b, &self.dir))))?;
         let mut all = Vec::new();
         for build in builds {
             all.push(build??);
@@ -348,7 +354,7 @@ impl State {
     /// Drops everything recorded about an image (registry tags are left alone).
     /// Returns the log files of its builds, for the caller to delete.
     pub fn forget(&mut self, image: &str) -> Result<Vec<PathBuf>, StateError> {
-        let tx = self.write()?;
+        let tx = write(&mut self.conn)?;
         let logs = logs_of(&tx, &self.dir, "image = ?1", params![image])?;
         tx.execute("DELETE FROM triggers WHERE image = ?1", [image])?;
         tx.execute("DELETE FROM builds WHERE image = ?1", [image])?;
@@ -395,12 +401,13 @@ impl State {
         Ok(logs)
     }
 
-    /// Opens a write transaction and moves the serial in it.
-    fn write(&mut self) -> Result<Transaction<'_>, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        bump_serial(&tx)?;
-        Ok(tx)
-    }
+}
+
+/// Opens a write transaction and moves the serial in it.
+fn write(conn: &mut Connection) -> Result<Transaction<'_>, StateError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    bump_serial(&tx)?;
+    Ok(tx)
 }
 
 fn bump_serial(tx: &Transaction<'_>) -> Result<(), StateError> {
@@ -468,7 +475,7 @@ fn with_dir(mut build: Build, dir: &Path) -> Build {
 /// not decode.
 fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
     let image: String = row.get("image")?;
-    let number: u64 = row.get("number")?;
+    let number: u64 = row.get::<_, i64>("number")?.unsigned_abs();
     let corrupt = |what: &'static str| {
         let image = image.clone();
         move |source: Box<dyn std::error::Error + Send + Sync>| StateError::Corrupt {

@@ -1,20 +1,21 @@
 """hello-python: a small HTTP service using only the standard library.
 
-GET / greets and names the Python the runtime buildpack installed (BP_PYTHON_VERSION);
-GET /healthz answers "ok". `python3 -m app --selftest` starts the server on a free port,
-checks both routes and exits 0 when they answer as expected.
+GET / greets, naming the Python it runs on and the buildpacks that built the image (their
+launch environment appends each name to BP_BUILT_BY); GET /healthz answers "ok".
+`python3 -m app` serves on $PORT (default 8080); `python3 -m app --selftest` starts the
+server on a free loopback port, checks both routes and exits 0 when they answer as expected.
 """
 import http.server
 import os
+import platform
 import sys
 import threading
 import urllib.request
 
 
 def greeting():
-    version = os.environ.get("BP_PYTHON_VERSION", "unknown")
     built_by = os.environ.get("BP_BUILT_BY", "unknown buildpacks")
-    return f"Hello from hello-python on Python {version} (BP_PYTHON_VERSION), built by {built_by}\n"
+    return f"Hello from hello-python on Python {platform.python_version()}, built by {built_by}\n"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -33,6 +34,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        print(f"{self.address_string()} {format % args}", flush=True)
 
 
 def selftest():
@@ -56,7 +60,7 @@ def main():
         sys.exit(selftest())
     port = int(os.environ.get("PORT", "8080"))
     server = http.server.ThreadingHTTPServer(("", port), Handler)
-    print(f"hello-python listening on port {port}")
+    print(f"hello-python listening on port {port}", flush=True)
     server.serve_forever()
 
 

@@ -50,6 +50,11 @@ pub trait LogSink: Send + Sync {
     /// One line of output (without its newline) of `phase`; `buildpack` is the
     /// buildpack id when a buildpack's program printed it.
     fn line(&self, phase: Phase, buildpack: Option<&str>, line: &str);
+
+    /// A phase begins: the build orchestrator ([`run::build_image`]) calls this once
+    /// per phase, in order, before any of the phase's lines, so callers can record the
+    /// build's progress (detecting → building → exporting).
+    fn phase_started(&self, _phase: Phase) {}
 }
 
 /// A [`LogSink`] that drops everything (tests, benchmarks).

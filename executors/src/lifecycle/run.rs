@@ -1,1 +1,232 @@
-//! (in progress)
+//! One build, start to end: prepare the stack, analyze the previous image, detect,
+//! restore, build, export and save the cache — what the reference `creator` does, without
+//! a daemon.
+//!
+//! [`build_image`] takes a [`BuildRequest`] (plain data the engine fills from kpack.toml)
+//! and returns a [`BuildResult`]. Work directories live under `<state-dir>/work/` and are
+//! removed when the build ends, also when it fails. Cancelling is dropping the future:
+//! buildpack programs are killed with it. The image is pushed only after every buildpack
+//! succeeded, so a failed build leaves the registry untouched.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use imageref::{Digest, ImageRef};
+
+use super::build::{build, BuildError};
+use super::cache::{self, CacheDir, CacheError};
+use super::descriptor::{DescriptorError, OrderGroup};
+use super::detect::{detect, BuildpackDir, DetectError, PhaseContext};
+use super::export::{export, ExportError, ExportRequest};
+use super::stack::{self, StackError};
+use super::{LogSink, Phase};
+use crate::oci::ImageStore;
+
+/// Everything one build needs. Plain data: the engine fills it from kpack.toml.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The image's name in kpack.toml; it names the cache directory.
+    pub image: String,
+    /// Where the image goes.
+    pub tag: ImageRef,
+    pub additional_tags: Vec<ImageRef>,
+    /// The stack's build and run images, pinned by digest.
+    pub build_image: ImageRef,
+    pub run_image: ImageRef,
+    /// Every buildpack directory (holding `buildpack.toml`) the order may name.
+    pub buildpack_dirs: Vec<PathBuf>,
+    /// The builder's order.
+    pub order: Vec<OrderGroup>,
+    /// The app source, materialised for this build; buildpacks may change it.
+    pub app_dir: PathBuf,
+    /// Platform env (`<platform>/env/<NAME>`); `SOURCE_DATE_EPOCH` here sets `created`.
+    pub env: BTreeMap<String, String>,
+    /// Share the host's network with buildpacks.
+    pub network: bool,
+    pub state_dir: PathBuf,
+    /// The last build's output, whose layers are reused; `None`: the tag.
+    pub previous_image: Option<ImageRef>,
+    /// Keep and restore `cache = true` layers in `<state-dir>/cache/<image>/`.
+    pub cache: bool,
+    /// `io.buildpacks.project.metadata` (`{"source": {...}}`), if known.
+    pub project_metadata: Option<serde_json::Value>,
+}
+
+/// What a successful build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildResult {
+    /// The app image manifest's digest.
+    pub digest: Digest,
+    /// The tag pinned to the digest.
+    pub image: ImageRef,
+    /// `(id, version)` of the buildpacks that built it, in order.
+    pub buildpacks: Vec<(String, String)>,
+    /// Process types, sorted.
+    pub processes: Vec<String>,
+    pub default_process: Option<String>,
+    pub rebasable: bool,
+    pub run_image_top_layer: Digest,
+    /// Blobs (layers, config) whose bytes were sent to the registry or layout, and bytes.
+    pub layers_uploaded: usize,
+    pub bytes_uploaded: u64,
+    /// Cache layers whose contents were restored before the build.
+    pub cache_layers_restored: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("prepare the stack: {0}")]
+    Stack(#[from] StackError),
+    #[error("read buildpack: {0}")]
+    Buildpack(#[from] DescriptorError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("restore or save the cache: {0}")]
+    Cache(#[from] CacheError),
+    #[error("export: {0}")]
+    Export(#[from] ExportError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LifecycleError {
+    let what = what.into();
+    move |source| LifecycleError::Io { what, source }
+}
+
+/// Builds the app image of `req` and pushes it under its tags.
+pub async fn build_image(
+    store: &ImageStore,
+    req: &BuildRequest,
+    logs: &dyn LogSink,
+) -> Result<BuildResult, LifecycleError> {
+    logs.line(
+        Phase::Prepare,
+        None,
+        &format!("Preparing build image {}", req.build_image),
+    );
+    let stack = stack::prepare(store, &req.build_image, &req.state_dir, logs).await?;
+    let run = stack::run_image(store, &req.run_image).await?;
+    let mut target = run.target.clone();
+    if target.distro_name.is_none() {
+        target.distro_name = stack.target.distro_name.clone();
+        target.distro_version = stack.target.distro_version.clone();
+    }
+
+    let work_root = req.state_dir.join("work");
+    fs::create_dir_all(&work_root).map_err(io_err(format!("create {}", work_root.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&work_root)
+        .map_err(io_err(format!("create a work dir in {}", work_root.display())))?;
+    let layers_dir = work.path().join("layers");
+    let platform_dir = work.path().join("platform");
+    let scratch = work.path().join("scratch");
+    for dir in [&layers_dir, &platform_dir.join("env"), &scratch] {
+        fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    }
+    for (name, value) in &req.env {
+        let path = platform_dir.join("env").join(name);
+        fs::write(&path, value).map_err(io_err(format!("write {}", path.display())))?;
+    }
+    let buildpacks = req
+        .buildpack_dirs
+        .iter()
+        .map(BuildpackDir::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let ctx = PhaseContext {
+        sandbox_root: stack.rootfs.clone(),
+        uid: stack.uid,
+        gid: stack.gid,
+        app_dir: req.app_dir.clone(),
+        layers_dir: layers_dir.clone(),
+        platform_dir,
+        buildpacks,
+        network: req.network,
+        target,
+        image_env: stack.env.clone(),
+    };
+
+    let previous_ref = req.previous_image.as_ref().unwrap_or(&req.tag);
+    let previous = cache::analyze(store, Some(previous_ref), logs).await;
+
+    let outcome = detect(&ctx, &req.order, logs).await?;
+    let group = outcome.group.group.clone();
+
+    // Without a cache, an empty one: launch layers' metadata still comes from the image.
+    let cache_dir = match req.cache {
+        true => CacheDir::for_image(&req.state_dir, &req.image),
+        false => CacheDir::at(work.path().join("no-cache")),
+    };
+    let _cache_lock = cache_dir.lock().await?;
+    let restored =
+        cache::restore(&layers_dir, &scratch, &group, &previous, &cache_dir, logs).await?;
+
+    build(&ctx, &outcome, logs).await?;
+
+    let created = match req.env.get("SOURCE_DATE_EPOCH") {
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            LifecycleError::Io {
+                what: "read SOURCE_DATE_EPOCH".into(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{v:?} is not a number of seconds"),
+                ),
+            }
+        })?),
+        None => None,
+    };
+    let exported = export(
+        store,
+        &ExportRequest {
+            layers_dir: &layers_dir,
+            app_dir: &req.app_dir,
+            work_dir: &scratch,
+            run_image: &run,
+            run_image_name: req.run_image.to_string(),
+            previous: &previous,
+            uid: stack.uid,
+            gid: stack.gid,
+            tag: &req.tag,
+            additional_tags: &req.additional_tags,
+            project_metadata: req.project_metadata.as_ref(),
+            created,
+        },
+        logs,
+    )
+    .await?;
+
+    if req.cache {
+        cache::save(
+            &cache_dir,
+            &layers_dir,
+            &scratch,
+            &group,
+            &exported,
+            (stack.uid, stack.gid),
+            logs,
+        )
+        .await?;
+    }
+    tracing::info!(image = %exported.image, blobs_uploaded = exported.blobs_uploaded, bytes_uploaded = exported.bytes_uploaded, "build exported");
+    Ok(BuildResult {
+        digest: exported.digest,
+        image: exported.image,
+        buildpacks: exported.buildpacks,
+        processes: exported.processes,
+        default_process: exported.default_process,
+        rebasable: exported.rebasable,
+        run_image_top_layer: exported.run_image_top_layer,
+        layers_uploaded: exported.blobs_uploaded,
+        bytes_uploaded: exported.bytes_uploaded,
+        cache_layers_restored: restored.contents.len(),
+    })
+}

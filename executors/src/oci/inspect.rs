@@ -12,6 +12,10 @@ use super::Image;
 const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
 const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
 const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
+const BUILDER_LABEL: &str = "io.buildpacks.builder.metadata";
+const BASE_ID_LABEL: &str = "io.buildpacks.base.id";
+const LEGACY_STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
+const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
 
 /// A summary of one image, stable as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,14 +60,28 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CnbMetadata {
+    /// The stack (base) id: `io.buildpacks.base.id`, or the legacy
+    /// `io.buildpacks.stack.id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack_id: Option<String>,
+    /// `io.buildpacks.rebasable`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebasable: Option<bool>,
     pub buildpacks: Vec<BuildpackRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_image: Option<RunImageInfo>,
     pub processes: Vec<ProcessInfo>,
+    /// The process type the image starts by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_process: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launcher: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Value>,
+    /// For a CNB builder image, what `io.buildpacks.builder.metadata` says (description,
+    /// stack, lifecycle, buildpacks, created by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,10 +96,17 @@ pub struct BuildpackRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunImageInfo {
+    /// The diffID of the run image's top layer: where a rebase cuts.
     #[serde(default)]
     pub top_layer: String,
+    /// The run image the app was built on, pinned (`repo@sha256:…`).
     #[serde(default)]
     pub reference: String,
+    /// The run image as the stack names it, and its mirrors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,7 +167,18 @@ impl CnbMetadata {
         let lifecycle = json(LIFECYCLE_LABEL);
         let build = json(BUILD_LABEL);
         let project = json(PROJECT_LABEL);
-        if lifecycle.is_none() && build.is_none() && project.is_none() {
+        let builder = json(BUILDER_LABEL);
+        let stack_id = labels
+            .get(BASE_ID_LABEL)
+            .or_else(|| labels.get(LEGACY_STACK_ID_LABEL))
+            .cloned();
+        let rebasable = labels.get(REBASABLE_LABEL).map(|v| v != "false");
+        if lifecycle.is_none()
+            && build.is_none()
+            && project.is_none()
+            && builder.is_none()
+            && stack_id.is_none()
+        {
             return None;
         }
         let field = |v: &Option<Value>, key: &str| v.as_ref().and_then(|v| v.get(key)).cloned();
@@ -175,11 +211,16 @@ impl CnbMetadata {
             .filter_map(process)
             .collect();
         Some(CnbMetadata {
+            stack_id,
+            rebasable,
             buildpacks,
             run_image: field(&lifecycle, "runImage").and_then(|v| serde_json::from_value(v).ok()),
             processes,
+            default_process: field(&build, "buildpack-default-process-type")
+                .and_then(|v| v.as_str().map(str::to_string)),
             launcher: field(&build, "launcher"),
             source: project.and_then(|p| p.get("source").cloned()),
+            builder,
         })
     }
 }
@@ -218,8 +259,9 @@ mod tests {
             ),
             (
                 BUILD_LABEL.to_string(),
-                r#"{"processes":[{"type":"web","command":["node","app.js"],"args":["--port"],"default":true},{"type":"worker","command":"run"}],"launcher":{"version":"0.1.0"}}"#.to_string(),
+                r#"{"processes":[{"type":"web","command":["node","app.js"],"args":["--port"],"default":true},{"type":"worker","command":"run"}],"launcher":{"version":"0.1.0"},"buildpack-default-process-type":"web"}"#.to_string(),
             ),
+            (BASE_ID_LABEL.to_string(), "io.kpackd.stacks.test".to_string()),
             (
                 PROJECT_LABEL.to_string(),
                 r#"{"source":{"type":"git","version":{"commit":"abc"}}}"#.to_string(),
@@ -231,6 +273,22 @@ mod tests {
         assert_eq!(cnb.processes[0].command, ["node", "app.js"]);
         assert_eq!(cnb.processes[1].command, ["run"]);
         assert_eq!(cnb.source.unwrap()["version"]["commit"], "abc");
+        assert_eq!(cnb.default_process.as_deref(), Some("web"));
+        assert_eq!(cnb.stack_id.as_deref(), Some("io.kpackd.stacks.test"));
+        assert_eq!(cnb.rebasable, None);
         assert!(CnbMetadata::from_labels(&BTreeMap::new()).is_none());
+
+        let builder = BTreeMap::from([
+            (LEGACY_STACK_ID_LABEL.to_string(), "io.buildpacks.stacks.jammy".to_string()),
+            (
+                BUILDER_LABEL.to_string(),
+                r#"{"description":"a builder","createdBy":{"name":"kpackd"}}"#.to_string(),
+            ),
+            (REBASABLE_LABEL.to_string(), "false".to_string()),
+        ]);
+        let cnb = CnbMetadata::from_labels(&builder).unwrap();
+        assert_eq!(cnb.stack_id.as_deref(), Some("io.buildpacks.stacks.jammy"));
+        assert_eq!(cnb.builder.unwrap()["description"], "a builder");
+        assert_eq!(cnb.rebasable, Some(false));
     }
 }

@@ -27,9 +27,14 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Whether `dir` holds an OCI image layout.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(LAYOUT_FILE).is_file()
+    }
+
     /// An existing layout; an error when `dir` holds none.
     pub fn open(dir: &Path) -> Result<Layout, OciError> {
-        if !dir.join(LAYOUT_FILE).is_file() {
+        if !Layout::exists(dir) {
             return Err(OciError::Layout {
                 dir: dir.into(),
                 reason: "not an OCI image layout (no `oci-layout` file)".into(),

@@ -241,7 +241,9 @@ impl ImageStore {
     pub async fn blob_exists(&self, r: &ImageRef, digest: &Digest) -> Result<bool, OciError> {
         match r {
             ImageRef::Registry(reg) => self.registries.blob_exists(reg, digest).await,
-            ImageRef::Layout(l) => Ok(open_layout(l)?.has_blob(digest)),
+            // A layout not made yet holds no blobs: it is made by the first write.
+            ImageRef::Layout(l) if Layout::exists(&l.dir) => Ok(open_layout(l)?.has_blob(digest)),
+            ImageRef::Layout(_) => Ok(false),
         }
     }
 

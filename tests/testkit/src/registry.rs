@@ -209,6 +209,201 @@ impl Drop for Registry {
     }
 }
 
+/// A canned answer a [`FaultyProxy`] gives instead of forwarding a request.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// The request method it applies to; None: any.
+    pub method: Option<String>,
+    /// A part of the request path (query included) it applies to.
+    pub path_contains: String,
+    /// How many matching requests get it; the ones after are forwarded.
+    pub times: usize,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Fault {
+    /// `status` with an OCI error envelope (`code`, `message`) as the body, for
+    /// `times` requests whose path contains `path_contains`.
+    pub fn error(status: u16, path_contains: &str, times: usize, code: &str, message: &str) -> Fault {
+        Fault {
+            method: None,
+            path_contains: path_contains.to_string(),
+            times,
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#),
+        }
+    }
+}
+
+/// A loopback HTTP proxy in front of a real registry that answers chosen requests
+/// itself (a 503, a 202 to a mount) and forwards every other one, one connection per
+/// request. Registries build upload URLs from the `Host` header, so clients that talk to
+/// the proxy keep talking to it. Stops when dropped.
+pub struct FaultyProxy {
+    addr: String,
+    faults: Arc<Mutex<Vec<Fault>>>,
+    answered: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultyProxy {
+    /// A proxy to `registry` with no faults yet.
+    pub fn start(registry: &Registry) -> FaultyProxy {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let addr = listener.local_addr().expect("a local address").to_string();
+        let proxy = FaultyProxy {
+            addr,
+            faults: Arc::new(Mutex::new(Vec::new())),
+            answered: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let (upstream, faults, answered, stop) = (
+            registry.addr.clone(),
+            proxy.faults.clone(),
+            proxy.answered.clone(),
+            proxy.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let (upstream, faults, answered) =
+                    (upstream.clone(), faults.clone(), answered.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(client, &upstream, &faults, &answered);
+                });
+            }
+        });
+        proxy
+    }
+
+    /// `127.0.0.1:PORT` of the proxy: use it as the registry host.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `127.0.0.1:PORT/<repository>` through the proxy.
+    pub fn repo(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.addr)
+    }
+
+    pub fn add(&self, fault: Fault) {
+        self.faults.lock().expect("fault lock").push(fault);
+    }
+
+    /// The requests the proxy answered itself, with the status it gave.
+    pub fn faults_given(&self) -> Vec<Request> {
+        self.answered.lock().expect("answered lock").clone()
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Reads an HTTP head (through the blank line) a byte at a time, so that nothing of
+/// the body is consumed.
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+        if head.len() > 64 * 1024 {
+            return Err(std::io::Error::other("HTTP head too long"));
+        }
+    }
+    Ok(head)
+}
+
+/// The head with any `Connection` header replaced by `Connection: close`.
+fn closing(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::new();
+    for line in text.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.into_bytes()
+}
+
+fn proxy_one(
+    mut client: TcpStream,
+    upstream: &str,
+    faults: &Mutex<Vec<Fault>>,
+    answered: &Mutex<Vec<Request>>,
+) -> std::io::Result<()> {
+    let head = read_head(&mut client)?;
+    let first = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut parts = first.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
+    let fault = {
+        let mut faults = faults.lock().expect("fault lock");
+        faults
+            .iter_mut()
+            .find(|f| {
+                f.times > 0
+                    && f.method.as_ref().is_none_or(|m| *m == method)
+                    && path.contains(&f.path_contains)
+            })
+            .map(|f| {
+                f.times -= 1;
+                f.clone()
+            })
+    };
+    if let Some(fault) = fault {
+        answered.lock().expect("answered lock").push(Request {
+            method: method.clone(),
+            path,
+            status: fault.status,
+        });
+        let mut response = format!("HTTP/1.1 {} Fault\r\n", fault.status);
+        for (name, value) in &fault.headers {
+            response.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let body = if method == "HEAD" { "" } else { fault.body.as_str() };
+        response.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            fault.body.len()
+        ));
+        client.write_all(response.as_bytes())?;
+        return client.shutdown(std::net::Shutdown::Both);
+    }
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(&closing(&head))?;
+    // The body, if any, goes up while the answer comes down.
+    let (mut from_client, mut to_server) = (client.try_clone()?, server.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+    });
+    let response_head = read_head(&mut server)?;
+    client.write_all(&closing(&response_head))?;
+    std::io::copy(&mut server, &mut client)?;
+    client.shutdown(std::net::Shutdown::Both)
+}
+
 /// The status of a bare HTTP/1.0 GET.
 fn http_get(addr: &str, path: &str) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect(addr)?;

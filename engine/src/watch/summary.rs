@@ -1,0 +1,80 @@
+//! What a loaded kpack.toml asks the watch loop to watch: which files, which upstreams.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use imageref::ImageRef;
+use planner::{BuilderKind, Config, Source};
+
+use super::reconciler::{ConfigSummary, Upstream};
+
+impl ConfigSummary {
+    /// The files, directories and upstreams of `config`. `state_dir` is the state dir in
+    /// force (`--state-dir` may override the file's). Digest-pinned references are left
+    /// out: they cannot change.
+    pub fn from_config(config: &Config, state_dir: PathBuf) -> ConfigSummary {
+        let mut summary = ConfigSummary {
+            config_file: config.path.clone(),
+            local_paths: BTreeSet::new(),
+            ignored: BTreeSet::from([state_dir]),
+            upstreams: BTreeSet::new(),
+            poll_interval: config.settings.poll_interval,
+        };
+        for stack in config.stacks.values() {
+            summary.input(&stack.build_image);
+            summary.input(&stack.run_image);
+        }
+        for store in config.stores.values() {
+            for image in store.images() {
+                summary.input(image);
+            }
+            for dir in store.directories() {
+                summary.local_paths.insert(dir.path.clone());
+            }
+        }
+        for builder in config.builders.values() {
+            if let BuilderKind::Image(image) = &builder.kind {
+                summary.input(image);
+            }
+            if let Some(tag) = &builder.tag {
+                summary.output(tag);
+            }
+        }
+        for image in config.images.values() {
+            match &image.source {
+                Source::Git { url, .. } => {
+                    summary.upstreams.insert(Upstream::Git(url.clone()));
+                }
+                Source::Path { path, .. } => {
+                    summary.local_paths.insert(path.clone());
+                }
+                // A blob URL names an archive that is not expected to change in place.
+                Source::Blob { .. } => {}
+            }
+            summary.output(&image.tag);
+            for tag in &image.additional_tags {
+                summary.output(tag);
+            }
+        }
+        summary
+    }
+
+    fn input(&mut self, image: &ImageRef) {
+        match image {
+            ImageRef::Registry(r) if r.digest.is_none() => {
+                self.upstreams.insert(Upstream::Registry(r.to_string()));
+            }
+            ImageRef::Registry(_) => {}
+            ImageRef::Layout(layout) => {
+                self.local_paths.insert(layout.dir.clone());
+            }
+        }
+    }
+
+    /// kpackd writes OCI layout outputs itself: a change there is no reason to rebuild.
+    fn output(&mut self, image: &ImageRef) {
+        if let ImageRef::Layout(layout) = image {
+            self.ignored.insert(layout.dir.clone());
+        }
+    }
+}

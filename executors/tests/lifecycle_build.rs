@@ -1,0 +1,281 @@
+//! The build phase against real bubblewrap and the shell buildpacks in tests/buildpacks:
+//! Buildpack Plans, env-file layering between buildpacks, the CNB_* variables, processes
+//! and the default process, labels, slices, layer types, and failures.
+
+#[path = "buildpacks/fixture.rs"]
+mod fixture;
+
+use std::collections::BTreeMap;
+
+use executors::lifecycle::build::{build, BuildError};
+use executors::lifecycle::descriptor::LayerTypes;
+use executors::lifecycle::detect::{detect, DetectOutcome};
+use executors::lifecycle::Phase;
+use fixture::{env_dump, fixture, order, read, Fixture, Logs};
+
+async fn detected(f: &Fixture, group: &[&str]) -> DetectOutcome {
+    let entries: Vec<(&str, bool)> = group.iter().map(|id| (*id, false)).collect();
+    detect(&f.ctx, &order(&[&entries]), &Logs::default())
+        .await
+        .expect("detect passes")
+}
+
+#[tokio::test]
+async fn builds_in_group_order_with_plans_env_layering_processes_and_slices() {
+    let f = fixture(&["node-engine", "npm", "reporter"]);
+    detected(&f, &["test/node-engine", "test/npm", "test/reporter"]).await;
+    // build reads what detect left in the layers dir.
+    let outcome = DetectOutcome::read(&f.ctx.layers_dir).expect("group.toml and plan.toml");
+    let logs = Logs::default();
+    let output = build(&f.ctx, &outcome, &logs).await.expect("build");
+    let app = &f.ctx.app_dir;
+    let layers = &f.ctx.layers_dir;
+
+    // Buildpack Plans: npm's requirement went to node-engine, the provider; npm has none.
+    let node_plan = read(app.join("node-engine-plan.toml"));
+    assert!(node_plan.contains("name = \"node\""), "{node_plan}");
+    assert!(node_plan.contains("version = \"18\""), "{node_plan}");
+    assert_eq!(read(app.join("npm-plan.toml")).trim(), "entries = []");
+
+    // The first buildpack's environment: allow-list, user env, CNB_* variables.
+    let env = env_dump(app.join("node-engine-env.txt"));
+    let expected: BTreeMap<&str, &str> = BTreeMap::from([
+        (
+            "CNB_BUILDPACK_DIR",
+            "/cnb/buildpacks/test_node-engine/1.0.0",
+        ),
+        ("CNB_LAYERS_DIR", "/layers/test_node-engine"),
+        ("CNB_PLATFORM_DIR", "/platform"),
+        ("CNB_BP_PLAN_PATH", "/tmp/plan.toml"),
+        ("CNB_TARGET_OS", "linux"),
+        ("CNB_TARGET_ARCH", "amd64"),
+        ("CNB_TARGET_DISTRO_NAME", "ubuntu"),
+        ("CNB_TARGET_DISTRO_VERSION", "24.04"),
+        ("HOME", "/home/cnb"),
+        ("USER_VAR", "from the user"),
+        ("PATH", "/user/bin:/usr/bin:/bin"),
+    ]);
+    for (name, value) in expected {
+        assert_eq!(
+            env.get(name).map(String::as_str),
+            Some(value),
+            "{name} in {env:?}"
+        );
+    }
+    assert!(!env.contains_key("NOT_ALLOWED"), "{env:?}");
+    assert!(!env.contains_key("NODE_HOME"), "{env:?}");
+
+    // Later buildpacks see earlier build layers: bin on PATH, env/ and env.build/ files
+    // with their suffix rules, the user's env applied last.
+    assert!(logs.has(
+        Phase::Build,
+        "test/npm",
+        "npm: NODE_HOME=/layers/test_node-engine/node"
+    ));
+    assert!(logs.has(Phase::Build, "test/npm", "fake-node install"));
+    let env = env_dump(app.join("reporter-env.txt"));
+    assert_eq!(
+        env["NODE_HOME"], "/layers/test_node-engine/node",
+        "override wins over a later default"
+    );
+    assert_eq!(
+        env["CHAIN"], "from-node:from-npm",
+        "prepend, then append, with delimiters"
+    );
+    assert_eq!(env["SET_BY_NPM"], "npm");
+    assert_eq!(
+        env["PATH"],
+        "/user/bin:/layers/test_npm/modules/bin:/layers/test_node-engine/node/bin:/usr/bin:/bin"
+    );
+    assert_eq!(env["CNB_LAYERS_DIR"], "/layers/test_reporter");
+
+    // Processes: sorted by type, default from launch.toml, command arrays.
+    let kinds: Vec<&str> = output.processes.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["node", "web", "worker"]);
+    assert_eq!(output.default_process.as_deref(), Some("web"));
+    let web = &output.processes[1];
+    assert_eq!(web.command, ["fake-node", "server.js"]);
+    assert_eq!(web.args, ["8080"]);
+    assert!(web.direct);
+    assert_eq!(web.working_dir.as_deref(), Some("/workspace"));
+    assert_eq!(web.buildpack_id, "test/npm");
+    assert_eq!(output.processes[0].buildpack_id, "test/node-engine");
+
+    // Labels: the last buildpack wins; slices in order.
+    let labels: Vec<(&str, &str)> = output
+        .labels
+        .iter()
+        .map(|l| (l.key.as_str(), l.value.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [("org.example.node", "18.x"), ("org.example.npm", "yes")]
+    );
+    assert_eq!(output.slices.len(), 1);
+    assert_eq!(output.slices[0].paths, ["static/*"]);
+
+    // Layers and their types; the all-false layer is renamed away.
+    let node = &output.buildpacks[0];
+    assert_eq!(node.id, "test/node-engine");
+    assert_eq!(node.layers_dir, layers.join("test_node-engine"));
+    assert_eq!(node.layers.len(), 1);
+    assert_eq!(node.layers[0].name, "node");
+    assert_eq!(
+        node.layers[0].types,
+        LayerTypes {
+            launch: true,
+            build: true,
+            cache: true
+        }
+    );
+    assert_eq!(node.layers[0].metadata["version"].as_str(), Some("18.0.0"));
+    assert!(node.layers[0].has_dir);
+    assert!(layers
+        .join("test_node-engine/scratch.ignore/file")
+        .is_file());
+    assert!(!layers.join("test_node-engine/scratch").exists());
+    let npm = &output.buildpacks[1];
+    assert_eq!(
+        npm.store.as_ref().expect("store.toml").metadata["runs"].as_integer(),
+        Some(1)
+    );
+    assert_eq!(output.buildpacks[2].layers.len(), 0);
+
+    // The standard on-disk form stays for export.
+    assert!(layers.join("test_npm/launch.toml").is_file());
+    assert!(layers.join("test_node-engine/node/bin/fake-node").is_file());
+    let metadata = read(layers.join("config/metadata.toml"));
+    assert!(
+        metadata.contains("buildpack-default-process-type = \"web\""),
+        "{metadata}"
+    );
+    assert!(
+        metadata.contains("buildpack-id = \"test/npm\""),
+        "{metadata}"
+    );
+    assert!(metadata.contains("[[slices]]"), "{metadata}");
+}
+
+#[tokio::test]
+async fn older_api_string_commands_and_positional_arguments() {
+    let f = fixture(&["old-api"]);
+    let outcome = detected(&f, &["test/old-api"]).await;
+    let logs = Logs::default();
+    let output = build(&f.ctx, &outcome, &logs).await.expect("build");
+    assert!(logs.has(
+        Phase::Build,
+        "test/old-api",
+        "old-api: layers /layers/test_old-api platform /platform plan /tmp/plan.toml"
+    ));
+    assert!(read(f.ctx.app_dir.join("old-api-plan.toml")).contains("name = \"old\""));
+    assert_eq!(output.default_process.as_deref(), Some("shell"));
+    let direct = &output.processes[0];
+    assert_eq!((direct.kind.as_str(), direct.direct), ("direct", true));
+    assert_eq!(direct.command, ["/bin/echo"]);
+    assert_eq!(direct.args, ["hi"]);
+    let shell = &output.processes[1];
+    assert_eq!(shell.command, ["echo hello from a shell"]);
+    assert!(!shell.direct);
+}
+
+#[tokio::test]
+async fn a_failing_build_carries_its_log() {
+    let f = fixture(&["reporter", "fails-build"]);
+    let outcome = detected(&f, &["test/reporter", "test/fails-build"]).await;
+    let logs = Logs::default();
+    let err = build(&f.ctx, &outcome, &logs)
+        .await
+        .expect_err("build fails");
+    let message = err.to_string();
+    assert!(
+        message.contains("test/fails-build@1.0.0 failed: exit 7"),
+        "{message}"
+    );
+    assert!(message.contains("| fails-build: compiling"), "{message}");
+    assert!(message.contains("| error: boom"), "{message}");
+    let BuildError::BuildpackFailed { id, output, .. } = err else {
+        panic!("unexpected error: {err}")
+    };
+    assert_eq!(id, "test/fails-build");
+    assert_eq!(output, ["fails-build: compiling", "error: boom"]);
+    assert!(logs.has(Phase::Build, "test/fails-build", "error: boom"));
+    assert!(logs.has(Phase::Build, "test/reporter", "reporter: done"));
+}
+
+#[tokio::test]
+async fn a_malformed_launch_toml_is_a_clear_error() {
+    let f = fixture(&["bad-launch"]);
+    let outcome = detected(&f, &["test/bad-launch"]).await;
+    let err = build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect_err("launch.toml does not parse");
+    let message = err.to_string();
+    let path = f.ctx.layers_dir.join("test_bad-launch/launch.toml");
+    assert!(message.contains("test/bad-launch"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn plan_entries_a_buildpack_meets_are_gone_for_later_providers() {
+    // partial and node-engine both provide node; npm requires it.
+    let group = ["test/partial", "test/node-engine", "test/npm"];
+    let f = fixture(&["partial", "node-engine", "npm"]);
+    let outcome = detected(&f, &group).await;
+    let providers: Vec<&str> = outcome.plan.entries[0]
+        .providers
+        .iter()
+        .map(|p| p.id.as_str())
+        .collect();
+    assert_eq!(providers, ["test/partial", "test/node-engine"]);
+    build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect("build");
+    assert!(read(f.ctx.app_dir.join("partial-plan.toml")).contains("name = \"node\""));
+    assert_eq!(
+        read(f.ctx.app_dir.join("node-engine-plan.toml")).trim(),
+        "entries = []",
+        "partial met node: node-engine does not see it"
+    );
+
+    // Listed as unmet in build.toml, it stays for the next provider.
+    let f = fixture(&["partial", "node-engine", "npm"]);
+    std::fs::write(f.ctx.platform_dir.join("env/PARTIAL_UNMET"), "node").expect("write");
+    let outcome = detected(&f, &group).await;
+    let output = build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect("build");
+    assert_eq!(output.buildpacks[0].unmet, ["node"]);
+    assert!(read(f.ctx.app_dir.join("node-engine-plan.toml")).contains("name = \"node\""));
+
+    // An unmet name that is not in the Buildpack Plan is an error.
+    let f = fixture(&["partial", "node-engine", "npm"]);
+    std::fs::write(f.ctx.platform_dir.join("env/PARTIAL_UNMET"), "python").expect("write");
+    let outcome = detected(&f, &group).await;
+    let err = build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect_err("unknown unmet entry");
+    assert!(
+        matches!(&err, BuildError::UnmetNotInPlan { name, .. } if name == "python"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("build.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_the_build_kills_the_buildpack() {
+    let f = fixture(&["sleeper"]);
+    let outcome = detected(&f, &["test/sleeper"]).await;
+    let logs = Logs::default();
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        build(&f.ctx, &outcome, &logs),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the build should still be sleeping");
+    assert!(f.ctx.app_dir.join("started").exists());
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        !f.ctx.app_dir.join("finished").exists(),
+        "the buildpack went on after the build was dropped"
+    );
+}

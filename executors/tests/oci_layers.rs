@@ -1,0 +1,392 @@
+//! Layers on disk: the writer's output is the same bytes for the same tree whenever and
+//! wherever it is built, and unpacking applies whiteouts and links but refuses every
+//! entry that would write outside the target — each malicious tar names the entry, and
+//! nothing appears outside.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use executors::oci::layer::{LayerBuilder, NORMALISED_MTIME};
+use executors::oci::unpack::unpack_layer;
+use executors::oci::{OciError, UnpackOptions};
+
+/// Builds the same tree in `dir`, creating files in the given order, with `mtime` on
+/// every file.
+fn same_tree(dir: &Path, reversed: bool, mtime: SystemTime) {
+    let mut files = vec![
+        ("bin/run", "#!/bin/sh\necho hi\n", 0o755),
+        ("etc/app.conf", "port = 8080\n", 0o640),
+        ("data/a.txt", "alpha\n", 0o644),
+        ("data/b.txt", "bravo\n", 0o600),
+    ];
+    if reversed {
+        files.reverse();
+    }
+    for (path, content, mode) in files {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    symlink("../bin/run", dir.join("data/run-link")).unwrap();
+    fs::hard_link(dir.join("data/a.txt"), dir.join("data/a-again.txt")).unwrap();
+}
+
+#[test]
+fn the_same_tree_gives_the_same_bytes() {
+    let work = tempfile::tempdir().unwrap();
+    let (one, two) = (work.path().join("one"), work.path().join("two"));
+    same_tree(&one, false, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    same_tree(&two, true, SystemTime::now());
+    let (out_one, out_two) = (work.path().join("out1"), work.path().join("out2"));
+    fs::create_dir_all(&out_one).unwrap();
+    fs::create_dir_all(&out_two).unwrap();
+
+    let a = LayerBuilder::new(1000, 1001)
+        .add(Path::new("/workspace"), &one)
+        .unwrap()
+        .write(&out_one)
+        .unwrap();
+    let b = LayerBuilder::new(1000, 1001)
+        .add(Path::new("/workspace"), &two)
+        .unwrap()
+        .write(&out_two)
+        .unwrap();
+    assert_eq!(a.digest, b.digest);
+    assert_eq!(a.diff_id, b.diff_id);
+    assert_eq!(fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap());
+
+    // And what the bytes hold is CNB-normalised.
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
+        fs::File::open(&a.path).unwrap(),
+    ));
+    let mut names = Vec::new();
+    for entry in tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let name = entry.path().unwrap().display().to_string();
+        assert_eq!(h.mtime().unwrap(), NORMALISED_MTIME, "{name}");
+        assert_eq!(h.username().unwrap(), Some(""), "{name}");
+        assert_eq!(h.groupname().unwrap(), Some(""), "{name}");
+        match name.as_str() {
+            "workspace/bin/run" => {
+                assert_eq!(h.mode().unwrap(), 0o755);
+                assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (1000, 1001));
+            }
+            "workspace/data/b.txt" => assert_eq!(h.mode().unwrap(), 0o600),
+            "workspace/data/run-link" => {
+                assert_eq!(h.entry_type(), tar::EntryType::Symlink);
+                assert_eq!(
+                    entry.link_name().unwrap().unwrap().to_str(),
+                    Some("../bin/run")
+                );
+            }
+            "workspace/data/a.txt" => {
+                assert_eq!(h.entry_type(), tar::EntryType::Link);
+                assert_eq!(
+                    entry.link_name().unwrap().unwrap().to_str(),
+                    Some("workspace/data/a-again.txt"),
+                    "the second name of a file is a hard link to the first"
+                );
+            }
+            _ => {}
+        }
+        names.push(name);
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries are sorted");
+    assert!(names.contains(&"workspace/data/a-again.txt".to_string()));
+}
+
+/// A tar entry written byte by byte, so that names the `tar` crate would refuse
+/// (`../x`) can be made.
+struct RawEntry<'a> {
+    name: &'a str,
+    kind: tar::EntryType,
+    link: &'a str,
+    data: &'a [u8],
+}
+
+fn file<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
+    RawEntry {
+        name,
+        kind: tar::EntryType::Regular,
+        link: "",
+        data,
+    }
+}
+
+fn dir(name: &str) -> RawEntry<'_> {
+    RawEntry {
+        name,
+        kind: tar::EntryType::Directory,
+        link: "",
+        data: b"",
+    }
+}
+
+fn link<'a>(name: &'a str, kind: tar::EntryType, target: &'a str) -> RawEntry<'a> {
+    RawEntry {
+        name,
+        kind,
+        link: target,
+        data: b"",
+    }
+}
+
+fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut header = tar::Header::new_old();
+        {
+            let old = header.as_old_mut();
+            old.name[..e.name.len()].copy_from_slice(e.name.as_bytes());
+            old.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        }
+        header.set_entry_type(e.kind);
+        header.set_mode(if e.kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_size(e.data.len() as u64);
+        header.set_mtime(NORMALISED_MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(e.data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// A target directory inside `work`, and beside it an `outside` directory holding a
+/// `secret` file, whose listing (names, sizes, link counts) can be compared before
+/// and after.
+struct Scene {
+    work: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let work = tempfile::tempdir().unwrap();
+        fs::create_dir_all(work.path().join("root")).unwrap();
+        fs::create_dir_all(work.path().join("outside")).unwrap();
+        fs::write(work.path().join("outside/secret"), "do not touch").unwrap();
+        Scene { work }
+    }
+
+    fn root(&self) -> std::path::PathBuf {
+        self.work.path().join("root")
+    }
+
+    fn outside(&self) -> std::path::PathBuf {
+        self.work.path().join("outside")
+    }
+
+    /// Everything outside the target: the work dir's other entries, recursively.
+    fn outside_listing(&self) -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.work.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let path = e.path();
+                if path == self.root() {
+                    continue;
+                }
+                let m = fs::symlink_metadata(&path).unwrap();
+                out.push((path.display().to_string(), m.len(), m.nlink()));
+                if m.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Unpacks `tar`; the unpack must fail naming `entry`, and nothing outside the
+    /// target may change.
+    fn refuses(&self, tar: Vec<u8>, entry: &str) -> String {
+        let before = self.outside_listing();
+        let err = unpack_layer(
+            tar.as_slice(),
+            &self.root(),
+            &UnpackOptions { chown: false },
+        )
+        .unwrap_err();
+        let OciError::UnsafeEntry { entry: named, .. } = &err else {
+            panic!("expected an unsafe entry error, got {err:?}");
+        };
+        assert_eq!(named, entry, "{err}");
+        assert!(err.to_string().contains(entry));
+        assert_eq!(self.outside_listing(), before, "something changed outside");
+        assert_eq!(
+            fs::read_to_string(self.outside().join("secret")).unwrap(),
+            "do not touch"
+        );
+        err.to_string()
+    }
+}
+
+#[test]
+fn a_dot_dot_escape_is_refused() {
+    let scene = Scene::new();
+    let err = scene.refuses(
+        raw_tar(&[dir("app/"), file("app/../../escaped.txt", b"pwned")]),
+        "app/../../escaped.txt",
+    );
+    assert!(err.contains(".."), "{err}");
+    assert!(!scene.work.path().join("escaped.txt").exists());
+}
+
+#[test]
+fn an_absolute_symlink_escape_is_refused() {
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    scene.refuses(
+        raw_tar(&[
+            link("evil", tar::EntryType::Symlink, &outside),
+            file("evil/pwned.txt", b"pwned"),
+        ]),
+        "evil/pwned.txt",
+    );
+    assert!(!scene.outside().join("pwned.txt").exists());
+    // The link itself is data, kept as written.
+    assert_eq!(
+        fs::read_link(scene.root().join("evil")).unwrap(),
+        scene.outside()
+    );
+}
+
+#[test]
+fn a_file_through_a_climbing_symlink_is_refused() {
+    let scene = Scene::new();
+    let err = scene.refuses(
+        raw_tar(&[
+            dir("app/"),
+            link("app/up", tar::EntryType::Symlink, "../../outside"),
+            file("app/up/secret", b"overwritten"),
+        ]),
+        "app/up/secret",
+    );
+    assert!(err.contains("app/up"), "{err}");
+}
+
+#[test]
+fn a_hard_link_to_outside_is_refused() {
+    let scene = Scene::new();
+    let outside_secret = scene.outside().join("secret").display().to_string();
+    scene.refuses(
+        raw_tar(&[link("stolen", tar::EntryType::Link, &outside_secret)]),
+        "stolen",
+    );
+    let scene = Scene::new();
+    scene.refuses(
+        raw_tar(&[link("stolen", tar::EntryType::Link, "../outside/secret")]),
+        "stolen",
+    );
+    assert!(!scene.root().join("stolen").exists());
+}
+
+#[test]
+fn a_hard_link_through_a_symlink_to_outside_is_refused() {
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    scene.refuses(
+        raw_tar(&[
+            link("out", tar::EntryType::Symlink, &outside),
+            link("stolen", tar::EntryType::Link, "out/secret"),
+        ]),
+        "stolen",
+    );
+}
+
+#[test]
+fn links_inside_the_image_work() {
+    let scene = Scene::new();
+    let tar = raw_tar(&[
+        dir("usr/"),
+        dir("usr/bin/"),
+        link("bin", tar::EntryType::Symlink, "/usr/bin"),
+        file("bin/tool", b"#!/bin/sh\n"),
+        link("usr/bin/tool-again", tar::EntryType::Link, "usr/bin/tool"),
+        link("lib", tar::EntryType::Symlink, "usr/bin/../bin"),
+        file("lib/other", b"x"),
+    ]);
+    unpack_layer(tar.as_slice(), &scene.root(), &UnpackOptions { chown: false }).unwrap();
+    let root = scene.root();
+    assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"#!/bin/sh\n");
+    assert_eq!(fs::read(root.join("usr/bin/other")).unwrap(), b"x");
+    let a = fs::metadata(root.join("usr/bin/tool")).unwrap();
+    let b = fs::metadata(root.join("usr/bin/tool-again")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+}
+
+#[test]
+fn whiteouts_remove_what_lower_layers_put() {
+    let scene = Scene::new();
+    let options = UnpackOptions { chown: false };
+    let lower = raw_tar(&[
+        dir("a/"),
+        file("a/x", b"x"),
+        file("a/y", b"y"),
+        file("b", b"b"),
+        file("c", b"c"),
+    ]);
+    unpack_layer(lower.as_slice(), &scene.root(), &options).unwrap();
+    let upper = raw_tar(&[
+        dir("a/"),
+        file("a/.wh..wh..opq", b""),
+        file("a/z", b"z"),
+        file(".wh.b", b""),
+    ]);
+    // Gzipped, as registries serve layers.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &upper).unwrap();
+    let upper = gz.finish().unwrap();
+    unpack_layer(upper.as_slice(), &scene.root(), &options).unwrap();
+    let root = scene.root();
+    let mut in_a: Vec<String> = fs::read_dir(root.join("a"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    in_a.sort();
+    assert_eq!(in_a, ["z"]);
+    assert!(!root.join("b").exists());
+    assert!(root.join("c").exists());
+    assert!(!root.join(".wh.b").exists());
+}
+
+#[test]
+fn a_layer_is_read_to_its_end() {
+    // A reader that checks a digest at its end must get there even when the tar's
+    // end-of-archive blocks come before the end of the stream.
+    struct Counting<'a>(&'a [u8], usize);
+    impl Read for Counting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 += n;
+            Ok(n)
+        }
+    }
+    let scene = Scene::new();
+    let mut tar = raw_tar(&[file("f", b"data")]);
+    tar.extend_from_slice(&[0u8; 4096]);
+    let mut reader = Counting(&tar, 0);
+    unpack_layer(&mut reader, &scene.root(), &UnpackOptions { chown: false }).unwrap();
+    assert_eq!(reader.1, tar.len());
+}
