@@ -240,7 +240,9 @@ async fn bench(app_mib: u64, rebases: usize) -> Result<(), Error> {
         let log = registry.requests();
         last_requests.clear();
         for r in &log[log_start..] {
-            let kind = if r.path.contains("/manifests/") {
+            let kind = if r.path == "/v2/" {
+                "/v2/ (auth probe)"
+            } else if r.path.contains("/manifests/") {
                 "manifest"
             } else if r.path.contains("mount=") {
                 "mount"

@@ -182,8 +182,9 @@ pub enum RebaseError {
     CopyLayer {
         layer: String,
         destination: String,
+        /// Boxed: the variant would be the error's largest by far.
         #[source]
-        source: OciError,
+        source: Box<OciError>,
     },
     #[error("could not write the rebased image to {destination}")]
     Write {
@@ -297,7 +298,7 @@ async fn run_image_for(
     app: &Image,
 ) -> Result<Image, RebaseError> {
     let read_err = |source| RebaseError::ReadImage {
-        image: req.run_image.clone(),
+        image: req.run_image.to_string(),
         source,
     };
     let top = store.manifest(&req.run_image).await.map_err(read_err)?;
@@ -407,7 +408,7 @@ impl Rebased {
         let run_diff_ids = &run.config.rootfs.diff_ids;
         if run_diff_ids.len() != run.manifest.layers.len() {
             return Err(RebaseError::LayerCountMismatch {
-                image: req.run_image.clone(),
+                image: req.run_image.to_string(),
                 layers: run.manifest.layers.len(),
                 diff_ids: run_diff_ids.len(),
             });
@@ -547,7 +548,7 @@ impl Rebased {
                         .map_err(|source| RebaseError::CopyLayer {
                             layer: layer.digest.to_string(),
                             destination: destination.to_string(),
-                            source,
+                            source: Box::new(source),
                         })
                 }
             })

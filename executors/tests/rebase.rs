@@ -12,12 +12,13 @@ use std::sync::OnceLock;
 
 use executors::oci::layer::{LayerBuilder, WrittenLayer};
 use executors::oci::{
-    unpack_image, ContainerConfig, Descriptor, ImageConfig, ImageStore, UnpackOptions,
+    media_type, unpack_image, ContainerConfig, CredentialSource, Descriptor, ImageConfig,
+    ImageIndex, ImageStore, Manifest, Platform, RawManifest, UnpackOptions,
 };
 use executors::rebase::{rebase, RebaseError, RebaseRequest, LIFECYCLE_LABEL};
 use executors::sandbox::{prepare_mount_points, Sandbox};
 use imageref::ImageRef;
-use oci_support::{parse, store};
+use oci_support::{parse, store, store_for};
 use serde_json::{json, Value};
 use testkit::registry::Registry;
 use testkit::rootfs::{minimal_rootfs, CNB_GID, CNB_UID};
@@ -240,6 +241,14 @@ impl Scenario {
         &self,
         tweak: impl FnOnce(&mut ImageConfig),
     ) -> (ImageRef, Vec<Descriptor>) {
+        self.push_run_v2_to(&self.run, tweak).await
+    }
+
+    async fn push_run_v2_to(
+        &self,
+        target: &ImageRef,
+        tweak: impl FnOnce(&mut ImageConfig),
+    ) -> (ImageRef, Vec<Descriptor>) {
         let work = self.work.path();
         let mut layers = base_layers(work, self.base);
         layers.push(layer(
@@ -256,7 +265,7 @@ impl Scenario {
         tweak(&mut config);
         let pinned = self
             .store
-            .push_image(&self.run, config, &layers)
+            .push_image(target, config, &layers)
             .await
             .expect("push run image v2");
         (
@@ -610,13 +619,19 @@ async fn a_run_image_of_another_stack_is_refused() {
     assert!(matches!(err, RebaseError::StackMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains("io.other.stack"), "{err}");
 
-    // Not even by force; nor when the request expects another stack.
+    // Not even by force.
     let run_v2 = s.store.resolve_digest(&s.run).await.unwrap();
     let run_v2 = ImageRef::Registry(s.run.as_registry().unwrap().at_digest(run_v2));
     let mut req = s.request(&run_v2);
     req.force = true;
     let err = s.refused_with(req).await;
     assert!(matches!(err, RebaseError::StackMismatch { .. }), "{err:?}");
+
+    // Nor onto the image's own stack when the request expects another one.
+    let mut req = s.request(&s.run_v1);
+    req.expected_stack_id = Some("io.expected.stack".into());
+    let err = s.refused_with(req).await;
+    assert!(err.to_string().contains("io.expected.stack"), "{err}");
 }
 
 #[tokio::test]
@@ -716,4 +731,79 @@ async fn rebase_in_oci_layouts_copies_the_run_layers_into_the_app_layout() {
     );
     assert!(root.join("etc/patched").is_file());
     assert!(root.join("cnb/lifecycle/launcher").is_file());
+}
+
+#[tokio::test]
+async fn a_run_image_index_yields_the_entry_of_the_app_image_platform() {
+    let reg = Registry::shared();
+    let s = Scenario::new(
+        Base::Tiny,
+        registry_ref(reg, "rebase-index/run:latest"),
+        registry_ref(reg, "rebase-index/app:latest"),
+        |_, _| {},
+    )
+    .await;
+    let mut entries = Vec::new();
+    for arch in ["arm64", "amd64"] {
+        let target = registry_ref(reg, &format!("rebase-index/run:v2-{arch}"));
+        let (pinned, _) = s
+            .push_run_v2_to(&target, |c| c.architecture = arch.into())
+            .await;
+        let mut descriptor = s.store.manifest(&pinned).await.unwrap().descriptor();
+        descriptor.platform = Platform::parse(&format!("linux/{arch}"));
+        entries.push((descriptor, pinned));
+    }
+    let index = RawManifest::from_manifest(&Manifest::Index(ImageIndex {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests: entries.iter().map(|(d, _)| d.clone()).collect(),
+        annotations: None,
+    }));
+    let run_index = s.store.push_manifest(&s.run, &index).await.unwrap();
+
+    // A store whose own platform is arm64 still puts the amd64 app on the amd64 entry.
+    let arm_store = store_for(
+        Platform::parse("linux/arm64").unwrap(),
+        CredentialSource::anonymous(),
+    );
+    let result = rebase(&arm_store, &s.request(&run_index))
+        .await
+        .expect("rebase onto an index");
+    let amd = entries[1].1.digest().unwrap();
+    assert_eq!(&result.new_run_image_digest, amd);
+    assert!(result.new_run_image.reference.ends_with(&amd.to_string()));
+    let image = s.store.image(&s.app).await.unwrap();
+    assert_eq!(image.config.architecture, "amd64");
+}
+
+#[tokio::test]
+async fn a_run_image_in_a_layout_is_streamed_to_the_registry() {
+    let reg = Registry::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let run = parse(&format!("oci:{}:run", dir.path().join("runs").display()));
+    let s = Scenario::new(
+        Base::Tiny,
+        run,
+        registry_ref(reg, "rebase-stream/app:latest"),
+        |_, _| {},
+    )
+    .await;
+    let (run_v2, run_v2_layers) = s.push_run_v2(|_| {}).await;
+    let result = rebase(&s.store, &s.request(&run_v2))
+        .await
+        .expect("rebase from a layout");
+    // The tiny base layer is the same in both run images; the other two travel.
+    assert_eq!(
+        (
+            result.layers.existed,
+            result.layers.mounted,
+            result.layers.uploaded
+        ),
+        (1, 0, 2)
+    );
+    let streamed: u64 = run_v2_layers[1..].iter().map(|l| l.size).sum();
+    assert!(result.bytes_uploaded > streamed);
+    let image = s.store.image(&s.app).await.unwrap();
+    let expected: Vec<Descriptor> = run_v2_layers.iter().chain(&s.app_layers).cloned().collect();
+    assert_eq!(image.manifest.layers, expected);
 }
