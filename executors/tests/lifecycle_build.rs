@@ -141,6 +141,16 @@ async fn builds_in_group_order_with_plans_env_layering_processes_and_slices() {
     );
     assert_eq!(output.buildpacks[2].layers.len(), 0);
 
+    // SBOM files are collected under <layers>/sbom by layer type.
+    for path in [
+        "sbom/launch/test_node-engine/node/sbom.cdx.json",
+        "sbom/cache/test_node-engine/node/sbom.cdx.json",
+        "sbom/launch/test_node-engine/sbom.spdx.json",
+    ] {
+        assert!(layers.join(path).is_file(), "{path}");
+    }
+    assert!(!layers.join("sbom/build/test_node-engine/node").exists());
+
     // The standard on-disk form stays for export.
     assert!(layers.join("test_npm/launch.toml").is_file());
     assert!(layers.join("test_node-engine/node/bin/fake-node").is_file());
@@ -200,6 +210,14 @@ async fn a_failing_build_carries_its_log() {
     assert_eq!(output, ["fails-build: compiling", "error: boom"]);
     assert!(logs.has(Phase::Build, "test/fails-build", "error: boom"));
     assert!(logs.has(Phase::Build, "test/reporter", "reporter: done"));
+    assert!(
+        logs.has(
+            Phase::Build,
+            "test/reporter",
+            "reporter: wrote to /home/cnb"
+        ),
+        "HOME is writable"
+    );
 }
 
 #[tokio::test]
@@ -263,19 +281,53 @@ async fn plan_entries_a_buildpack_meets_are_gone_for_later_providers() {
 
 #[tokio::test]
 async fn dropping_the_build_kills_the_buildpack() {
+    // sleeper touches `started`, sleeps 3 s, touches `finished`.
     let f = fixture(&["sleeper"]);
     let outcome = detected(&f, &["test/sleeper"]).await;
     let logs = Logs::default();
-    let cancelled = tokio::time::timeout(
-        std::time::Duration::from_millis(1500),
-        build(&f.ctx, &outcome, &logs),
-    )
-    .await;
-    assert!(cancelled.is_err(), "the build should still be sleeping");
-    assert!(f.ctx.app_dir.join("started").exists());
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let started = f.ctx.app_dir.join("started");
+    let wait_for_start = async {
+        while !started.exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        result = build(&f.ctx, &outcome, &logs) => panic!("the build ended: {result:?}"),
+        () = wait_for_start => {}
+    }
+    // The build future is dropped; had the sleep survived, it would end within 3 s.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     assert!(
         !f.ctx.app_dir.join("finished").exists(),
         "the buildpack went on after the build was dropped"
     );
+}
+
+#[tokio::test]
+async fn build_futures_can_be_spawned() {
+    let f = fixture(&["reporter"]);
+    let outcome = detected(&f, &["test/reporter"]).await;
+    let handle = tokio::spawn(async move {
+        let logs = Logs::default();
+        build(&f.ctx, &outcome, &logs)
+            .await
+            .map(|o| o.buildpacks.len())
+    });
+    assert_eq!(handle.await.expect("join").expect("build"), 1);
+}
+
+#[tokio::test]
+async fn symlinks_a_buildpack_leaves_are_not_followed_on_the_host() {
+    for (escape, expected) in [
+        ("launch", "launch.toml is a symlink"),
+        ("layers", "test_escaper is not a directory"),
+    ] {
+        let f = fixture(&["escaper"]);
+        std::fs::write(f.ctx.platform_dir.join("env/ESCAPE"), escape).expect("write");
+        let outcome = detected(&f, &["test/escaper"]).await;
+        let err = build(&f.ctx, &outcome, &Logs::default())
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(expected), "{escape}: {err}");
+    }
 }

@@ -61,7 +61,15 @@ async fn resolves_the_plan_across_buildpacks_with_or_and_optional_ones() {
         outcome
     );
 
-    // Every line the programs printed went to the log with its buildpack.
+    // Detect says who participates; every line the programs printed went to the log with
+    // its buildpack.
+    let lines = logs.0.lock().expect("lock").clone();
+    assert!(lines.contains(&(
+        Phase::Detect,
+        None,
+        "3 of 5 buildpacks participating".into()
+    )));
+    assert!(lines.contains(&(Phase::Detect, None, "test/npm 1.0.0".into())));
     assert!(logs.has(Phase::Detect, "test/npm", "npm: requiring node"));
     assert!(logs.has(Phase::Detect, "test/never", "never: said on stderr"));
     assert!(logs.has(

@@ -28,7 +28,7 @@ use super::descriptor::{
     LayerMetadata, LayerTypes, Process, Slice, Store, Table, MIN_BUILDPACK_API,
 };
 use super::detect::{
-    base_env, buildpack_env, phase_sandbox, refuse_symlink, run_program, DetectError,
+    base_env, buildpack_env, phase_sandbox, refuse_symlink, run_program, scratch_dir, DetectError,
     DetectOutcome, Env, OperatorEnv, PhaseContext, ProgramError, LAYERS_DIR, PLATFORM_DIR,
 };
 use super::{LogSink, Phase};
@@ -165,10 +165,8 @@ pub async fn build(
         let what = what.to_owned();
         move |source| BuildError::Io { what, source }
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("kpackd-build-")
-        .tempdir()
-        .map_err(io_err("create a scratch directory"))?;
+    let scratch =
+        scratch_dir(ctx, "kpackd-build-").map_err(io_err("create a scratch directory"))?;
     let sandbox = phase_sandbox(ctx, scratch.path(), true)?;
     let operator_env = OperatorEnv::load(&ctx.sandbox_root, scratch.path())?;
     match fs::remove_dir_all(ctx.layers_dir.join("sbom")) {
@@ -178,7 +176,7 @@ pub async fn build(
         _ => {}
     }
 
-    let mut build_env = base_env(&ctx.image_env);
+    let mut build_env = base_env(ctx);
     let mut plan = outcome.plan.clone();
     let mut output = BuildOutput::default();
     for (index, member) in outcome.group.group.iter().enumerate() {
@@ -239,6 +237,11 @@ pub async fn build(
             .clone()
             .bind(crate::sandbox::Bind::writable(&run_dir, "/tmp"));
         tracing::debug!(buildpack = id, "build");
+        logs.line(
+            Phase::Build,
+            None,
+            &format!("Running the build of {id} {}", bp.version()),
+        );
         let run = run_program(&sandbox, &program, &args, &env, Phase::Build, id, logs)
             .await
             .map_err(|source| BuildError::Program {
@@ -257,7 +260,9 @@ pub async fn build(
             });
         }
 
-        // What it left.
+        // What it left. /layers is writable by every buildpack: whatever kpackd reads or
+        // writes there on the host must not be a symlink, which could lead anywhere.
+        real_dir(&ctx.layers_dir, &[&escaped]).map_err(io_err("check the layers directory"))?;
         let layers = read_layers(&layers_dir).map_err(|e| match e {
             LayersError::Descriptor(source) => descriptor_err(source),
             LayersError::Io(what, source) => BuildError::Io { what, source },
@@ -294,7 +299,11 @@ pub async fn build(
 
         // Its build layers change the environment of later buildpacks.
         for layer in layers.iter().filter(|l| l.types.build && l.has_dir) {
-            let copy = run_dir.join("env-copy").join(&layer.name);
+            // Not under run_dir, where the buildpack could have put symlinks.
+            let copy = scratch
+                .path()
+                .join(format!("env-copy-{index}"))
+                .join(&layer.name);
             apply_build_layer(
                 &mut build_env,
                 &layer.path,
@@ -304,6 +313,8 @@ pub async fn build(
             .map_err(io_err("apply a build layer's env files"))?;
         }
 
+        collect_sboms(&ctx.layers_dir, &escaped, &layers_dir, &layers)
+            .map_err(io_err("collect the buildpack's SBOM files"))?;
         if let Some(launch) = launch {
             merge_launch(&mut output, launch);
         }
@@ -320,8 +331,8 @@ pub async fn build(
     }
     output.processes.sort_by(|a, b| a.kind.cmp(&b.kind));
 
-    let config_dir = ctx.layers_dir.join("config");
-    fs::create_dir_all(&config_dir).map_err(io_err("create <layers>/config"))?;
+    let config_dir =
+        real_dir(&ctx.layers_dir, &["config"]).map_err(io_err("create <layers>/config"))?;
     let metadata = ConfigMetadata {
         default_process: output.default_process.as_deref(),
         buildpacks: outcome.group.group.iter().collect(),
@@ -414,6 +425,82 @@ fn apply_build_layer(env: &mut Env, host: &Path, inside: &Path, copy: &Path) -> 
         }
     }
     launcher::env::apply_layer_env_files(env, copy, launcher::env::Phase::Build, None)
+}
+
+/// `base` joined with `parts`, each created as a directory when missing; fails when one
+/// exists as something else, a symlink in particular (`base` itself is trusted).
+fn real_dir(base: &Path, parts: &[&str]) -> io::Result<PathBuf> {
+    let mut path = base.to_path_buf();
+    for part in parts {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a directory (a symlink?)", path.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&path)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(path)
+}
+
+/// The SBOM file extensions of the buildpack spec.
+const SBOM_EXTENSIONS: [&str; 3] = ["cdx.json", "spdx.json", "syft.json"];
+
+/// Copies a buildpack's SBOM files where export and the cache look for them:
+/// `launch.sbom.<ext>` and `build.sbom.<ext>` to `<layers>/sbom/{launch,build}/<bp>/`,
+/// `<layer>.sbom.<ext>` to `<layers>/sbom/<kind>/<bp>/<layer>/` for `launch` (launch
+/// layers), `build` (build layers not for launch) and `cache` (cached layers). Symlinks are
+/// not followed.
+fn collect_sboms(
+    layers_root: &Path,
+    escaped: &str,
+    bp_layers: &Path,
+    layers: &[Layer],
+) -> io::Result<()> {
+    let copy = |from: &Path, kind: &str, layer: Option<&str>, ext: &str| -> io::Result<()> {
+        if !fs::symlink_metadata(from).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        let mut parts = vec!["sbom", kind, escaped];
+        parts.extend(layer);
+        let dir = real_dir(layers_root, &parts)?;
+        let to = dir.join(format!("sbom.{ext}"));
+        match fs::remove_file(&to) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::copy(from, to).map(|_| ())
+    };
+    for ext in SBOM_EXTENSIONS {
+        for kind in ["launch", "build"] {
+            copy(
+                &bp_layers.join(format!("{kind}.sbom.{ext}")),
+                kind,
+                None,
+                ext,
+            )?;
+        }
+        for layer in layers {
+            let from = bp_layers.join(format!("{}.sbom.{ext}", layer.name));
+            let types = layer.types;
+            let kinds = [
+                ("launch", types.launch),
+                ("build", types.build && !types.launch),
+                ("cache", types.cache),
+            ];
+            for (kind, wanted) in kinds {
+                if wanted {
+                    copy(&from, kind, Some(&layer.name), ext)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Env files larger than this are refused.

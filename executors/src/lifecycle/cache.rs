@@ -22,8 +22,8 @@ use sha2::{Digest as _, Sha256};
 use super::descriptor::{escape_id, write_toml, GroupBuildpack};
 use super::detect::LAYERS_DIR;
 use super::export::{
-    buildpack_layers, BuildpackLayers, ExportError, ExportReport, LayerMetadata, LayersMetadata,
-    PreviousImage, LIFECYCLE_LABEL,
+    buildpack_layers, BuildpackLayers, ExportError, LayerMetadata, LayersMetadata, PreviousImage,
+    LIFECYCLE_LABEL,
 };
 use super::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
@@ -161,12 +161,9 @@ pub async fn analyze(
     };
     let image = match store.image(r).await {
         Ok(image) => image,
-        Err(OciError::NotFound { .. }) => {
-            logs.line(
-                Phase::Analyze,
-                None,
-                &format!("No previous image at {r}"),
-            );
+        // A layout that does not exist yet has no previous image either.
+        Err(OciError::NotFound { .. } | OciError::Layout { .. }) => {
+            logs.line(Phase::Analyze, None, &format!("No previous image at {r}"));
             return PreviousImage::default();
         }
         Err(e) => {
@@ -185,7 +182,9 @@ pub async fn analyze(
         .get(LIFECYCLE_LABEL)
         .and_then(|text| {
             serde_json::from_str(text)
-                .inspect_err(|e| tracing::warn!(image = %r, error = %e, "previous image label unreadable"))
+                .inspect_err(
+                    |e| tracing::warn!(image = %r, error = %e, "previous image label unreadable"),
+                )
                 .ok()
         })
         .unwrap_or_default();
@@ -249,7 +248,9 @@ pub async fn restore(
             }
             write_layer_toml(&bp_dir, name, layer)?;
             remembered.insert(name.as_str(), layer.sha.as_str());
-            report.metadata.push(format!("{}/{name}", escape_id(&bp.id)));
+            report
+                .metadata
+                .push(format!("{}/{name}", escape_id(&bp.id)));
         }
         let from_cache = cached.buildpacks.iter().find(|b| b.key == bp.id);
         let cache_layers = || {
@@ -264,7 +265,9 @@ pub async fn restore(
             }
             write_layer_toml(&bp_dir, name, layer)?;
             remembered.insert(name.as_str(), layer.sha.as_str());
-            report.metadata.push(format!("{}/{name}", escape_id(&bp.id)));
+            report
+                .metadata
+                .push(format!("{}/{name}", escape_id(&bp.id)));
         }
         for (name, layer) in cache_layers() {
             let key = format!("{}/{name}", escape_id(&bp.id));
@@ -300,7 +303,10 @@ pub async fn restore(
 
 /// Writes `<layer>.toml` with only `[metadata]` (never `[types]`).
 fn write_layer_toml(bp_dir: &Path, name: &str, layer: &LayerMetadata) -> Result<(), CacheError> {
-    write_metadata_toml(&bp_dir.join(format!("{name}.toml")), json_table(&layer.data))
+    write_metadata_toml(
+        &bp_dir.join(format!("{name}.toml")),
+        json_table(&layer.data),
+    )
 }
 
 fn write_metadata_toml(path: &Path, metadata: toml::Table) -> Result<(), CacheError> {
@@ -325,7 +331,9 @@ fn json_table(value: &serde_json::Value) -> toml::Table {
                 None => toml::Value::Float(n.as_f64()?),
             },
             serde_json::Value::String(s) => toml::Value::String(s.clone()),
-            serde_json::Value::Array(a) => toml::Value::Array(a.iter().filter_map(convert).collect()),
+            serde_json::Value::Array(a) => {
+                toml::Value::Array(a.iter().filter_map(convert).collect())
+            }
             serde_json::Value::Object(o) => toml::Value::Table(
                 o.iter()
                     .filter_map(|(k, v)| Some((k.clone(), convert(v)?)))
@@ -426,13 +434,14 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Commits the `cache = true` layers of `group` in `layers_dir` to the cache: layers export
-/// already wrote are linked, unchanged ones kept from the last commit, others written.
+/// already wrote (`written`, by `<esc id>/<name>`, as [`super::export::ExportReport::written`]) are
+/// linked, unchanged ones kept from the last commit, others written.
 pub async fn save(
     cache: &CacheDir,
     layers_dir: &Path,
     work_dir: &Path,
     group: &[GroupBuildpack],
-    exported: &ExportReport,
+    written: &BTreeMap<String, WrittenLayer>,
     (uid, gid): (u32, u32),
     logs: &dyn LogSink,
 ) -> Result<CacheMetadata, CacheError> {
@@ -457,25 +466,19 @@ pub async fn save(
                 continue;
             }
             let key = format!("{}/{}", escape_id(&bp.id), layer.name);
-            let written = match exported.written.get(&key) {
+            let written = match written.get(&key) {
                 Some(w) => w.clone(),
                 None => {
-                    let mut builder = LayerBuilder::new(uid.into(), gid.into());
-                    builder
-                        .add(
-                            &Path::new(LAYERS_DIR).join(escape_id(&bp.id)).join(&layer.name),
-                            &layer.dir,
-                        )
+                    let in_image = Path::new(LAYERS_DIR)
+                        .join(escape_id(&bp.id))
+                        .join(&layer.name);
+                    write_layer((uid, gid), in_image, layer.dir.clone(), work_dir)
+                        .await
                         .map_err(|e| CacheError::Layer {
                             buildpack: bp.id.clone(),
                             layer: layer.name.clone(),
                             reason: e.to_string(),
-                        })?;
-                    write_layer(builder, work_dir).await.map_err(|e| CacheError::Layer {
-                        buildpack: bp.id.clone(),
-                        layer: layer.name.clone(),
-                        reason: e.to_string(),
-                    })?
+                        })?
                 }
             };
             let target = staging.join(blob_name(&written.diff_id));
@@ -495,9 +498,10 @@ pub async fn save(
                 None,
                 &format!("Caching layer '{}:{}'", bp.id, layer.name),
             );
-            bp_md
-                .layers
-                .insert(layer.name.clone(), LayerMetadata::new(&written.diff_id, &layer.toml));
+            bp_md.layers.insert(
+                layer.name.clone(),
+                LayerMetadata::new(&written.diff_id, &layer.toml),
+            );
         }
         if !bp_md.layers.is_empty() {
             metadata.buildpacks.push(bp_md);
@@ -513,11 +517,22 @@ pub async fn save(
     Ok(metadata)
 }
 
-async fn write_layer(builder: LayerBuilder, work_dir: &Path) -> Result<WrittenLayer, OciError> {
+/// Writes the layer holding `on_disk` as `in_image`, walking and writing on a blocking
+/// thread.
+async fn write_layer(
+    (uid, gid): (u32, u32),
+    in_image: PathBuf,
+    on_disk: PathBuf,
+    work_dir: &Path,
+) -> Result<WrittenLayer, OciError> {
     let work_dir = work_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || builder.write(&work_dir))
-        .await
-        .expect("writing a layer does not panic")
+    tokio::task::spawn_blocking(move || {
+        let mut builder = LayerBuilder::new(uid.into(), gid.into());
+        builder.add(&in_image, &on_disk)?;
+        builder.write(&work_dir)
+    })
+    .await
+    .expect("writing a layer does not panic")
 }
 
 /// `committed` → `committed-backup`, `staging` → `committed`, then the backup goes.

@@ -77,19 +77,30 @@ fn parse_toml<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Serializes `value` as TOML into `path` (written whole, then renamed into place).
+/// Serializes `value` as TOML into `path` (written whole to a new file, then renamed into
+/// place, so that a symlink at either path is replaced, never followed).
 pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DescriptorError> {
     let text = toml::to_string(value).map_err(|e| DescriptorError::Write {
         path: path.to_path_buf(),
         source: io::Error::new(io::ErrorKind::InvalidData, e),
     })?;
     let tmp = path.with_extension("toml.tmp");
-    fs::write(&tmp, text)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|source| DescriptorError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+    let write = || -> io::Result<()> {
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        io::Write::write_all(&mut file, text.as_bytes())?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|source| DescriptorError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A Buildpack API version, `<major>.<minor>` (`"1"` means `1.0`).
@@ -579,14 +590,12 @@ fn normalise_process(
     raw: RawProcess,
 ) -> Result<Process, DescriptorError> {
     let kind = raw.kind;
-    if kind.is_empty()
-        || !kind
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    // The spec allows letters, digits, `.`, `_`, `-`; like the reference lifecycle, only
+    // what would break paths and shells is refused.
+    if kind.is_empty() || kind.contains(['/', '>', '<', ':', '|', '&', '\\']) {
         return Err(DescriptorError::invalid(
             path,
-            format!("process type {kind:?} must be non-empty and use only letters, digits, `.`, `_`, `-`"),
+            format!("process type {kind:?} must be non-empty without any of / > < : | & \\"),
         ));
     }
     let context =

@@ -16,12 +16,17 @@
 //! writable by kpackd's user once, to create the mount points (`/workspace`, `/layers`,
 //! `/platform`, `/cnb/buildpacks`); they are created when missing.
 //!
-//! Inside the sandbox: the app is `/workspace` (read-only during detect), the layers
-//! `/layers`, the platform dir `/platform` (read-only), each buildpack
-//! `/cnb/buildpacks/<escaped id>/<version>` (read-only), and `/tmp` a scratch directory of
-//! the run holding the plan file.
+//! Inside the sandbox: the app is `/workspace` and the layers `/layers` (both read-only
+//! during detect), the platform dir `/platform` (read-only), each buildpack
+//! `/cnb/buildpacks/<escaped id>/<version>` (read-only), `/tmp` a scratch directory of the
+//! run holding the plan file, and `$HOME` a fresh writable directory. Scratch directories
+//! are made next to the layers dir and removed at the end of the phase.
+//!
+//! Detect follows the buildpack spec and the reference lifecycle: see [`expand_order`]
+//! and [`resolve_group`]. `bin/detect` runs of one buildpack are shared between groups, and
+//! up to four run at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -39,8 +44,7 @@ use super::descriptor::{
 use super::{LogSink, Phase};
 use crate::sandbox::{prepare_mount_points, Bind, Sandbox, SandboxError};
 
-/// An environment: variable name to value.
-pub type Env = BTreeMap<String, String>;
+pub use launcher::env::Env;
 
 /// Where things are inside the sandbox.
 pub const APP_DIR: &str = "/workspace";
@@ -321,16 +325,13 @@ pub async fn detect(
             _ => {}
         }
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("kpackd-detect-")
-        .tempdir()
-        .map_err(|source| DetectError::Io {
-            what: "create a scratch directory".into(),
-            source,
-        })?;
+    let scratch = scratch_dir(ctx, "kpackd-detect-").map_err(|source| DetectError::Io {
+        what: "create a scratch directory".into(),
+        source,
+    })?;
     let sandbox = phase_sandbox(ctx, scratch.path(), false)?;
     let operator_env = OperatorEnv::load(&ctx.sandbox_root, scratch.path())?;
-    let base = base_env(&ctx.image_env);
+    let base = base_env(ctx);
 
     let mut runs: HashMap<usize, DetectRun> = HashMap::new();
     let mut reports = Vec::new();
@@ -342,7 +343,7 @@ pub async fn detect(
             .filter(|bp| !runs.contains_key(bp))
             .collect();
         missing.dedup();
-        let results: Vec<_> = stream::iter(missing.iter().map(|&bp| {
+        let results: Vec<_> = stream::iter(missing.iter().copied().map(|bp| {
             let run_dir = scratch.path().join(format!("run-{bp}"));
             run_detect(
                 ctx,
@@ -380,6 +381,18 @@ pub async fn detect(
         match resolve_group(&elements, &ctx.buildpacks) {
             Ok(outcome) => {
                 tracing::debug!(group = ?outcome.group, "detect passed");
+                logs.line(
+                    Phase::Detect,
+                    None,
+                    &format!(
+                        "{} of {} buildpacks participating",
+                        outcome.group.group.len(),
+                        group.len()
+                    ),
+                );
+                for bp in &outcome.group.group {
+                    logs.line(Phase::Detect, None, &format!("{} {}", bp.id, bp.version));
+                }
                 outcome.write(&ctx.layers_dir)?;
                 return Ok(outcome);
             }
@@ -810,6 +823,7 @@ pub(super) fn phase_sandbox(
             .map_err(io_err("create the sandbox mount points in the build image"))?;
     }
     fs::create_dir_all(&ctx.layers_dir).map_err(io_err("create the layers directory"))?;
+    crate::sandbox::ensure_bwrap()?;
     let skeleton = scratch.join("buildpacks");
     let mut sandbox = Sandbox::new(&ctx.sandbox_root, ctx.uid, ctx.gid)
         .network(ctx.network)
@@ -826,6 +840,29 @@ pub(super) fn phase_sandbox(
         .bind(Bind::read_only(&ctx.platform_dir, PLATFORM_DIR));
     fs::create_dir_all(&skeleton).map_err(io_err("create the buildpacks mount points"))?;
     sandbox = sandbox.bind(Bind::read_only(&skeleton, BUILDPACKS_DIR));
+    // The build image's root is read-only, but buildpacks write to $HOME (package manager
+    // caches): a fresh, private home for each phase, when the image has that directory.
+    let home = home_dir(ctx).filter(|home| {
+        let home = Path::new(home);
+        let taken = [
+            APP_DIR,
+            LAYERS_DIR,
+            PLATFORM_DIR,
+            "/cnb",
+            TMP_DIR,
+            "/proc",
+            "/dev",
+        ];
+        home != Path::new("/") && !taken.iter().any(|t| home.starts_with(t))
+    });
+    if let Some(home) = home {
+        let in_root = ctx.sandbox_root.join(home.trim_start_matches('/'));
+        if fs::symlink_metadata(&in_root).is_ok_and(|m| m.is_dir()) {
+            let scratch_home = scratch.join("home");
+            fs::create_dir_all(&scratch_home).map_err(io_err("create the home directory"))?;
+            sandbox = sandbox.bind(Bind::writable(&scratch_home, home));
+        }
+    }
     for bp in ctx
         .buildpacks
         .iter()
@@ -840,6 +877,17 @@ pub(super) fn phase_sandbox(
         sandbox = sandbox.bind(Bind::read_only(&bp.path, inside));
     }
     Ok(sandbox)
+}
+
+/// A scratch directory for a phase, next to the layers dir (so in kpackd's work dir, on
+/// its file system), else in the system's temporary directory. Buildpacks' `/tmp` is in it.
+pub(super) fn scratch_dir(ctx: &PhaseContext, prefix: &str) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    match ctx.layers_dir.parent().filter(|p| p.is_dir()) {
+        Some(parent) => builder.tempdir_in(parent),
+        None => builder.tempdir(),
+    }
 }
 
 /// Fails when `path` is a symlink. Files a buildpack wrote are read by kpackd on the host,
@@ -858,7 +906,7 @@ pub(super) fn refuse_symlink(path: &Path) -> io::Result<()> {
 }
 
 /// The build image's environment reduced to what the lifecycle passes on.
-pub(super) fn base_env(image_env: &Env) -> Env {
+pub(super) fn base_env(ctx: &PhaseContext) -> Env {
     const ALLOWED: [&str; 14] = [
         "HOME",
         "HOSTNAME",
@@ -875,11 +923,37 @@ pub(super) fn base_env(image_env: &Env) -> Env {
         "CPATH",
         "PKG_CONFIG_PATH",
     ];
-    image_env
+    let mut env: Env = ctx
+        .image_env
         .iter()
         .filter(|(name, _)| ALLOWED.contains(&name.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+        .collect();
+    if let Some(home) = home_dir(ctx) {
+        env.entry("HOME".into()).or_insert(home);
+    }
+    // What a container runtime gives an image without PATH (the spec requires one).
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env
+}
+
+/// The CNB user's home: the image's `HOME`, else its entry in the image's `/etc/passwd`.
+pub(super) fn home_dir(ctx: &PhaseContext) -> Option<String> {
+    if let Some(home) = ctx.image_env.get("HOME").filter(|h| h.starts_with('/')) {
+        return Some(home.clone());
+    }
+    let passwd = ctx.sandbox_root.join("etc/passwd");
+    if !fs::symlink_metadata(&passwd).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let text = fs::read_to_string(passwd).ok()?;
+    let uid = ctx.uid.to_string();
+    text.lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() >= 7 && fields[2] == uid)
+        .map(|fields| fields[5].to_owned())
+        .filter(|home| home.starts_with('/'))
 }
 
 /// The build image's `/cnb/build-config/env/`, copied out of the image (regular files only,
@@ -1256,5 +1330,139 @@ mod tests {
         failed.optional = false;
         let err = resolve_group(&[el(0, false, &[]), failed], &bps).expect_err("fails");
         assert!(err.contains("b@1 did not pass"), "{err}");
+    }
+
+    #[test]
+    fn target_matching() {
+        use crate::lifecycle::descriptor::DistroSpec;
+        let target = Target {
+            os: "linux".into(),
+            arch: "arm64".into(),
+            arch_variant: Some("v8".into()),
+            distro_name: Some("ubuntu".into()),
+            distro_version: Some("22.04".into()),
+        };
+        let spec = |os: &str, arch: &str, variant: &str, distros: &[(&str, &str)]| TargetSpec {
+            os: os.into(),
+            arch: arch.into(),
+            variant: variant.into(),
+            distros: distros
+                .iter()
+                .map(|(name, version)| DistroSpec {
+                    name: (*name).into(),
+                    version: (*version).into(),
+                })
+                .collect(),
+        };
+        assert!(target.satisfies(&[]));
+        assert!(target.satisfies(&[spec("linux", "", "", &[])]));
+        assert!(target.satisfies(&[
+            spec("linux", "amd64", "", &[]),
+            spec("linux", "arm64", "v8", &[])
+        ]));
+        assert!(!target.satisfies(&[spec("linux", "amd64", "", &[])]));
+        assert!(!target.satisfies(&[spec("linux", "arm64", "v7", &[])]));
+        assert!(target.satisfies(&[spec("", "", "", &[("debian", "12"), ("ubuntu", "")])]));
+        assert!(!target.satisfies(&[spec("", "", "", &[("ubuntu", "18.04")])]));
+        assert!(!target.satisfies(&[spec("windows", "", "", &[])]));
+    }
+
+    #[test]
+    fn base_env_keeps_the_allow_list_and_finds_home_in_passwd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(dir.path().join("etc")).expect("mkdir");
+        fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ncnb:x:1002:1000::/home/builder:/bin/sh\n",
+        )
+        .expect("write");
+        let ctx = PhaseContext {
+            sandbox_root: dir.path().to_path_buf(),
+            uid: 1002,
+            gid: 1000,
+            app_dir: PathBuf::new(),
+            layers_dir: PathBuf::new(),
+            platform_dir: PathBuf::new(),
+            buildpacks: Vec::new(),
+            network: false,
+            target: Target::default(),
+            image_env: Env::from([
+                ("PATH".into(), "/usr/bin".into()),
+                ("CNB_USER_ID".into(), "1002".into()),
+                ("http_proxy".into(), "http://proxy".into()),
+            ]),
+        };
+        let env = base_env(&ctx);
+        assert_eq!(
+            env,
+            Env::from([
+                ("HOME".into(), "/home/builder".into()),
+                ("PATH".into(), "/usr/bin".into()),
+                ("http_proxy".into(), "http://proxy".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn buildpack_env_user_operator_and_cnb_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let platform = dir.path().join("platform");
+        fs::create_dir_all(root.join("cnb/build-config/env")).expect("mkdir");
+        fs::create_dir_all(platform.join("env")).expect("mkdir");
+        fs::write(root.join("cnb/build-config/env/OP"), "operator").expect("write");
+        fs::write(root.join("cnb/build-config/env/USER_VAR"), "operator").expect("write");
+        std::os::unix::fs::symlink("/etc/hostname", root.join("cnb/build-config/env/HOST"))
+            .expect("symlink");
+        fs::write(platform.join("env/USER_VAR"), "user").expect("write");
+        fs::write(platform.join("env/PATH"), "/user/bin").expect("write");
+        let ctx = PhaseContext {
+            sandbox_root: root.clone(),
+            uid: 1000,
+            gid: 1000,
+            app_dir: PathBuf::new(),
+            layers_dir: PathBuf::new(),
+            platform_dir: platform,
+            buildpacks: Vec::new(),
+            network: false,
+            target: Target {
+                os: "linux".into(),
+                arch: "amd64".into(),
+                ..Target::default()
+            },
+            image_env: Env::new(),
+        };
+        let scratch = dir.path().join("scratch");
+        let operator = OperatorEnv::load(&root, &scratch).expect("operator env");
+        let base = Env::from([("PATH".to_owned(), "/bin".to_owned())]);
+
+        let mut bp = bp("x", &[]);
+        let env = buildpack_env(&ctx, &bp, &base, &operator).expect("env");
+        assert_eq!(env["PATH"], "/user/bin:/bin");
+        assert_eq!(
+            env["USER_VAR"], "user",
+            "an operator file without suffix is a default"
+        );
+        assert_eq!(env["OP"], "operator");
+        assert!(
+            !env.contains_key("HOST"),
+            "symlinks of the image are not followed"
+        );
+        assert_eq!(env["CNB_BUILDPACK_DIR"], "/cnb/buildpacks/x/1");
+        assert_eq!(env["CNB_PLATFORM_DIR"], "/platform");
+        assert_eq!(env["CNB_TARGET_OS"], "linux");
+        assert_eq!(env["CNB_TARGET_ARCH"], "amd64");
+        assert!(!env.contains_key("CNB_TARGET_DISTRO_NAME"));
+
+        bp.descriptor.buildpack.clear_env = true;
+        bp.descriptor.api = "0.7".into();
+        let env = buildpack_env(&ctx, &bp, &base, &operator).expect("env");
+        assert_eq!(env["PATH"], "/bin");
+        assert_eq!(
+            env["USER_VAR"], "operator",
+            "clear-env drops the user's env only"
+        );
+        assert!(!env.contains_key("CNB_PLATFORM_DIR"));
+        assert!(!env.contains_key("CNB_TARGET_OS"));
     }
 }

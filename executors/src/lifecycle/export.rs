@@ -68,6 +68,8 @@ pub enum ExportError {
         #[source]
         source: OciError,
     },
+    #[error("process type `{0}` cannot name a file in /cnb/process")]
+    BadProcessType(String),
     #[error("default process type `{0}` is not one of the processes")]
     UnknownDefaultProcess(String),
     #[error("write the app image {image}: {source}")]
@@ -326,6 +328,9 @@ pub struct ExportRequest<'a> {
     /// `created`, in seconds since the epoch (SOURCE_DATE_EPOCH); 1980-01-01T00:00:01Z
     /// when `None`.
     pub created: Option<u64>,
+    /// The process the image starts (its Entrypoint), instead of the buildpacks' default
+    /// (the lifecycle's `-process-type`); it must be one of the processes.
+    pub default_process: Option<&'a str>,
 }
 
 /// What export wrote.
@@ -382,9 +387,12 @@ pub async fn export(
         })?
         .group;
     let build_md = ConfigMetadata::read(&req.layers_dir.join("config/metadata.toml"))?;
-    if let Some(default) = &build_md.default_process {
-        if !build_md.processes.iter().any(|p| &p.kind == default)
-        {
+    let default_process = req
+        .default_process
+        .map(str::to_string)
+        .or_else(|| build_md.default_process.clone());
+    if let Some(default) = &default_process {
+        if !build_md.processes.iter().any(|p| &p.kind == default) {
             return Err(ExportError::UnknownDefaultProcess(default.clone()));
         }
     }
@@ -408,6 +416,7 @@ pub async fn export(
     let run_layer_count = layers.len();
     let mut metadata = LayersMetadata::default();
     let mut written = BTreeMap::new();
+    let owner = (req.uid, req.gid);
     let writer = LayerWriter {
         work_dir: req.work_dir.to_path_buf(),
         previous: req.previous,
@@ -436,11 +445,9 @@ pub async fn export(
                 let in_image = Path::new(LAYERS_DIR)
                     .join(escape_id(&bp.id))
                     .join(&layer.name);
-                let mut builder = LayerBuilder::new(req.uid.into(), req.gid.into());
-                builder
-                    .add(&in_image, &layer.dir)
-                    .map_err(|e| layer_err(e.to_string()))?;
-                let image_layer = writer.write(builder, created_by).await?;
+                let image_layer = writer
+                    .write_dir(owner, in_image, layer.dir.clone(), created_by)
+                    .await?;
                 if let Some(w) = &image_layer.local {
                     written.insert(format!("{}/{}", escape_id(&bp.id), layer.name), w.clone());
                 }
@@ -493,11 +500,10 @@ pub async fn export(
 
     let sbom_dir = req.layers_dir.join("sbom/launch");
     if sbom_dir.is_dir() {
-        let mut builder = LayerBuilder::new(req.uid.into(), req.gid.into());
-        builder
-            .add(&Path::new(LAYERS_DIR).join("sbom/launch"), &sbom_dir)
-            .map_err(|e| write_err("launch SBOM", e))?;
-        let layer = writer.write(builder, "Launch SBOM".into()).await?;
+        let in_image = Path::new(LAYERS_DIR).join("sbom/launch");
+        let layer = writer
+            .write_dir(owner, in_image, sbom_dir, "Launch SBOM".into())
+            .await?;
         metadata.sbom = Some(Sha {
             sha: layer.diff_id.to_string(),
         });
@@ -513,7 +519,7 @@ pub async fn export(
         } else {
             format!("Application Slice: {}", i + 1)
         };
-        let layer = writer.write(builder, created_by).await?;
+        let layer = writer.write(move || Ok(builder), created_by).await?;
         metadata.app.push(Sha {
             sha: layer.diff_id.to_string(),
         });
@@ -524,23 +530,24 @@ pub async fn export(
     fs::write(&launcher_file, crate::launcher_binary()).map_err(io_err(&launcher_file))?;
     fs::set_permissions(&launcher_file, fs::Permissions::from_mode(0o755))
         .map_err(io_err(&launcher_file))?;
-    let mut builder = LayerBuilder::new(0, 0);
-    builder
-        .add(Path::new(LAUNCHER_PATH), &launcher_file)
-        .map_err(|e| write_err("launcher", e))?;
-    let layer = writer.write(builder, "Buildpacks Launcher".into()).await?;
+    let layer = writer
+        .write_dir(
+            (0, 0),
+            LAUNCHER_PATH.into(),
+            launcher_file,
+            "Buildpacks Launcher".into(),
+        )
+        .await?;
     metadata.launcher.sha = layer.diff_id.to_string();
     layers.push(layer);
 
-    let mut builder = LayerBuilder::new(req.uid.into(), req.gid.into());
-    builder
-        .add(
-            &Path::new(LAYERS_DIR).join("config"),
-            &req.layers_dir.join("config"),
-        )
-        .map_err(|e| write_err("config", e))?;
     let layer = writer
-        .write(builder, "Buildpacks Application Launcher Config".into())
+        .write_dir(
+            owner,
+            Path::new(LAYERS_DIR).join("config"),
+            req.layers_dir.join("config"),
+            "Buildpacks Application Launcher Config".into(),
+        )
         .await?;
     metadata.config.sha = layer.diff_id.to_string();
     layers.push(layer);
@@ -548,19 +555,24 @@ pub async fn export(
     if !build_md.processes.is_empty() {
         let links = req.work_dir.join("process-types");
         fs::create_dir_all(&links).map_err(io_err(&links))?;
-        fs::set_permissions(&links, fs::Permissions::from_mode(0o755))
-            .map_err(io_err(&links))?;
+        fs::set_permissions(&links, fs::Permissions::from_mode(0o755)).map_err(io_err(&links))?;
         for p in &build_md.processes {
+            if p.kind.is_empty() || p.kind.contains('/') || p.kind == "." || p.kind == ".." {
+                return Err(ExportError::BadProcessType(p.kind.clone()));
+            }
             let link = links.join(&p.kind);
             if fs::symlink_metadata(&link).is_err() {
                 std::os::unix::fs::symlink(LAUNCHER_PATH, &link).map_err(io_err(&link))?;
             }
         }
-        let mut builder = LayerBuilder::new(0, 0);
-        builder
-            .add(Path::new(PROCESS_DIR), &links)
-            .map_err(|e| write_err("process-types", e))?;
-        let layer = writer.write(builder, "Buildpacks Process Types".into()).await?;
+        let layer = writer
+            .write_dir(
+                (0, 0),
+                PROCESS_DIR.into(),
+                links,
+                "Buildpacks Process Types".into(),
+            )
+            .await?;
         metadata.process_types.sha = layer.diff_id.to_string();
         layers.push(layer);
     }
@@ -586,7 +598,18 @@ pub async fn export(
         },
     });
 
-    let config = image_config(req, &build_md, &group, &metadata, &layers, run_layer_count)?;
+    let entrypoint = match &default_process {
+        Some(t) => format!("{PROCESS_DIR}/{t}"),
+        None => LAUNCHER_PATH.to_string(),
+    };
+    let config = image_config(
+        req,
+        &build_md,
+        &group,
+        &metadata,
+        &layers[run_layer_count..],
+        entrypoint,
+    );
     let rebasable = config
         .labels()
         .get(REBASABLE_LABEL)
@@ -611,12 +634,8 @@ pub async fn export(
             .iter()
             .map(|g| (g.id.clone(), g.version.clone()))
             .collect(),
-        processes: build_md
-            .processes
-            .iter()
-            .map(|p| p.kind.clone())
-            .collect(),
-        default_process: build_md.default_process.clone(),
+        processes: build_md.processes.iter().map(|p| p.kind.clone()).collect(),
+        default_process,
         rebasable,
         run_image_top_layer: run.top_layer.clone(),
         metadata,
@@ -668,13 +687,34 @@ struct LayerWriter<'a> {
 }
 
 impl LayerWriter<'_> {
+    /// Writes the layer of `(uid, gid)` holding `on_disk` as `in_image`.
+    async fn write_dir(
+        &self,
+        (uid, gid): (u32, u32),
+        in_image: PathBuf,
+        on_disk: PathBuf,
+        created_by: String,
+    ) -> Result<ImageLayer, ExportError> {
+        self.write(
+            move || {
+                let mut builder = LayerBuilder::new(uid.into(), gid.into());
+                builder.add(&in_image, &on_disk)?;
+                Ok(builder)
+            },
+            created_by,
+        )
+        .await
+    }
+
+    /// Collects the entries (walking directories) and writes the layer, on a blocking
+    /// thread.
     async fn write(
         &self,
-        builder: LayerBuilder,
+        collect: impl FnOnce() -> Result<LayerBuilder, OciError> + Send + 'static,
         created_by: String,
     ) -> Result<ImageLayer, ExportError> {
         let work_dir = self.work_dir.clone();
-        let written = tokio::task::spawn_blocking(move || builder.write(&work_dir))
+        let written = tokio::task::spawn_blocking(move || collect()?.write(&work_dir))
             .await
             .expect("writing a layer does not panic")
             .map_err(|e| write_err(&created_by, e))?;
@@ -795,12 +835,21 @@ fn stage(app_dir: &Path, staging: &Path, chosen: &[PathBuf]) -> Result<(), Expor
         .map_err(io_err(staging))?;
     for rel in chosen {
         let (source, target) = (app_dir.join(rel), staging.join(rel));
-        for ancestor in rel.ancestors().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        for ancestor in rel
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             let dir = staging.join(ancestor);
             if !ancestor.as_os_str().is_empty() && !dir.exists() {
                 fs::create_dir(&dir).map_err(io_err(&dir))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(mode(&app_dir.join(ancestor))?))
-                    .map_err(io_err(&dir))?;
+                fs::set_permissions(
+                    &dir,
+                    fs::Permissions::from_mode(mode(&app_dir.join(ancestor))?),
+                )
+                .map_err(io_err(&dir))?;
             }
         }
         let meta = fs::symlink_metadata(&source).map_err(io_err(&source))?;
@@ -895,15 +944,15 @@ fn class(p: &[char], c: char) -> Option<(bool, usize)> {
 }
 
 /// The app image config: the run image's, with the CNB env, working dir, entrypoint,
-/// labels, `created`, history and the layers' diffIDs.
+/// labels, `created` and history for the `added` layers (`rootfs` is set when pushing).
 fn image_config(
     req: &ExportRequest<'_>,
     build_md: &ConfigMetadata,
     group: &[GroupBuildpack],
     metadata: &LayersMetadata,
-    layers: &[ImageLayer],
-    run_layer_count: usize,
-) -> Result<ImageConfig, ExportError> {
+    added: &[ImageLayer],
+    entrypoint: String,
+) -> ImageConfig {
     let mut config: ImageConfig = req.run_image.image.config.clone();
     let created = rfc3339(req.created.unwrap_or(NORMALISED_CREATED));
     config.created = Some(created.clone());
@@ -936,10 +985,7 @@ fn image_config(
     );
     runtime.env = Some(env);
     runtime.working_dir = Some(APP_DIR.into());
-    runtime.entrypoint = Some(vec![match &build_md.default_process {
-        Some(t) => format!("{PROCESS_DIR}/{t}"),
-        None => LAUNCHER_PATH.to_string(),
-    }]);
+    runtime.entrypoint = Some(vec![entrypoint]);
     runtime.cmd = None;
 
     let mut labels = runtime.labels.take().unwrap_or_default();
@@ -984,7 +1030,10 @@ fn image_config(
     labels.insert(BUILD_LABEL.into(), build_label.to_string());
     labels.insert(
         PROJECT_LABEL.into(),
-        req.project_metadata.cloned().unwrap_or_else(|| json!({})).to_string(),
+        req.project_metadata
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+            .to_string(),
     );
     if let Some(stack_id) = &req.run_image.stack_id {
         labels.insert(super::stack::STACK_ID_LABEL.into(), stack_id.clone());
@@ -993,12 +1042,13 @@ fn image_config(
     config.config = Some(runtime);
 
     if !config.history.is_empty() {
-        config.history.extend(layers[run_layer_count..].iter().map(|l| {
-            json!({"created": created, "created_by": l.created_by})
-        }));
+        config.history.extend(
+            added
+                .iter()
+                .map(|l| json!({"created": created, "created_by": l.created_by})),
+        );
     }
-    config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
-    Ok(config)
+    config
 }
 
 /// `1980-01-01T00:00:01Z` from seconds since the epoch.
@@ -1047,7 +1097,9 @@ async fn push(
             async move {
                 match &layer.blob {
                     Blob::Written(w) => {
-                        let how = store.push_blob_file(dest, &layer.descriptor, &w.path).await?;
+                        let how = store
+                            .push_blob_file(dest, &layer.descriptor, &w.path)
+                            .await?;
                         if how == BlobTransfer::Uploaded {
                             bytes.fetch_add(w.size, Ordering::Relaxed);
                         }
@@ -1158,7 +1210,9 @@ mod tests {
     #[test]
     fn lifecycle_label_shape() {
         let mut md = LayersMetadata::default();
-        md.app.push(Sha { sha: "sha256:aa".into() });
+        md.app.push(Sha {
+            sha: "sha256:aa".into(),
+        });
         md.buildpacks.push(BuildpackLayers {
             key: "a/b".into(),
             version: "1".into(),

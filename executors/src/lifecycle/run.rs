@@ -52,6 +52,9 @@ pub struct BuildRequest {
     pub cache: bool,
     /// `io.buildpacks.project.metadata` (`{"source": {...}}`), if known.
     pub project_metadata: Option<serde_json::Value>,
+    /// The process type the image starts instead of the buildpacks' default; the build
+    /// fails when no buildpack defined it.
+    pub default_process: Option<String>,
 }
 
 /// What a successful build made.
@@ -126,7 +129,10 @@ pub async fn build_image(
     let work = tempfile::Builder::new()
         .prefix("build-")
         .tempdir_in(&work_root)
-        .map_err(io_err(format!("create a work dir in {}", work_root.display())))?;
+        .map_err(io_err(format!(
+            "create a work dir in {}",
+            work_root.display()
+        )))?;
     let layers_dir = work.path().join("layers");
     let platform_dir = work.path().join("platform");
     let scratch = work.path().join("scratch");
@@ -173,14 +179,12 @@ pub async fn build_image(
     build(&ctx, &outcome, logs).await?;
 
     let created = match req.env.get("SOURCE_DATE_EPOCH") {
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            LifecycleError::Io {
-                what: "read SOURCE_DATE_EPOCH".into(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{v:?} is not a number of seconds"),
-                ),
-            }
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| LifecycleError::Io {
+            what: "read SOURCE_DATE_EPOCH".into(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{v:?} is not a number of seconds"),
+            ),
         })?),
         None => None,
     };
@@ -191,7 +195,7 @@ pub async fn build_image(
             app_dir: &req.app_dir,
             work_dir: &scratch,
             run_image: &run,
-            run_image_name: req.run_image.to_string(),
+            run_image_name: image_name(&req.run_image),
             previous: &previous,
             uid: stack.uid,
             gid: stack.gid,
@@ -199,6 +203,7 @@ pub async fn build_image(
             additional_tags: &req.additional_tags,
             project_metadata: req.project_metadata.as_ref(),
             created,
+            default_process: req.default_process.as_deref(),
         },
         logs,
     )
@@ -210,7 +215,7 @@ pub async fn build_image(
             &layers_dir,
             &scratch,
             &group,
-            &exported,
+            &exported.written,
             (stack.uid, stack.gid),
             logs,
         )
@@ -229,4 +234,34 @@ pub async fn build_image(
         bytes_uploaded: exported.bytes_uploaded,
         cache_layers_restored: restored.contents.len(),
     })
+}
+
+/// A reference as users name it: a registry image without its pinned digest (the rebaser
+/// compares run image names that way), a layout as given.
+fn image_name(r: &ImageRef) -> String {
+    match r {
+        ImageRef::Registry(reg) => {
+            let mut name = format!("{}/{}", reg.registry, reg.repository);
+            if let Some(tag) = &reg.tag {
+                name.push(':');
+                name.push_str(tag);
+            }
+            name
+        }
+        ImageRef::Layout(_) => r.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_image_names_drop_the_digest() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let r = ImageRef::parse(&format!("registry.example/stacks/run:1@{digest}")).unwrap();
+        assert_eq!(image_name(&r), "registry.example/stacks/run:1");
+        let r = ImageRef::parse(&format!("registry.example/stacks/run@{digest}")).unwrap();
+        assert_eq!(image_name(&r), "registry.example/stacks/run");
+    }
 }

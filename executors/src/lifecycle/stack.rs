@@ -12,11 +12,11 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use imageref::{Digest, ImageRef};
 use super::detect::{Target, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR};
 use super::{LogSink, Phase};
 use crate::oci::{self, Image, ImageConfig, ImageStore, OciError, UnpackOptions};
 use crate::sandbox;
+use imageref::{Digest, ImageRef};
 
 /// Labels of the run and build images the lifecycle reads.
 pub const STACK_ID_LABEL: &str = "io.buildpacks.stack.id";

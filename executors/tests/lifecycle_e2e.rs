@@ -1,0 +1,486 @@
+//! A whole build with `build_image`: a shell buildpack on a minimal stack (one image from
+//! the host's own programs, used as build and run image, in an OCI layout), then the app
+//! image unpacked — by kpackd and, separately, by `umoci` — and its default process run
+//! through the launcher inside bwrap. A second build restores the cache layer and gives
+//! the same image.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
+use executors::lifecycle::run::{build_image, BuildRequest};
+use executors::lifecycle::{LogSink, Phase};
+use executors::oci::layer::LayerBuilder;
+use executors::oci::{
+    unpack_image, ContainerConfig, CredentialSource, ImageConfig, ImageStore, StoreSettings,
+    UnpackOptions,
+};
+use executors::sandbox::Sandbox;
+use imageref::ImageRef;
+use testkit::rootfs::{minimal_rootfs, CNB_GID, CNB_UID};
+
+#[derive(Default)]
+struct Lines(Mutex<Vec<(Phase, Option<String>, String)>>);
+
+impl LogSink for Lines {
+    fn line(&self, phase: Phase, buildpack: Option<&str>, line: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((phase, buildpack.map(str::to_string), line.to_string()));
+    }
+}
+
+impl Lines {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, bp, l)| {
+                format!(
+                    "[{p}] {}{l}\n",
+                    bp.as_deref().map(|b| format!("{b}: ")).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+fn write(path: &Path, content: &str, mode: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The minimal root as a one-layer stack image (build and run image at once).
+async fn push_stack(store: &ImageStore, r: &ImageRef, work: &Path) -> ImageRef {
+    let root = work.join("stack-root");
+    minimal_rootfs(&root, &[]).unwrap();
+    let mut builder = LayerBuilder::new(0, 0);
+    let mut names: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        builder
+            .add(&Path::new("/").join(&name), &root.join(&name))
+            .unwrap();
+    }
+    let layer = builder.write(work).unwrap();
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: Some(ContainerConfig {
+            env: Some(vec![
+                "PATH=/usr/bin:/bin".into(),
+                format!("CNB_USER_ID={CNB_UID}"),
+                format!("CNB_GROUP_ID={CNB_GID}"),
+                "HOME=/home/cnb".into(),
+            ]),
+            user: Some(format!("{CNB_UID}:{CNB_GID}")),
+            labels: Some(BTreeMap::from([
+                (
+                    "io.buildpacks.stack.id".to_string(),
+                    "io.kpackd.minimal".to_string(),
+                ),
+                (
+                    "io.buildpacks.base.id".to_string(),
+                    "io.kpackd.minimal".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    store.push_image(r, config, &[layer]).await.unwrap()
+}
+
+const BUILD: &str = r#"#!/bin/sh
+set -e
+layers="$1"
+echo "hello buildpack: building in $PWD as $(id -u):$(id -g)"
+echo "plan: $(cat "$3" | tr '\n' ' ')"
+mkdir -p "$layers/hello/bin" "$layers/hello/env.launch"
+cat > "$layers/hello/bin/hello" <<'EOF'
+#!/bin/sh
+echo "$GREETING says $(cat /workspace/message.txt) from $PWD with $*"
+EOF
+chmod 755 "$layers/hello/bin/hello"
+printf 'the hello buildpack' > "$layers/hello/env.launch/GREETING.override"
+printf '[types]\nlaunch = true\n[metadata]\nversion = "1"\n' > "$layers/hello.toml"
+if [ -f "$layers/deps/made-by" ]; then
+  echo "cache restored: $(cat "$layers/deps/made-by")"
+else
+  mkdir -p "$layers/deps"
+  echo "build one" > "$layers/deps/made-by"
+fi
+printf '[types]\nbuild = true\ncache = true\n' > "$layers/deps.toml"
+cat > "$layers/launch.toml" <<'EOF'
+[[processes]]
+type = "web"
+command = ["hello"]
+args = ["default-args"]
+default = true
+EOF
+"#;
+
+fn buildpack(dir: &Path) -> PathBuf {
+    let bp = dir.join("hello-bp");
+    write(
+        &bp.join("buildpack.toml"),
+        "api = \"0.12\"\n[buildpack]\nid = \"examples/hello\"\nversion = \"1.0.0\"\n\n[[targets]]\nos = \"linux\"\n",
+        0o644,
+    );
+    write(
+        &bp.join("bin/detect"),
+        "#!/bin/sh\ntest -f message.txt || exit 100\nprintf '[[provides]]\\nname = \"hello\"\\n[[requires]]\\nname = \"hello\"\\n' > \"$2\"\n",
+        0o755,
+    );
+    write(&bp.join("bin/build"), BUILD, 0o755);
+    bp
+}
+
+/// Runs `program` of the unpacked app image `root` as a container runtime would: the
+/// image's Env and WorkingDir, as the CNB user.
+async fn run_in(root: &Path, config: &ImageConfig, program: &str) -> String {
+    let runtime = config.config.clone().unwrap();
+    let env: BTreeMap<String, String> = runtime
+        .env
+        .unwrap()
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let out = Sandbox::new(root, CNB_UID, CNB_GID)
+        .command(
+            Path::new(program),
+            &[],
+            &env,
+            Path::new(runtime.working_dir.as_deref().unwrap()),
+        )
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn build_run_and_rebuild_from_cache() {
+    testkit::require("bwrap", "bubblewrap");
+    testkit::require("umoci", "umoci");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let layout = work.join("layout");
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("oci:{}:stack", layout.display())).unwrap(),
+        work,
+    )
+    .await;
+    let app = work.join("app");
+    write(&app.join("message.txt"), "hi there", 0o644);
+    let tag = ImageRef::parse(&format!("oci:{}:app", layout.display())).unwrap();
+    let req = BuildRequest {
+        image: "hello".into(),
+        tag: tag.clone(),
+        additional_tags: vec![],
+        build_image: stack.clone(),
+        run_image: stack.clone(),
+        buildpack_dirs: vec![buildpack(work)],
+        order: vec![OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: String::new(),
+                optional: false,
+            }],
+        }],
+        app_dir: app.clone(),
+        env: BTreeMap::from([("GREETING_STYLE".to_string(), "loud".to_string())]),
+        network: false,
+        state_dir: work.join("state"),
+        previous_image: None,
+        cache: true,
+        project_metadata: None,
+        default_process: None,
+    };
+
+    let logs = Lines::default();
+    let first = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", logs.text()));
+    let text = logs.text();
+    assert!(
+        text.contains("hello buildpack: building in /workspace as 1000:1000"),
+        "{text}"
+    );
+    assert!(!text.contains("cache restored"), "{text}");
+    assert_eq!(
+        first.buildpacks,
+        [("examples/hello".to_string(), "1.0.0".to_string())]
+    );
+    assert_eq!(first.processes, ["web"]);
+    assert_eq!(first.default_process.as_deref(), Some("web"));
+    assert_eq!(first.cache_layers_restored, 0);
+    assert!(
+        fs::read_dir(work.join("state/work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "work dirs cleaned"
+    );
+    assert!(work
+        .join("state/stacks")
+        .join(stack_digest(&store, &stack).await)
+        .join("rootfs/bin")
+        .exists());
+
+    // kpackd's unpack, then the default process through the launcher in bwrap.
+    let image = store.image(&tag).await.unwrap();
+    assert_eq!(image.digest(), &first.digest);
+    let root = work.join("unpacked");
+    unpack_image(&store, &tag, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap();
+    let config = image.config.clone();
+    assert_eq!(
+        config.config.as_ref().unwrap().entrypoint.as_deref(),
+        Some(&["/cnb/process/web".to_string()][..])
+    );
+    let out = run_in(&root, &config, "/cnb/process/web").await;
+    assert_eq!(
+        out,
+        "the hello buildpack says hi there from /workspace with default-args\n"
+    );
+    let env_out = run_in(&root, &config, "/cnb/lifecycle/launcher").await;
+    assert_eq!(env_out, out, "the launcher alone runs the default process");
+
+    // umoci's unpack of the same image.
+    let bundle = work.join("bundle");
+    let status = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:app", layout.display()))
+        .arg(&bundle)
+        .status()
+        .unwrap();
+    assert!(status.success(), "umoci unpack failed");
+    let out = run_in(&bundle.join("rootfs"), &config, "/cnb/process/web").await;
+    assert_eq!(
+        out,
+        "the hello buildpack says hi there from /workspace with default-args\n"
+    );
+
+    // Second build: the cache layer comes back, the image is the same.
+    let logs = Lines::default();
+    let second = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("second build failed: {e}\n{}", logs.text()));
+    let text = logs.text();
+    assert!(text.contains("cache restored: build one"), "{text}");
+    assert_eq!(second.cache_layers_restored, 1);
+    assert_eq!(second.digest, first.digest, "same inputs, same image");
+    assert_eq!(
+        second.layers_uploaded, 0,
+        "nothing new to write: {second:?}"
+    );
+}
+
+async fn stack_digest(store: &ImageStore, r: &ImageRef) -> String {
+    store.image(r).await.unwrap().digest().hex().to_string()
+}
+
+#[tokio::test]
+async fn rebuild_to_a_registry_sends_only_the_changed_app_layer() {
+    testkit::require("bwrap", "bubblewrap");
+    let reg = testkit::registry::Registry::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("{}:1", reg.repo("e2e/stack"))).unwrap(),
+        work,
+    )
+    .await;
+    let app = work.join("app");
+    write(&app.join("message.txt"), "first", 0o644);
+    let tag = ImageRef::parse(&format!("{}:latest", reg.repo("e2e/app"))).unwrap();
+    let req = BuildRequest {
+        image: "e2e-app".into(),
+        tag: tag.clone(),
+        additional_tags: vec![ImageRef::parse(&format!("{}:b1", reg.repo("e2e/app"))).unwrap()],
+        build_image: stack.clone(),
+        run_image: stack.clone(),
+        buildpack_dirs: vec![buildpack(work)],
+        order: vec![OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: "1.0.0".into(),
+                optional: false,
+            }],
+        }],
+        app_dir: app.clone(),
+        env: BTreeMap::new(),
+        network: false,
+        state_dir: work.join("state"),
+        previous_image: None,
+        cache: true,
+        project_metadata: Some(
+            serde_json::json!({"source": {"type": "git", "version": {"commit": "abc"}}}),
+        ),
+        default_process: Some("web".into()),
+    };
+    let logs = Lines::default();
+    let first = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", logs.text()));
+    let uploads = reg.blob_uploads("e2e/app");
+    assert_eq!(
+        store.resolve_digest(&req.additional_tags[0]).await.unwrap(),
+        first.digest
+    );
+    let image = store.image(&tag).await.unwrap();
+    assert_eq!(
+        image.config.labels()["io.buildpacks.project.metadata"],
+        r#"{"source":{"type":"git","version":{"commit":"abc"}}}"#
+    );
+
+    write(&app.join("message.txt"), "second", 0o644);
+    let logs = Lines::default();
+    let second = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("second build failed: {e}\n{}", logs.text()));
+    assert!(logs.text().contains("cache restored: build one"));
+    assert_ne!(second.digest, first.digest);
+    assert_eq!(
+        reg.blob_uploads("e2e/app") - uploads,
+        2,
+        "the app layer and the config; the buildpack's layer is reused"
+    );
+    assert_eq!(second.layers_uploaded, 2, "{second:?}");
+}
+
+#[tokio::test]
+async fn concurrent_builds_unpack_a_stack_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let layout = dir.path().join("layout");
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("oci:{}:stack", layout.display())).unwrap(),
+        dir.path(),
+    )
+    .await;
+    let state = dir.path().join("state");
+    let logs = Lines::default();
+    let (a, b) = tokio::join!(
+        executors::lifecycle::stack::prepare(&store, &stack, &state, &logs),
+        executors::lifecycle::stack::prepare(&store, &stack, &state, &logs),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.rootfs, b.rootfs);
+    assert_eq!((a.uid, a.gid), (CNB_UID, CNB_GID));
+    assert_eq!(a.path, "/usr/bin:/bin");
+    assert_eq!(a.stack_id.as_deref(), Some("io.kpackd.minimal"));
+    assert_eq!(a.target.os, "linux");
+    for mount_point in ["cnb/buildpacks", "layers", "platform", "workspace"] {
+        assert!(a.rootfs.join(mount_point).is_dir(), "{mount_point}");
+    }
+    assert_eq!(
+        logs.text().matches("Unpacking build image").count(),
+        1,
+        "{}",
+        logs.text()
+    );
+    let stacks: Vec<_> = fs::read_dir(state.join("stacks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(stacks.len(), 1, "no temp dirs left: {stacks:?}");
+}
+
+#[tokio::test]
+async fn a_failing_build_pushes_nothing_and_cleans_up() {
+    testkit::require("bwrap", "bubblewrap");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let layout = work.join("layout");
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("oci:{}:stack", layout.display())).unwrap(),
+        work,
+    )
+    .await;
+    let bp = buildpack(work);
+    write(
+        &bp.join("bin/build"),
+        "#!/bin/sh\necho 'about to fail'\nexit 3\n",
+        0o755,
+    );
+    let app = work.join("app");
+    write(&app.join("message.txt"), "hi", 0o644);
+    let tag = ImageRef::parse(&format!("oci:{}:app", layout.display())).unwrap();
+    let req = BuildRequest {
+        image: "failing".into(),
+        tag: tag.clone(),
+        additional_tags: vec![],
+        build_image: stack.clone(),
+        run_image: stack,
+        buildpack_dirs: vec![bp],
+        order: vec![OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: String::new(),
+                optional: false,
+            }],
+        }],
+        app_dir: app,
+        env: BTreeMap::new(),
+        network: false,
+        state_dir: work.join("state"),
+        previous_image: None,
+        cache: true,
+        project_metadata: None,
+        default_process: None,
+    };
+    let logs = Lines::default();
+    let err = build_image(&store, &req, &logs).await.unwrap_err();
+    assert!(
+        matches!(err, executors::lifecycle::run::LifecycleError::Build(_)),
+        "{err}"
+    );
+    assert!(logs.text().contains("about to fail"), "{}", logs.text());
+    assert!(store.resolve_digest(&tag).await.is_err(), "no image tagged");
+    assert!(fs::read_dir(work.join("state/work"))
+        .unwrap()
+        .next()
+        .is_none());
+}
