@@ -135,11 +135,21 @@ async fn kpackd_reads_what_umoci_writes() {
         &[("etc/motd", "made by umoci\n"), ("srv/data/x", "x")],
     );
     std::os::unix::fs::symlink("/srv/data", bundle.join("rootfs/data")).unwrap();
-    run("umoci", "umoci", &["repack", "--image", &image, &display(&bundle)]);
     run(
         "umoci",
         "umoci",
-        &["config", "--image", &image, "--config.label", "made-by=umoci"],
+        &["repack", "--image", &image, &display(&bundle)],
+    );
+    run(
+        "umoci",
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--config.label",
+            "made-by=umoci",
+        ],
     );
 
     let store = store();
@@ -156,5 +166,47 @@ async fn kpackd_reads_what_umoci_writes() {
     assert_eq!(
         std::fs::read_link(root.join("data")).unwrap(),
         Path::new("/srv/data")
+    );
+}
+
+#[tokio::test]
+async fn kpackd_reads_docker_schema_2_images() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let store = store();
+    let r = parse(&format!("oci:{}:app", display(&layout)));
+    push_small_image(&store, &r, work.path(), "docker-format").await;
+    let docker = format!("{}:v2s2", reg.repo("interop/docker-format"));
+    run(
+        "skopeo",
+        "skopeo",
+        &[
+            "copy",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:app", display(&layout)),
+            &format!("docker://{docker}"),
+        ],
+    );
+    let image = store.image(&parse(&docker)).await.unwrap();
+    assert_eq!(
+        image.raw_manifest.media_type,
+        executors::oci::media_type::DOCKER_MANIFEST
+    );
+    assert_eq!(image.config.labels()["test"], "docker-format");
+    let root = work.path().join("root");
+    unpack_image(
+        &store,
+        &parse(&docker),
+        &root,
+        &UnpackOptions { chown: false },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/hello.txt")).unwrap(),
+        "docker-format"
     );
 }

@@ -45,7 +45,11 @@ fn same_tree(dir: &Path, reversed: bool, mtime: SystemTime) {
 fn the_same_tree_gives_the_same_bytes() {
     let work = tempfile::tempdir().unwrap();
     let (one, two) = (work.path().join("one"), work.path().join("two"));
-    same_tree(&one, false, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
+    same_tree(
+        &one,
+        false,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+    );
     same_tree(&two, true, SystemTime::now());
     let (out_one, out_two) = (work.path().join("out1"), work.path().join("out2"));
     fs::create_dir_all(&out_one).unwrap();
@@ -327,7 +331,12 @@ fn links_inside_the_image_work() {
         link("lib", tar::EntryType::Symlink, "usr/bin/../bin"),
         file("lib/other", b"x"),
     ]);
-    unpack_layer(tar.as_slice(), &scene.root(), &UnpackOptions { chown: false }).unwrap();
+    unpack_layer(
+        tar.as_slice(),
+        &scene.root(),
+        &UnpackOptions { chown: false },
+    )
+    .unwrap();
     let root = scene.root();
     assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"#!/bin/sh\n");
     assert_eq!(fs::read(root.join("usr/bin/other")).unwrap(), b"x");

@@ -123,6 +123,20 @@ async fn an_index_yields_the_configured_platform() {
     let err = s390.image(&tagged).await.unwrap_err();
     assert!(matches!(err, OciError::PlatformNotFound { .. }), "{err}");
     assert!(err.to_string().contains("linux/arm64"), "{err}");
+
+    // A copy takes the index whole: every platform, the same digest.
+    let layout = parse(&format!(
+        "oci:{}:multi",
+        work.path().join("layout").display()
+    ));
+    let report = copy_image(&store, &tagged, &layout, Arc::new(()))
+        .await
+        .unwrap();
+    assert_eq!(report.digest, index.digest);
+    assert_eq!(report.blobs.len(), 4, "a config and a layer per platform");
+    assert_eq!(store.resolve_digest(&layout).await.unwrap(), index.digest);
+    let arm_copy = arm_store.image(&layout).await.unwrap();
+    assert_eq!(Some(arm_copy.digest()), entries[1].1.digest());
 }
 
 #[tokio::test]
@@ -310,10 +324,7 @@ async fn permanent_errors_are_not_retried() {
         "requested access to the resource is denied",
     ));
     let through = parse(&format!("{}:v1", proxy.repo("forbidden/app")));
-    let err = patient_store()
-        .resolve_digest(&through)
-        .await
-        .unwrap_err();
+    let err = patient_store().resolve_digest(&through).await.unwrap_err();
     assert!(matches!(err, OciError::Denied { .. }), "{err}");
     assert!(err.to_string().contains("resource is denied"), "{err}");
     // One attempt: the HEAD, then the GET oci-client falls back to.
@@ -345,7 +356,9 @@ async fn a_declined_mount_falls_back_to_an_upload() {
 
     let src = parse(&format!("{}:v1", proxy.repo("decline/source")));
     let dst = parse(&format!("{}:v1", proxy.repo("decline/target")));
-    let report = copy_image(&store(), &src, &dst, Arc::new(())).await.unwrap();
+    let report = copy_image(&store(), &src, &dst, Arc::new(()))
+        .await
+        .unwrap();
     assert_eq!(Some(&report.digest), pinned.digest());
     assert_eq!(report.blobs.len(), 3);
     assert!(
@@ -374,13 +387,41 @@ async fn an_invalid_manifest_is_refused_with_the_registrys_message() {
     let manifest = RawManifest::from_manifest(&Manifest::Image(executors::oci::ImageManifest {
         schema_version: 2,
         media_type: Some(executors::oci::media_type::OCI_MANIFEST.into()),
-        config: executors::oci::Descriptor::new(executors::oci::media_type::OCI_CONFIG, missing, 20),
+        config: executors::oci::Descriptor::new(
+            executors::oci::media_type::OCI_CONFIG,
+            missing,
+            20,
+        ),
         layers: Vec::new(),
         annotations: None,
     }));
-    let err = patient_store().push_manifest(&r, &manifest).await.unwrap_err();
+    let err = patient_store()
+        .push_manifest(&r, &manifest)
+        .await
+        .unwrap_err();
     assert!(!err.is_transient(), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("invalid/app"), "{text}");
     assert!(text.to_lowercase().contains("blob unknown"), "{text}");
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_retried() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let direct = parse(&format!("{}:v1", reg.repo("hang-up/app")));
+    push_small_image(&store(), &direct, work.path(), "hang-up").await;
+    let proxy = FaultyProxy::start(reg);
+    proxy.add(Fault::hang_up("/v2/hang-up/app/blobs/", 1));
+
+    let through = parse(&format!("{}:v1", proxy.repo("hang-up/app")));
+    let root = work.path().join("root");
+    unpack_image(&store(), &through, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("app/hello.txt")).unwrap(),
+        "hang-up"
+    );
+    assert_eq!(proxy.faults_given().len(), 1);
 }
