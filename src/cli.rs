@@ -1,5 +1,6 @@
 //! Command-line arguments, as clap parses them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -97,11 +98,49 @@ pub enum Command {
     },
     /// Print the JSON Schema of kpack.toml
     Schema,
+    /// Plan, then build, rebase and forget as planned (or carry out a saved plan)
+    Apply {
+        /// kpack.toml, or a plan saved by `kpackd plan --out`
+        #[arg(default_value = "kpack.toml", value_name = "CONFIG | PLANFILE")]
+        file: PathBuf,
+        /// One JSON object on stdout at the end: a result per image
+        #[arg(long)]
+        json: bool,
+        /// Only these images (repeatable)
+        #[arg(long = "target", value_name = "IMAGE")]
+        targets: Vec<String>,
+        /// Builds and rebases at once (default: `concurrency` in kpack.toml)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+        /// Wait this long for another apply or watch to release the state (e.g. `5m`)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lock_timeout: Option<std::time::Duration>,
+    },
+    /// Print a build's log; with --follow, until the build ends
+    Logs {
+        /// The image
+        image: String,
+        /// The build number (default: the latest build)
+        #[arg(long = "build", value_name = "N")]
+        number: Option<u64>,
+        /// Keep printing new lines until the build ends
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print the dependency graph of kpack.toml as Graphviz DOT
     Graph {
         /// The configuration file
         #[arg(default_value = "kpack.toml")]
         config: PathBuf,
+    },
+    /// Keep the fleet current: reload on edits, poll upstreams, serve webhooks
+    Watch {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+        /// Where to serve webhooks, triggers, status and metrics (loopback by default)
+        #[arg(long, value_name = "ADDR", default_value = engine::watch::DEFAULT_LISTEN)]
+        listen: SocketAddr,
     },
     /// Show an image: digest, platform, layers, config, labels and CNB metadata
     Inspect {

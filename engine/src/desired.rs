@@ -2,8 +2,6 @@
 //! configuration hash (the CONFIG reason), its source's identity, its builder and stack,
 //! and the buildpacks the builder provides now.
 
-use std::collections::BTreeMap;
-
 use planner::diff::Desired;
 use planner::plan::Target;
 use planner::{BuilderKind, Config, Image};
@@ -48,7 +46,7 @@ pub fn desired(config: &Config, images: &[&Image], resolution: &Resolution) -> V
                             .map(|(id, pin)| (id.clone(), pin.digest.clone()))
                             .collect()
                     })
-                    .unwrap_or_else(BTreeMap::new),
+                    .unwrap_or_default(),
                 rebuild_on: image.rebuild_on.clone(),
             }
         })

@@ -1,8 +1,10 @@
 //! The engine: state, upstream resolution, apply and watch.
 
+pub mod apply;
 pub mod desired;
 pub mod logs;
 pub mod planning;
+pub mod reconcile;
 pub mod resolve;
 pub mod state;
 pub mod watch;

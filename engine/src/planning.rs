@@ -29,6 +29,7 @@
 //! state's when the plan was made.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use planner::diff::{Desired, Recorded};
@@ -172,16 +173,17 @@ impl Planned {
 }
 
 /// Plans `targets` (all images when empty) of `config` against `state`: reads what the
-/// state recorded, resolves every upstream (caches under the state's directory), and
-/// applies the rules.
-pub async fn make_plan(
-    config: &Config,
+/// state recorded (at once, before the future is first polled), resolves every upstream
+/// (caches under the state's directory), and applies the rules. The future does not
+/// borrow `state`, and is `Send`.
+pub fn make_plan<'a>(
+    config: &'a Config,
     state: &State,
-    targets: &[String],
-) -> Result<Planned, PlanError> {
-    let recorded = state.recorded()?;
+    targets: &'a [String],
+) -> impl Future<Output = Result<Planned, PlanError>> + Send + 'a {
+    let read = state.recorded();
     let options = ResolveOptions::new(config, state.dir());
-    plan_with(config, recorded, targets, &options).await
+    async move { plan_with(config, read?, targets, &options).await }
 }
 
 /// [`make_plan`] with the state already read and resolution options of the caller's

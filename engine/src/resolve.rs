@@ -19,10 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use executors::oci::{CredentialSource, ImageStore, Platform, StoreSettings};
+use executors::oci::{
+    sha256_digest, CredentialSource, ImageConfig, ImageStore, Manifest, OciError, Platform,
+    RawManifest, StoreSettings,
+};
 use executors::source::{blob, git, path};
 use futures::StreamExt as _;
-use imageref::ImageRef;
+use imageref::{Digest, ImageRef};
 use planner::diff::{Observed, SourceVersion};
 use planner::plan::{Target, Upstream, UpstreamFailure};
 use planner::{BuilderKind, BuildpackSource, Config, DirectoryBuildpack, Group, Image, Source};
@@ -45,6 +48,11 @@ pub fn builder_stack_key(builder: &str) -> String {
     format!("builder:{builder}")
 }
 
+/// Where upstreams are cached under the state directory (build caches live in
+/// `cache/<image>`): `git/` (a bare repository per remote), `blobs/` (downloaded
+/// archives), `oci/` (immutable manifests and configs, by digest).
+pub const SOURCE_CACHE: &str = "sources";
+
 /// How upstreams are resolved.
 #[derive(Debug, Clone)]
 pub struct ResolveOptions {
@@ -52,7 +60,7 @@ pub struct ResolveOptions {
     pub concurrency: usize,
     /// How long one upstream may take.
     pub timeout: Duration,
-    /// Where git and blob caches live (`<state-dir>/cache`).
+    /// Where git and blob caches live (`<state-dir>/sources`).
     pub cache_dir: PathBuf,
     /// Registries and OCI layouts.
     pub store: ImageStore,
@@ -64,7 +72,7 @@ impl ResolveOptions {
         ResolveOptions {
             concurrency: DEFAULT_CONCURRENCY,
             timeout: DEFAULT_TIMEOUT,
-            cache_dir: state_dir.join("cache"),
+            cache_dir: state_dir.join(SOURCE_CACHE),
             store: image_store(config),
         }
     }
@@ -157,9 +165,13 @@ pub struct BuildpackPin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum BuildpackLocation {
-    Directory { path: PathBuf },
+    Directory {
+        path: PathBuf,
+    },
     /// A buildpackage or builder image, pinned.
-    Image { reference: String },
+    Image {
+        reference: String,
+    },
 }
 
 /// What one image read found.
@@ -207,7 +219,6 @@ struct Context {
     store: ImageStore,
     cache_dir: PathBuf,
     images: BTreeMap<String, ImageRef>,
-    calls: AtomicUsize,
 }
 
 /// Sets the flag when dropped: a timed-out git job stops its fetch.
@@ -289,7 +300,6 @@ pub async fn resolve(config: &Config, images: &[&Image], options: &ResolveOption
         store: options.store.clone(),
         cache_dir: options.cache_dir.clone(),
         images: refs,
-        calls: AtomicUsize::new(0),
     });
     let mut done = run_all(jobs, &context, options).await;
 
@@ -314,7 +324,6 @@ pub async fn resolve(config: &Config, images: &[&Image], options: &ResolveOption
             store: options.store.clone(),
             cache_dir: options.cache_dir.clone(),
             images: more_refs,
-            calls: AtomicUsize::new(0),
         });
         done.extend(run_all(run_images, &context, options).await);
     }
@@ -340,7 +349,7 @@ async fn run_all(
                     )),
                 };
                 if let Err(error) = &result {
-                    tracing::warn!(upstream = ?job, %error, "upstream not resolved");
+                    tracing::debug!(upstream = ?job, %error, "upstream not resolved");
                 }
                 (job, result)
             }
@@ -352,25 +361,13 @@ async fn run_all(
 
 /// Resolves one upstream.
 async fn run(job: &Job, context: &Arc<Context>) -> Result<Output, String> {
-    context.calls.fetch_add(1, Ordering::Relaxed);
     match job {
         Job::Image(key) => {
             let r = context
                 .images
                 .get(key)
                 .ok_or_else(|| format!("{key}: not a known reference"))?;
-            let image = context.store.image(r).await.map_err(|e| chain(&e))?;
-            let platform = image.config.platform();
-            Ok(Output::Image(ImageFacts {
-                digest: image.digest().to_string(),
-                pinned: image.pinned().to_string(),
-                labels: image.config.labels(),
-                target: Target {
-                    os: platform.os,
-                    arch: platform.architecture,
-                    variant: platform.variant,
-                },
-            }))
+            read_image(&context.store, r, &context.cache_dir.join("oci")).await
         }
         Job::Git {
             url,
@@ -388,8 +385,9 @@ async fn run(job: &Job, context: &Arc<Context>) -> Result<Output, String> {
             blocking(move || {
                 let mut subs = sub_paths.iter();
                 let first = subs.next();
-                let version = git::resolve(&cache, &upstream, first.map(String::as_str), &interrupt)
-                    .map_err(|e| chain(&e))?;
+                let version =
+                    git::resolve(&cache, &upstream, first.map(String::as_str), &interrupt)
+                        .map_err(|e| chain(&e))?;
                 let mut trees = BTreeMap::new();
                 if let (Some(first), Some(tree)) = (first, version.tree) {
                     trees.insert(first.clone(), tree.to_string());
@@ -434,6 +432,106 @@ async fn run(job: &Job, context: &Arc<Context>) -> Result<Output, String> {
                     .map_err(|e| chain(&e))
             })
             .await
+        }
+    }
+}
+
+/// Reads an image's (platform) manifest and config: one request for the manifest;
+/// the platform manifest of an index and the config are immutable, and read from the
+/// content-addressed cache when an earlier plan fetched them.
+async fn read_image(store: &ImageStore, r: &ImageRef, cache: &Path) -> Result<Output, String> {
+    let err = |e: OciError| chain(&e);
+    let raw = store.manifest(r).await.map_err(err)?;
+    let raw = match raw.parse().map_err(err)? {
+        Manifest::Image(_) => raw,
+        Manifest::Index(index) => {
+            let platform = &store.settings().platform;
+            let entry = index
+                .for_platform(platform)
+                .ok_or_else(|| format!("{r} has no manifest for {platform}"))?;
+            match cached(cache, &entry.digest) {
+                Some(bytes) => RawManifest::from_bytes(bytes).map_err(err)?,
+                None => {
+                    let child = store
+                        .manifest_by_digest(r, &entry.digest)
+                        .await
+                        .map_err(err)?;
+                    keep(cache, &child.digest, &child.bytes);
+                    child
+                }
+            }
+        }
+    };
+    let Manifest::Image(manifest) = raw.parse().map_err(err)? else {
+        return Err(format!("{r}: an index inside an index is not supported"));
+    };
+    let config = match cached(cache, &manifest.config.digest) {
+        Some(bytes) => bytes,
+        None => {
+            let bytes = store
+                .read_blob(r, &manifest.config)
+                .await
+                .map_err(err)?
+                .to_vec();
+            keep(cache, &manifest.config.digest, &bytes);
+            bytes
+        }
+    };
+    let config: ImageConfig =
+        serde_json::from_slice(&config).map_err(|e| format!("{r}: invalid image config: {e}"))?;
+    let pinned = match r {
+        ImageRef::Registry(reg) => reg.at_digest(raw.digest.clone()).to_string(),
+        other => other.to_string(),
+    };
+    let platform = config.platform();
+    Ok(Output::Image(ImageFacts {
+        digest: raw.digest.to_string(),
+        pinned,
+        labels: config.labels(),
+        target: Target {
+            os: platform.os,
+            arch: platform.architecture,
+            variant: platform.variant,
+        },
+    }))
+}
+
+/// A blob of the OCI cache, when present and intact.
+fn cached(cache: &Path, digest: &Digest) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(cache.join(digest.algorithm()).join(digest.hex())).ok()?;
+    (sha256_digest(&bytes) == *digest).then_some(bytes)
+}
+
+/// Keeps an immutable blob in the OCI cache; a failure only costs a request later.
+fn keep(cache: &Path, digest: &Digest, bytes: &[u8]) {
+    let dir = cache.join(digest.algorithm());
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let mut tmp = tempfile_in(&dir)?;
+        std::io::Write::write_all(&mut tmp.0, bytes)?;
+        std::fs::rename(&tmp.1, dir.join(digest.hex()))?;
+        tmp.1 = PathBuf::new();
+        Ok(())
+    });
+    if let Err(error) = written {
+        tracing::debug!(%digest, %error, "could not cache a blob");
+    }
+}
+
+/// A new file in `dir`, removed on drop unless its path is cleared.
+fn tempfile_in(dir: &Path) -> std::io::Result<TempFile> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+    let file = std::fs::File::create(&path)?;
+    Ok(TempFile(file, path))
+}
+
+struct TempFile(std::fs::File, PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.1.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.1);
         }
     }
 }
@@ -579,7 +677,11 @@ fn assemble(
             builder: name.to_string(),
         };
         match &builder.kind {
-            BuilderKind::Assembled { stack, store, order } => {
+            BuilderKind::Assembled {
+                stack,
+                store,
+                order,
+            } => {
                 if let Some(stack_config) = config.stacks.get(stack) {
                     if !resolution.stacks.contains_key(stack) {
                         let build = image_facts(&stack_config.build_image);
@@ -794,7 +896,11 @@ fn store_buildpacks(
     order: &[Group],
     done: &BTreeMap<Job, Result<Output, String>>,
 ) -> Result<BTreeMap<String, BuildpackPin>, String> {
-    fn reach<'s>(store: &'s planner::Store, groups: &[Group], queue: &mut Vec<&'s DirectoryBuildpack>) {
+    fn reach<'s>(
+        store: &'s planner::Store,
+        groups: &[Group],
+        queue: &mut Vec<&'s DirectoryBuildpack>,
+    ) {
         for group in groups {
             for entry in &group.buildpacks {
                 if let Some(bp) = store.resolve(&entry.id, entry.version.as_deref()) {
@@ -833,4 +939,95 @@ fn store_buildpacks(
         );
     }
     Ok(pins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(labels: &[(&str, &str)]) -> ImageFacts {
+        ImageFacts {
+            digest: "sha256:aa".into(),
+            pinned: "registry.test/stack@sha256:aa".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            target: Target {
+                os: "linux".into(),
+                arch: "amd64".into(),
+                variant: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_stack_id_comes_from_the_file_or_the_labels_and_must_agree() {
+        let base = facts(&[(BASE_ID_LABEL, "io.test.base")]);
+        let legacy = facts(&[(STACK_ID_LABEL, "io.test.legacy")]);
+        assert_eq!(stack_id(None, &base).unwrap(), "io.test.base");
+        assert_eq!(stack_id(None, &legacy).unwrap(), "io.test.legacy");
+        assert_eq!(
+            stack_id(Some("io.test.base"), &base).unwrap(),
+            "io.test.base"
+        );
+        assert_eq!(stack_id(Some("mine"), &facts(&[])).unwrap(), "mine");
+        let err = stack_id(Some("other"), &base).unwrap_err();
+        assert!(
+            err.contains("`other`") && err.contains("`io.test.base`"),
+            "{err}"
+        );
+        assert!(stack_id(None, &facts(&[])).is_err());
+    }
+
+    #[test]
+    fn image_buildpacks_are_read_from_the_layers_label() {
+        let label = r#"{"tests/a":{"1.0.0":{"api":"0.10","layerDiffID":"sha256:a1"},
+                        "2.0.0":{"api":"0.10","layerDiffID":"sha256:a2"}},
+                        "tests/b":{"0.1.0":{"layerDiffID":"sha256:b1"}}}"#;
+        let pins = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, label)])).unwrap();
+        let digests: Vec<(&str, &str)> = pins
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.digest.as_str()))
+            .collect();
+        assert_eq!(
+            digests,
+            [
+                ("tests/a@1.0.0", "sha256:a1"),
+                ("tests/a@2.0.0", "sha256:a2"),
+                ("tests/b@0.1.0", "sha256:b1")
+            ]
+        );
+        assert!(image_buildpacks(&facts(&[])).is_err());
+        assert!(image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, "nope")])).is_err());
+    }
+
+    #[test]
+    fn a_builder_image_names_its_run_image() {
+        let new = r#"{"images":[{"image":"registry.test/run:1"}],"stack":{"runImage":{"image":"old/run"}}}"#;
+        let old = r#"{"stack":{"runImage":{"image":"registry.test/run:2"}}}"#;
+        let run = |label| builder_run_image(&facts(&[(BUILDER_METADATA_LABEL, label)]));
+        assert_eq!(
+            run(new).unwrap().unwrap().to_string(),
+            "registry.test/run:1"
+        );
+        assert_eq!(
+            run(old).unwrap().unwrap().to_string(),
+            "registry.test/run:2"
+        );
+        assert_eq!(run("{}").unwrap(), None);
+        assert!(run("[").is_err());
+    }
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not list the refs of x")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            chain(&e),
+            "could not list the refs of x: connection refused"
+        );
+    }
 }

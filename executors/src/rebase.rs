@@ -525,13 +525,16 @@ impl Rebased {
             .enumerate()
             .filter_map(|(i, layer)| {
                 if i < base {
-                    Some((&run.source, layer))
+                    Some((run.source.clone(), layer.clone()))
                 } else if app_in_place {
                     None
                 } else {
-                    Some((&req.image, layer))
+                    Some((req.image.clone(), layer.clone()))
                 }
-            });
+            })
+            // Owned items: a stream of borrowed ones makes the future lose `Send`
+            // (rustc's higher-ranked lifetime limits), and the engine spawns it.
+            .collect::<Vec<_>>();
         let on_bytes: Arc<dyn Fn(u64) + Send + Sync> = {
             let sent = sent.clone();
             Arc::new(move |n| {
@@ -543,7 +546,7 @@ impl Rebased {
                 let on_bytes = on_bytes.clone();
                 async move {
                     store
-                        .copy_blob(from, destination, layer, on_bytes)
+                        .copy_blob(&from, destination, &layer, on_bytes)
                         .await
                         .map_err(|source| RebaseError::CopyLayer {
                             layer: layer.digest.to_string(),

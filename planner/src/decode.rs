@@ -326,6 +326,7 @@ impl Message {
             let expected = match expected {
                 "u32" | "u64" | "usize" => "a whole number, 0 or more",
                 "a boolean" => "`true` or `false`",
+                other if other.starts_with("struct ") => "a table",
                 other => other,
             };
             return Message::Mismatch {
@@ -356,11 +357,20 @@ fn serde_problem(message: &Message, path: &Path, span: Span, text: &str) -> Prob
             };
             Problem::new(format!("{what} has no `{key}`"))
                 .label(span, format!("`{key}` is required here"))
+                .help(format!("add `{key} = …` to {what}"))
         }
         Message::Mismatch { found, expected } => {
             let found = found.replace("map", "table").replace("sequence", "array");
+            let quoted = found.starts_with("string")
+                && ["number", "`true`"].iter().any(|w| expected.contains(w));
+            let help = if quoted {
+                format!("`{path}` takes {expected}: write it without quotes")
+            } else {
+                format!("`{path}` takes {expected}")
+            };
             Problem::new(format!("wrong value for `{path}`: {found}"))
                 .label(span, format!("expected {expected}"))
+                .help(help)
         }
         Message::Other(message) => {
             let at = &text[span.clone()];
@@ -379,7 +389,9 @@ fn unknown_key(key: &str, expected: &[String], table: &Path, span: Span) -> Prob
     let place = table.place();
     let problem = Problem::new(format!("unknown key `{key}` {place}"));
     match did_you_mean(key, expected.iter().map(String::as_str)) {
-        Some(guess) => problem.label(span, format!("did you mean `{guess}`?")),
+        Some(guess) => problem
+            .label(span, format!("did you mean `{guess}`?"))
+            .help(format!("the keys {place} are {}", list(expected))),
         None if expected.is_empty() => problem
             .label(span, "unknown key")
             .help(format!("there are no keys {place}")),

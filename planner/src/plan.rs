@@ -312,9 +312,10 @@ impl Plan {
             let _ = write!(out, "{}", paint.style(&headline, style));
             match change.action {
                 Action::Blocked => {
-                    let causes: Vec<String> =
-                        change.blocked_by.iter().map(ToString::to_string).collect();
-                    let _ = writeln!(out, ": {}", causes.join("; "));
+                    out.push('\n');
+                    for cause in &change.blocked_by {
+                        let _ = writeln!(out, "      {cause}");
+                    }
                 }
                 Action::Forget => {
                     let _ = writeln!(

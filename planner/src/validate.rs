@@ -142,7 +142,12 @@ impl Validator<'_> {
             .concurrency
             .as_ref()
             .map_or(NonZeroU32::new(DEFAULT_CONCURRENCY), |c| {
-                self.at_least_one(c, "`concurrency` must be at least 1", "no builds could run")
+                self.at_least_one(
+                    c,
+                    "`concurrency` must be at least 1",
+                    "no builds could run",
+                    &format!("leave `concurrency` out for the default, {DEFAULT_CONCURRENCY}"),
+                )
             })
             .unwrap_or(NonZeroU32::MIN);
         let poll_interval = table
@@ -184,10 +189,11 @@ impl Validator<'_> {
         value: &Spanned<u32>,
         message: &str,
         why: &str,
+        help: &str,
     ) -> Option<NonZeroU32> {
         let n = NonZeroU32::new(*value.get_ref());
         if n.is_none() {
-            self.report(Problem::new(message).label(value.span(), why));
+            self.report(Problem::new(message).label(value.span(), why).help(help));
         }
         n
     }
@@ -656,6 +662,10 @@ impl Validator<'_> {
                         v,
                         &format!("`history.{outcome}` must be at least 1"),
                         "the build in progress could not be kept",
+                        &format!(
+                            "leave `{outcome}` out for the default, {}",
+                            History::default().success
+                        ),
                     ),
                 };
                 let success = count(&h.success, "success", defaults.success);

@@ -47,6 +47,10 @@ fn each_mistake_has_a_pinned_diagnostic() {
                 problem.span().is_some(),
                 "{name}: `{problem}` points nowhere"
             );
+            assert!(
+                miette::Diagnostic::help(problem).is_some(),
+                "{name}: `{problem}` gives no help"
+            );
         }
         insta::assert_snapshot!(name, rendered);
     }

@@ -48,8 +48,8 @@ fn example_configs() -> Vec<PathBuf> {
 
 fn as_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("the config is readable");
-    let value: toml::Value = toml::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not TOML: {e}", path.display()));
+    let value: toml::Value =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{} is not TOML: {e}", path.display()));
     serde_json::to_value(value).expect("TOML values are JSON values")
 }
 
@@ -92,7 +92,11 @@ fn every_example_config_passes_the_schema() {
 fn the_schema_catches_mistakes_too() {
     let validator = validator();
     let invalid = workspace().join("tests/fixtures/invalid");
-    for name in ["unknown-key.toml", "wrong-type.toml", "source-two-kinds.toml"] {
+    for name in [
+        "unknown-key.toml",
+        "wrong-type.toml",
+        "source-two-kinds.toml",
+    ] {
         let json = as_json(&invalid.join(name));
         assert!(!validator.is_valid(&json), "{name} passes the schema");
     }

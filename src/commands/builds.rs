@@ -39,7 +39,9 @@ pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette:
     } else {
         write!(stdout, "{}", table(&builds))
     };
-    written.into_diagnostic().wrap_err("write the build history")?;
+    written
+        .into_diagnostic()
+        .wrap_err("write the build history")?;
     Ok(Outcome::Success)
 }
 

@@ -91,12 +91,7 @@ fn render(i: &Inspection) -> String {
     line("Media type", &i.media_type);
     line("Platform", &i.platform);
     let total: u64 = i.layers.iter().map(|l| l.size).sum();
-    let _ = writeln!(
-        out,
-        "\nLayers ({}, {}):",
-        i.layers.len(),
-        HumanBytes(total)
-    );
+    let _ = writeln!(out, "\nLayers ({}, {}):", i.layers.len(), HumanBytes(total));
     for layer in &i.layers {
         let _ = writeln!(
             out,
@@ -107,18 +102,26 @@ fn render(i: &Inspection) -> String {
         );
     }
     let c = &i.config;
-    let _ = writeln!(out, "\nConfig:");
-    let mut field = |key: &str, value: String| {
-        if !value.is_empty() {
-            let _ = writeln!(out, "  {:<12}{value}", format!("{key}:"));
-        }
-    };
-    field("User", c.user.clone());
-    field("Entrypoint", c.entrypoint.join(" "));
-    field("Cmd", c.cmd.join(" "));
-    field("WorkingDir", c.working_dir.clone());
+    let mut config = vec![
+        ("User", c.user.clone()),
+        ("Entrypoint", c.entrypoint.join(" ")),
+        ("Cmd", c.cmd.join(" ")),
+        ("WorkingDir", c.working_dir.clone()),
+    ];
     for (n, env) in c.env.iter().enumerate() {
-        field(if n == 0 { "Env" } else { "" }, env.clone());
+        config.push((if n == 0 { "Env" } else { "" }, env.clone()));
+    }
+    config.retain(|(_, value)| !value.is_empty());
+    if !config.is_empty() {
+        let _ = writeln!(out, "\nConfig:");
+        for (key, value) in config {
+            let key = if key.is_empty() {
+                String::new()
+            } else {
+                format!("{key}:")
+            };
+            let _ = writeln!(out, "  {key:<12}{value}");
+        }
     }
     if !i.labels.is_empty() {
         let _ = writeln!(out, "\nLabels:");

@@ -58,7 +58,36 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
         }
         Command::Validate { config } => validate::run(&config),
         Command::Schema => schema::run(),
+        Command::Apply {
+            file,
+            json,
+            targets,
+            concurrency,
+            lock_timeout,
+        } => apply::run(apply::Args {
+            file,
+            json,
+            targets,
+            concurrency: concurrency.map(|n| n as usize),
+            lock_timeout,
+            state_dir: cli.global.state_dir.clone(),
+            verbose: cli.global.verbose > 0,
+            color: color_enabled(cli.global.color),
+        }),
+        Command::Logs {
+            image,
+            number,
+            follow,
+        } => logs::run(
+            &logs_state_dir(cli.global.state_dir.as_deref())?,
+            &image,
+            number,
+            follow,
+        ),
         Command::Graph { config } => graph::run(&config),
+        Command::Watch { config, listen } => {
+            watch::run(&config, listen, cli.global.state_dir.as_deref())
+        }
         Command::Inspect {
             reference,
             json,
@@ -73,15 +102,19 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
     }
 }
 
+mod apply;
 mod builds;
 mod copy;
 mod graph;
 mod inspect;
+mod logs;
 mod plan;
+mod progress;
 mod schema;
 mod status;
 mod trigger;
 mod validate;
+mod watch;
 
 /// The state directory of commands that take no CONFIG: `--state-dir`, else the one
 /// `./kpack.toml` names, else `./.kpackd`.

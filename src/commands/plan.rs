@@ -45,24 +45,23 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout))
     } else {
-        write!(stdout, "{}", plan.render(args.color)).and_then(|()| {
-            match &args.out {
-                Some(out) => writeln!(
-                    stdout,
-                    "\nSaved the plan to {0}; run `kpackd apply {0}` to carry it out.",
-                    out.display()
-                ),
-                None => Ok(()),
-            }
+        write!(stdout, "{}", plan.render(args.color)).and_then(|()| match &args.out {
+            Some(out) => writeln!(
+                stdout,
+                "\nSaved the plan to {0}; run `kpackd apply {0}` to carry it out.",
+                out.display()
+            ),
+            None => Ok(()),
         })
     };
     written.into_diagnostic().wrap_err("write the plan")?;
     if !plan.errors.is_empty() || plan.summary.blocked > 0 {
-        if !args.json {
-            for error in &plan.errors {
-                tracing::error!("{error}");
-            }
-        }
+        let count = plan.errors.len();
+        tracing::error!(
+            "{count} upstream{} could not be resolved; the images that need {} are blocked",
+            if count == 1 { "" } else { "s" },
+            if count == 1 { "it" } else { "them" },
+        );
         return Ok(Outcome::Failed);
     }
     if args.detailed_exitcode && plan.has_changes() {

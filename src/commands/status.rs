@@ -72,7 +72,15 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
             stdout,
             "{}",
             render_table(
-                &["IMAGE", "TAG", "DIGEST", "LAST BUILD", "STATUS", "REASONS", "AGE"],
+                &[
+                    "IMAGE",
+                    "TAG",
+                    "DIGEST",
+                    "LAST BUILD",
+                    "STATUS",
+                    "REASONS",
+                    "AGE"
+                ],
                 &rows
             )
         )

@@ -208,8 +208,14 @@ mod tests {
             Succeeded,
         ];
         for pair in steps.windows(2) {
-            assert!(pair[0].can_transition_to(pair[1], Action::Build), "{pair:?}");
-            assert!(!pair[0].can_transition_to(pair[1], Action::Rebase), "{pair:?}");
+            assert!(
+                pair[0].can_transition_to(pair[1], Action::Build),
+                "{pair:?}"
+            );
+            assert!(
+                !pair[0].can_transition_to(pair[1], Action::Rebase),
+                "{pair:?}"
+            );
         }
         assert!(!Queued.can_transition_to(Building, Action::Build));
         assert!(!Detecting.can_transition_to(ResolvingSource, Action::Build));

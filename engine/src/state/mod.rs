@@ -262,7 +262,14 @@ impl State {
                 "UPDATE builds SET status = ?1, finished_at = ?2, output = ?3,
                                    buildpacks_used = ?4, rebasable = ?5
                  WHERE id = ?6",
-                params![to.as_str(), now, output, json(buildpacks_used), rebasable, id.0],
+                params![
+                    to.as_str(),
+                    now,
+                    output,
+                    json(buildpacks_used),
+                    rebasable,
+                    id.0
+                ],
             )?,
             Outcome::Failed { message } => tx.execute(
                 "UPDATE builds SET status = ?1, finished_at = ?2, failure_step = ?3,
@@ -286,7 +293,9 @@ impl State {
     /// writer (holding [`StateLock`]), when no build of this process is running, so any
     /// such build belonged to a process that died. Returns them.
     pub fn mark_interrupted(&mut self) -> Result<Vec<Build>, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let running: Vec<BuildId> = {
             let mut stmt = tx.prepare(
                 "SELECT id FROM builds
@@ -343,7 +352,9 @@ impl State {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM builds WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number"
         ))?;
-        let builds = stmt.query_map([image], |row| read_build(row).map(|b| b.map(|b| with_dir(b, &self.dir))))?;
+        let builds = stmt.query_map([image], |row| {
+            read_build(row).map(|b| b.map(|b| with_dir(b, &self.dir)))
+        })?;
         let mut all = Vec::new();
         for build in builds {
             all.push(build??);
@@ -373,7 +384,9 @@ impl State {
         keep_success: NonZeroU32,
         keep_failed: NonZeroU32,
     ) -> Result<Vec<PathBuf>, StateError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Triggers claimed by a dropped build are already consumed; the reference goes.
         const OLD: &str = "image = ?1 AND (
             (status = 'succeeded' AND number NOT IN (
@@ -400,7 +413,6 @@ impl State {
         tracing::debug!(image, dropped = logs.len(), "history pruned");
         Ok(logs)
     }
-
 }
 
 /// Opens a write transaction and moves the serial in it.
@@ -417,7 +429,11 @@ fn bump_serial(tx: &Transaction<'_>) -> Result<(), StateError> {
 
 /// A completed build consumes the triggers it claimed; one that did not complete
 /// leaves them for the next build.
-fn settle_triggers(tx: &Transaction<'_>, id: BuildId, ended: BuildStatus) -> Result<(), StateError> {
+fn settle_triggers(
+    tx: &Transaction<'_>,
+    id: BuildId,
+    ended: BuildStatus,
+) -> Result<(), StateError> {
     let sql = if ended.is_completed() {
         "DELETE FROM triggers WHERE claimed_by = ?1"
     } else {
@@ -504,8 +520,11 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
         row.get("output")?,
         PathBuf::from(text("log")?),
     );
-    let (queued_at, started_at, finished_at) =
-        (time("queued_at")?, time("started_at")?, time("finished_at")?);
+    let (queued_at, started_at, finished_at) = (
+        time("queued_at")?,
+        time("started_at")?,
+        time("finished_at")?,
+    );
     let (status, reasons, details, inputs) = (
         text("status")?,
         text("reasons")?,
@@ -515,7 +534,9 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
     let decoded = (|| {
         let failure = match (failure_step, failure_message) {
             (Some(step), Some(message)) => Some(Failure {
-                step: step.parse().map_err(|e| corrupt("failure step")(Box::new(e)))?,
+                step: step
+                    .parse()
+                    .map_err(|e| corrupt("failure step")(Box::new(e)))?,
                 message,
             }),
             _ => None,

@@ -114,10 +114,7 @@ fn a_newer_schema_is_refused() {
         .unwrap();
     drop(state);
     let err = State::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(err, StateError::TooNew { found: 99, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
 }
 
 #[test]
@@ -183,7 +180,12 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
     assert_eq!(done.rebasable, Some(true));
     assert!(done.started_at.is_some() && done.finished_at.is_some());
     let err = state
-        .finish(done.id, Outcome::Failed { message: "x".into() })
+        .finish(
+            done.id,
+            Outcome::Failed {
+                message: "x".into(),
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, StateError::Transition { .. }), "{err}");
 
@@ -210,10 +212,7 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
         })
     );
     let history = state.builds(Some("hello")).unwrap();
-    assert_eq!(
-        history.iter().map(|b| b.number).collect::<Vec<_>>(),
-        [1, 2]
-    );
+    assert_eq!(history.iter().map(|b| b.number).collect::<Vec<_>>(), [1, 2]);
     assert_eq!(state.builds(None).unwrap().len(), 3);
     assert_eq!(state.images().unwrap(), ["docs", "hello"]);
 
@@ -284,7 +283,10 @@ fn a_completed_build_consumes_triggers_an_unfinished_one_releases_them() {
     state.add_trigger("hello").unwrap();
     let canceled = queue(&mut state, "hello", Action::Build, &inputs("c1"));
     state.add_trigger("hello").unwrap();
-    assert_eq!(state.recorded().unwrap().images["hello"].pending_triggers, 1);
+    assert_eq!(
+        state.recorded().unwrap().images["hello"].pending_triggers,
+        1
+    );
     state.finish(canceled.id, Outcome::Canceled).unwrap();
     assert_eq!(
         state.recorded().unwrap().images["hello"].pending_triggers,
@@ -293,7 +295,10 @@ fn a_completed_build_consumes_triggers_an_unfinished_one_releases_them() {
     );
     let build = queue(&mut state, "hello", Action::Build, &inputs("c1"));
     succeed(&mut state, &build, "sha256:out");
-    assert_eq!(state.recorded().unwrap().images["hello"].pending_triggers, 0);
+    assert_eq!(
+        state.recorded().unwrap().images["hello"].pending_triggers,
+        0
+    );
 
     // A rebase does not claim triggers: they ask for a build.
     state.add_trigger("hello").unwrap();
@@ -309,7 +314,10 @@ fn a_completed_build_consumes_triggers_an_unfinished_one_releases_them() {
             },
         )
         .unwrap();
-    assert_eq!(state.recorded().unwrap().images["hello"].pending_triggers, 1);
+    assert_eq!(
+        state.recorded().unwrap().images["hello"].pending_triggers,
+        1
+    );
 }
 
 #[test]
@@ -341,7 +349,11 @@ fn builds_left_running_by_a_dead_process_are_marked_interrupted() {
     assert!(state.mark_interrupted().unwrap().is_empty());
     let serial = state.serial().unwrap();
     state.mark_interrupted().unwrap();
-    assert_eq!(state.serial().unwrap(), serial, "nothing to repair, no write");
+    assert_eq!(
+        state.serial().unwrap(),
+        serial,
+        "nothing to repair, no write"
+    );
 }
 
 #[test]
@@ -401,5 +413,8 @@ fn two_handles_see_each_others_writes() {
     let reader = State::open(dir.path()).unwrap();
     writer.add_trigger("hello").unwrap();
     assert_eq!(reader.serial().unwrap(), writer.serial().unwrap());
-    assert_eq!(reader.recorded().unwrap().images["hello"].pending_triggers, 1);
+    assert_eq!(
+        reader.recorded().unwrap().images["hello"].pending_triggers,
+        1
+    );
 }

@@ -82,6 +82,8 @@ pub(crate) async fn run<R: Reconciler>(
         // The server stops on the same token; a panic there is not worth failing exit for.
         let _ = server.await;
     }
+    drop(daemon);
+    tracing::debug!("stopped");
     Ok(())
 }
 
@@ -140,9 +142,10 @@ impl<R: Reconciler> Daemon<R> {
         let reconciler = self.reconciler.clone();
         let cancel = self.cancel.clone();
         let for_task = wake.clone();
-        let handle = tokio::spawn(async move {
-            Ended::Reconciled(reconciler.reconcile(for_task, cancel).await)
-        });
+        let handle =
+            tokio::spawn(
+                async move { Ended::Reconciled(reconciler.reconcile(for_task, cancel).await) },
+            );
         self.running = Some(Running {
             wake,
             reloading: false,
@@ -180,11 +183,7 @@ impl<R: Reconciler> Daemon<R> {
             }
             Ok(Ended::Reconciled(report)) => self.reconciled(&wake, report),
             Err(error) => {
-                let action = if reloading {
-                    "reload"
-                } else {
-                    "reconcile"
-                };
+                let action = if reloading { "reload" } else { "reconcile" };
                 tracing::error!(wake = %wake, "the {action} task ended abnormally: {error}");
                 let report = ReconcileReport {
                     error: Some(error.to_string()),

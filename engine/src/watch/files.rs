@@ -7,9 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{
-    new_debouncer, DebounceEventResult, Debouncer, RecommendedCache,
-};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
 
 use super::reconciler::{Cause, ConfigSummary};
@@ -120,10 +118,8 @@ impl FileWatcher {
         let mut causes = Vec::new();
         let mut roots = BTreeSet::new();
         for path in paths {
-            if *path == self.config_file {
-                if !causes.contains(&Cause::ConfigChanged) {
-                    causes.push(Cause::ConfigChanged);
-                }
+            if *path == self.config_file && !causes.contains(&Cause::ConfigChanged) {
+                causes.push(Cause::ConfigChanged);
             }
             if self.is_ignored(path) {
                 continue;

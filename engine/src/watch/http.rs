@@ -170,7 +170,15 @@ impl<R: Reconciler> Endpoints<R> {
             Err(message) => return error(StatusCode::BAD_REQUEST, &message),
         };
         let (reply, answer) = oneshot::channel();
-        let Some(polled) = self.ask(Command::Hook { urls: urls.clone(), reply }, answer).await
+        let Some(polled) = self
+            .ask(
+                Command::Hook {
+                    urls: urls.clone(),
+                    reply,
+                },
+                answer,
+            )
+            .await
         else {
             return shutting_down();
         };

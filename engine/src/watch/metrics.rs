@@ -130,7 +130,12 @@ impl Metrics {
             "counter",
             "Reconciles (plan and apply) run by watch.",
         );
-        sample(&mut out, "kpackd_reconciles_total", &[], self.reconciles as f64);
+        sample(
+            &mut out,
+            "kpackd_reconciles_total",
+            &[],
+            self.reconciles as f64,
+        );
         header(
             &mut out,
             "kpackd_config_reload_errors_total",

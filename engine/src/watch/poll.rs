@@ -47,11 +47,13 @@ impl PollSchedule {
         }
         self.interval = interval;
         for upstream in upstreams {
-            self.entries.entry(upstream.clone()).or_insert_with(|| Entry {
-                due: now + jitter(interval),
-                failures: 0,
-                in_flight: false,
-            });
+            self.entries
+                .entry(upstream.clone())
+                .or_insert_with(|| Entry {
+                    due: now + jitter(interval),
+                    failures: 0,
+                    in_flight: false,
+                });
         }
     }
 
@@ -155,7 +157,10 @@ mod tests {
         let d = Duration::from_secs(100);
         for _ in 0..1000 {
             let j = jitter(d);
-            assert!(j >= Duration::from_secs(90) && j <= Duration::from_secs(110), "{j:?}");
+            assert!(
+                j >= Duration::from_secs(90) && j <= Duration::from_secs(110),
+                "{j:?}"
+            );
         }
     }
 
@@ -171,9 +176,15 @@ mod tests {
         assert!(schedule.take_due(Instant::now()).is_empty());
         assert!(!schedule.take_now(&git));
         assert_eq!(schedule.next_due(), None);
-        schedule.finished(&BTreeSet::from([git.clone()]), &BTreeSet::from([git.clone()]));
+        schedule.finished(
+            &BTreeSet::from([git.clone()]),
+            &BTreeSet::from([git.clone()]),
+        );
         let due = schedule.next_due().expect("scheduled again");
         let wait = due - Instant::now();
-        assert!(wait >= Duration::from_secs(18) && wait <= Duration::from_secs(22), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(18) && wait <= Duration::from_secs(22),
+            "{wait:?}"
+        );
     }
 }

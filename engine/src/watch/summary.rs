@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use imageref::ImageRef;
-use planner::{BuilderKind, Config, Source};
+use planner::{BuilderKind, Cache, Config, Source};
 
 use super::reconciler::{ConfigSummary, Upstream};
 
@@ -55,6 +55,9 @@ impl ConfigSummary {
             for tag in &image.additional_tags {
                 summary.output(tag);
             }
+            if let Cache::Image(cache) = &image.cache {
+                summary.output(cache);
+            }
         }
         summary
     }
@@ -62,7 +65,11 @@ impl ConfigSummary {
     fn input(&mut self, image: &ImageRef) {
         match image {
             ImageRef::Registry(r) if r.digest.is_none() => {
-                self.upstreams.insert(Upstream::Registry(r.to_string()));
+                // `repo` and `repo:latest` are one upstream.
+                if let Some(tag) = r.tag_or_default() {
+                    let name = format!("{}/{}:{tag}", r.registry, r.repository);
+                    self.upstreams.insert(Upstream::Registry(name));
+                }
             }
             ImageRef::Registry(_) => {}
             ImageRef::Layout(layout) => {
@@ -71,7 +78,8 @@ impl ConfigSummary {
         }
     }
 
-    /// kpackd writes OCI layout outputs itself: a change there is no reason to rebuild.
+    /// kpackd writes OCI layout outputs (images, caches) itself: a change there is no
+    /// reason to rebuild.
     fn output(&mut self, image: &ImageRef) {
         if let ImageRef::Layout(layout) = image {
             self.ignored.insert(layout.dir.clone());

@@ -80,11 +80,7 @@ pub(crate) fn repository_key(url: &str) -> String {
 /// Whether a request proves it knows `secret`: GitHub's `X-Hub-Signature-256`
 /// (`sha256=` + HMAC-SHA256 of the body), GitLab's `X-Gitlab-Token`, or
 /// `Authorization: Bearer <secret>`.
-pub(crate) fn authorized(
-    secret: &str,
-    headers: &hyper::HeaderMap,
-    body: &[u8],
-) -> bool {
+pub(crate) fn authorized(secret: &str, headers: &hyper::HeaderMap, body: &[u8]) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(signature) = header("x-hub-signature-256") {
         let Some(hex_mac) = signature.strip_prefix("sha256=") else {
@@ -93,8 +89,7 @@ pub(crate) fn authorized(
         let Ok(expected) = hex::decode(hex_mac) else {
             return false;
         };
-        let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        else {
+        let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()) else {
             return false;
         };
         mac.update(body);

@@ -1091,9 +1091,12 @@ async fn push(
     let dest = req.tag;
     let bytes = Arc::new(AtomicU64::new(0));
     let parallel = store.settings().parallel_blobs.max(1);
-    let transfers: Vec<BlobTransfer> = futures::stream::iter(layers)
-        .map(|layer| {
+    // By index: a stream of borrowed layers makes the future lose `Send` (rustc's
+    // higher-ranked lifetime limits), and the engine spawns it.
+    let transfers: Vec<BlobTransfer> = futures::stream::iter(0..layers.len())
+        .map(|i| {
             let bytes = bytes.clone();
+            let layer = &layers[i];
             async move {
                 match &layer.blob {
                     Blob::Written(w) => {

@@ -111,6 +111,7 @@ pub async fn build_image(
     req: &BuildRequest,
     logs: &dyn LogSink,
 ) -> Result<BuildResult, LifecycleError> {
+    logs.phase_started(Phase::Prepare);
     logs.line(
         Phase::Prepare,
         None,
@@ -162,8 +163,10 @@ pub async fn build_image(
     };
 
     let previous_ref = req.previous_image.as_ref().unwrap_or(&req.tag);
+    logs.phase_started(Phase::Analyze);
     let previous = cache::analyze(store, Some(previous_ref), logs).await;
 
+    logs.phase_started(Phase::Detect);
     let outcome = detect(&ctx, &req.order, logs).await?;
     let group = outcome.group.group.clone();
 
@@ -173,9 +176,11 @@ pub async fn build_image(
         false => CacheDir::at(work.path().join("no-cache")),
     };
     let _cache_lock = cache_dir.lock().await?;
+    logs.phase_started(Phase::Restore);
     let restored =
         cache::restore(&layers_dir, &scratch, &group, &previous, &cache_dir, logs).await?;
 
+    logs.phase_started(Phase::Build);
     build(&ctx, &outcome, logs).await?;
 
     let created = match req.env.get("SOURCE_DATE_EPOCH") {
@@ -188,6 +193,7 @@ pub async fn build_image(
         })?),
         None => None,
     };
+    logs.phase_started(Phase::Export);
     let exported = export(
         store,
         &ExportRequest {

@@ -201,3 +201,49 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registrys_message_is_kept() {
+        let err = OciError::from_client(
+            OciDistributionError::ServerError {
+                code: 404,
+                url: "http://127.0.0.1:5000/v2/a/manifests/x".into(),
+                message: r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#.into(),
+            },
+            "127.0.0.1:5000",
+            "127.0.0.1:5000/a:x",
+        );
+        assert!(matches!(err, OciError::NotFound { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "127.0.0.1:5000/a:x: not found (MANIFEST_UNKNOWN: manifest unknown)"
+        );
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn transient_or_not() {
+        let status = |code: u16| {
+            OciError::from_client(
+                OciDistributionError::ServerError {
+                    code,
+                    url: String::new(),
+                    message: String::new(),
+                },
+                "r",
+                "r/a:x",
+            )
+        };
+        for code in [429, 500, 502, 503, 504] {
+            assert!(status(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 405] {
+            assert!(!status(code).is_transient(), "{code}");
+        }
+        assert!(status(503).to_string().contains("HTTP 503"));
+    }
+}

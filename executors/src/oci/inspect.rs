@@ -279,7 +279,10 @@ mod tests {
         assert!(CnbMetadata::from_labels(&BTreeMap::new()).is_none());
 
         let builder = BTreeMap::from([
-            (LEGACY_STACK_ID_LABEL.to_string(), "io.buildpacks.stacks.jammy".to_string()),
+            (
+                LEGACY_STACK_ID_LABEL.to_string(),
+                "io.buildpacks.stacks.jammy".to_string(),
+            ),
             (
                 BUILDER_LABEL.to_string(),
                 r#"{"description":"a builder","createdBy":{"name":"kpackd"}}"#.to_string(),

@@ -267,3 +267,79 @@ impl Layout {
 fn readable() -> fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(0o644)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::manifest::sha256_digest;
+
+    fn descriptor(bytes: &[u8]) -> Descriptor {
+        Descriptor::new(
+            media_type::OCI_MANIFEST,
+            sha256_digest(bytes),
+            bytes.len() as u64,
+        )
+    }
+
+    #[test]
+    fn refs_are_named_replaced_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!Layout::exists(dir.path()));
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        assert!(Layout::exists(dir.path()));
+        let empty = layout.find(None).unwrap_err();
+        assert!(empty.to_string().contains("holds no image"), "{empty}");
+
+        layout.set_ref(Some("a"), descriptor(b"one")).unwrap();
+        assert_eq!(layout.find(None).unwrap().digest, sha256_digest(b"one"));
+        layout.set_ref(Some("b"), descriptor(b"two")).unwrap();
+        layout.set_ref(Some("a"), descriptor(b"three")).unwrap();
+        let index = layout.index().unwrap();
+        assert_eq!(index.manifests.len(), 2, "`a` was replaced, not added");
+        assert_eq!(
+            layout.find(Some("a")).unwrap().digest,
+            sha256_digest(b"three")
+        );
+        assert_eq!(layout.find(Some("a")).unwrap().ref_name(), Some("a"));
+        let several = layout.find(None).unwrap_err();
+        assert!(several.to_string().contains("name one"), "{several}");
+        let missing = layout.find(Some("c")).unwrap_err();
+        assert!(matches!(missing, OciError::NotFound { .. }), "{missing}");
+
+        // What other tools read: the layout marker and the ref-name annotation.
+        let marker = fs::read_to_string(dir.path().join(LAYOUT_FILE)).unwrap();
+        assert_eq!(marker, LAYOUT_CONTENT);
+        let raw = fs::read_to_string(dir.path().join(INDEX_FILE)).unwrap();
+        assert!(
+            raw.contains(r#""org.opencontainers.image.ref.name":"b""#),
+            "{raw}"
+        );
+    }
+
+    #[tokio::test]
+    async fn blobs_are_checked_on_the_way_in_and_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::open_or_create(dir.path()).unwrap();
+        let digest = layout
+            .write_blob_bytes(Bytes::from_static(b"content"))
+            .await
+            .unwrap();
+        assert!(layout.has_blob(&digest));
+        assert_eq!(&layout.read_blob(&digest).await.unwrap()[..], b"content");
+
+        let wrong = sha256_digest(b"something else");
+        let err = layout
+            .write_blob(
+                &wrong,
+                futures::stream::iter([Ok(Bytes::from_static(b"content"))]),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
+        assert!(!layout.has_blob(&wrong), "a mismatched blob is not kept");
+
+        fs::write(layout.blob_path(&digest), b"tampered").unwrap();
+        let err = layout.read_blob(&digest).await.unwrap_err();
+        assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
+    }
+}

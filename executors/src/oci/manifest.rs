@@ -181,6 +181,9 @@ impl ImageIndex {
 }
 
 /// A parsed manifest of either kind.
+// Manifests are parsed one at a time and never kept in bulk, so the size difference
+// between the variants costs nothing worth a box at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     Image(ImageManifest),

@@ -168,10 +168,13 @@ use Reason::{
     Buildpack as BUILDPACK, Commit as COMMIT, Config as CONFIG, Stack as STACK, Trigger as TRIGGER,
 };
 
+/// A row: what it is, the edit to the world, the action and reasons expected.
+type Row = (&'static str, fn(&mut World), Action, &'static [Reason]);
+
 #[test]
 fn the_rules_one_row_each() {
     #[rustfmt::skip]
-    let rows: Vec<(&str, fn(&mut World), Action, &[Reason])> = vec![
+    let rows: Vec<Row> = vec![
         ("nothing changed",                     |_| {},                                         Action::Noop,    &[]),
         ("first build",                         |w| w.never_built(),                            Action::Build,   &[CONFIG]),
         ("config changed",                      |w| w.config(),                                 Action::Build,   &[CONFIG]),
@@ -396,7 +399,7 @@ fn a_failed_upstream_blocks_its_dependents_only() {
         (hello.image.as_str(), hello.action),
         ("hello", Action::Blocked)
     );
-    assert_eq!(hello.blocked_by, [failure.clone()]);
+    assert_eq!(hello.blocked_by, std::slice::from_ref(&failure));
     assert_eq!(hello.inputs, None);
     assert_eq!(plan.errors, [failure], "each failed upstream reported once");
     assert_eq!(plan.summary.blocked, 1);

@@ -218,6 +218,7 @@ pub struct Fault {
     pub path_contains: String,
     /// How many matching requests get it; the ones after are forwarded.
     pub times: usize,
+    /// The status answered; 0 closes the connection without answering.
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -226,7 +227,13 @@ pub struct Fault {
 impl Fault {
     /// `status` with an OCI error envelope (`code`, `message`) as the body, for
     /// `times` requests whose path contains `path_contains`.
-    pub fn error(status: u16, path_contains: &str, times: usize, code: &str, message: &str) -> Fault {
+    pub fn error(
+        status: u16,
+        path_contains: &str,
+        times: usize,
+        code: &str,
+        message: &str,
+    ) -> Fault {
         Fault {
             method: None,
             path_contains: path_contains.to_string(),
@@ -234,6 +241,21 @@ impl Fault {
             status,
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#),
+        }
+    }
+}
+
+impl Fault {
+    /// The connection closed with no answer, as when a registry restarts, for `times`
+    /// requests whose path contains `path_contains`.
+    pub fn hang_up(path_contains: &str, times: usize) -> Fault {
+        Fault {
+            method: None,
+            path_contains: path_contains.to_string(),
+            times,
+            status: 0,
+            headers: Vec::new(),
+            body: String::new(),
         }
     }
 }
@@ -252,8 +274,7 @@ pub struct FaultyProxy {
 impl FaultyProxy {
     /// A proxy to `registry` with no faults yet.
     pub fn start(registry: &Registry) -> FaultyProxy {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
         let addr = listener.local_addr().expect("a local address").to_string();
         let proxy = FaultyProxy {
             addr,
@@ -379,11 +400,18 @@ fn proxy_one(
             path,
             status: fault.status,
         });
+        if fault.status == 0 {
+            return client.shutdown(std::net::Shutdown::Both);
+        }
         let mut response = format!("HTTP/1.1 {} Fault\r\n", fault.status);
         for (name, value) in &fault.headers {
             response.push_str(&format!("{name}: {value}\r\n"));
         }
-        let body = if method == "HEAD" { "" } else { fault.body.as_str() };
+        let body = if method == "HEAD" {
+            ""
+        } else {
+            fault.body.as_str()
+        };
         response.push_str(&format!(
             "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             fault.body.len()

@@ -1,0 +1,513 @@
+//! One build or rebase, run as its own task: it does the work through the executors and
+//! reports each step to the dispatcher as an [`Event`]; it never touches the state.
+//!
+//! Cancellation is dropping the task: every process a build started (detect and build
+//! programs in the sandbox) is killed with it, and the work directory is removed by
+//! [`WorkDir`]'s drop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
+use executors::lifecycle::run::{build_image, BuildRequest};
+use executors::lifecycle::{LogSink, Phase};
+use executors::oci::ImageStore;
+use executors::rebase::{rebase, RebaseRequest};
+use executors::source;
+use imageref::{Digest, ImageRef};
+use planner::plan::Inputs;
+use planner::{BuilderKind, Image};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::logs::BuildLog;
+use crate::planning::Planned;
+use crate::resolve::{BuildpackLocation, SourcePin};
+use crate::state::{BuildId, BuildStatus};
+
+/// What a job tells the dispatcher.
+#[derive(Debug)]
+pub enum Event {
+    /// The build moved to its next step.
+    Moved { id: BuildId, status: BuildStatus },
+    /// The job ended.
+    Finished {
+        id: BuildId,
+        result: Result<Success, String>,
+    },
+}
+
+/// What a successful build or rebase made.
+#[derive(Debug, Clone)]
+pub struct Success {
+    /// The manifest digest of the image pushed.
+    pub output: String,
+    /// `id@version` → content digest of the buildpacks used.
+    pub buildpacks_used: BTreeMap<String, String>,
+    pub rebasable: bool,
+    /// Every tag the image was pushed to.
+    pub tags: Vec<String>,
+}
+
+/// Everything a job needs, shared by all jobs of one apply.
+#[derive(Debug)]
+pub struct JobContext {
+    pub planned: Arc<Planned>,
+    pub store: ImageStore,
+    pub state_dir: PathBuf,
+}
+
+/// A build or rebase as the dispatcher hands it to a task.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: BuildId,
+    pub image: String,
+    pub number: u64,
+    pub kind: JobKind,
+    pub inputs: Inputs,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// With the image made by the last successful build, for layer reuse.
+    Build { previous: Option<String> },
+    /// With the buildpacks the rebased build used (a rebase does not change them).
+    Rebase {
+        buildpacks_used: BTreeMap<String, String>,
+    },
+}
+
+/// Runs `job` to its end, reporting to `events`.
+pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>) {
+    let log = match BuildLog::create(&job.log, &job.image, job.number) {
+        Ok(log) => log,
+        Err(e) => {
+            let message = format!("create the build log {}: {e}", job.log.display());
+            let _ = events.send(Event::Finished {
+                id: job.id,
+                result: Err(message),
+            });
+            return;
+        }
+    };
+    let sink = JobSink {
+        id: job.id,
+        log,
+        events: events.clone(),
+    };
+    let result = match &job.kind {
+        JobKind::Build { previous } => build(&job, previous.as_deref(), &ctx, &sink).await,
+        JobKind::Rebase { buildpacks_used } => {
+            rebase_job(&job, buildpacks_used.clone(), &ctx, &sink).await
+        }
+    };
+    if let Err(message) = &result {
+        for line in message.lines() {
+            sink.log.note(Phase::Export, &format!("error: {line}"));
+        }
+    }
+    let _ = events.send(Event::Finished { id: job.id, result });
+}
+
+/// The build's log, forwarding phase starts to the dispatcher as steps.
+struct JobSink {
+    id: BuildId,
+    log: BuildLog,
+    events: UnboundedSender<Event>,
+}
+
+impl LogSink for JobSink {
+    fn line(&self, phase: Phase, buildpack: Option<&str>, line: &str) {
+        self.log.line(phase, buildpack, line);
+    }
+
+    fn phase_started(&self, phase: Phase) {
+        self.log.phase_started(phase);
+        let status = match phase {
+            Phase::Detect => BuildStatus::Detecting,
+            Phase::Build => BuildStatus::Building,
+            Phase::Export => BuildStatus::Exporting,
+            Phase::Prepare | Phase::Analyze | Phase::Restore => return,
+        };
+        let _ = self.events.send(Event::Moved {
+            id: self.id,
+            status,
+        });
+    }
+}
+
+/// A directory removed when dropped, also when the job is canceled.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), %error, "cannot remove a build's work directory");
+            }
+        }
+    }
+}
+
+async fn build(
+    job: &Job,
+    previous: Option<&str>,
+    ctx: &JobContext,
+    sink: &JobSink,
+) -> Result<Success, String> {
+    let planned = &ctx.planned;
+    let image = planned
+        .image(&job.image)
+        .ok_or_else(|| format!("image \"{}\" is not in the plan's configuration", job.image))?;
+    let pins = planned.pins(&job.image);
+    let (Some(source), Some(stack), Some(buildpacks)) = (pins.source, pins.stack, pins.buildpacks)
+    else {
+        return Err(format!(
+            "the plan pins no source, stack or buildpacks for \"{}\"",
+            job.image
+        ));
+    };
+    let order = match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
+        Some(BuilderKind::Assembled { order, .. }) => order,
+        Some(BuilderKind::Image(reference)) => {
+            return Err(format!(
+                "builder \"{}\" is a builder image ({reference}); kpackd builds from a stack \
+                 and a store: list the builder's buildpacks in a store",
+                image.builder
+            ))
+        }
+        None => {
+            return Err(format!(
+                "builder \"{}\" is not in the configuration",
+                image.builder
+            ))
+        }
+    };
+    let mut buildpack_dirs = Vec::new();
+    for pin in buildpacks.values() {
+        match &pin.location {
+            BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
+            BuildpackLocation::Image { reference } => {
+                return Err(format!(
+                    "buildpack {}@{} comes from the image {reference}; kpackd builds with \
+                     directory buildpacks",
+                    pin.id, pin.version
+                ))
+            }
+        }
+    }
+
+    let _ = sink.events.send(Event::Moved {
+        id: job.id,
+        status: BuildStatus::ResolvingSource,
+    });
+    let work = WorkDir(
+        ctx.state_dir
+            .join("work")
+            .join(format!("{}-{}", job.image, job.number)),
+    );
+    let app_dir = work.0.join("app");
+    sink.log.note(
+        Phase::Prepare,
+        &format!(
+            "source {} at {}",
+            image.source.location(),
+            job.inputs.source
+        ),
+    );
+    materialise_source(source, &ctx.state_dir, &work.0, &app_dir).await?;
+
+    let build_ref = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;
+    let run_ref = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
+    let request = BuildRequest {
+        image: job.image.clone(),
+        tag: image.tag.clone(),
+        additional_tags: extra_tags(image, job.number),
+        build_image: build_ref,
+        run_image: run_ref,
+        buildpack_dirs,
+        order: order
+            .iter()
+            .map(|group| OrderGroup {
+                group: group
+                    .buildpacks
+                    .iter()
+                    .map(|bp| OrderEntry {
+                        id: bp.id.clone(),
+                        version: bp.version.clone().unwrap_or_default(),
+                        optional: bp.optional,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        app_dir,
+        env: image.env.clone(),
+        network: image.network,
+        default_process: image.default_process.clone(),
+        cache: !matches!(image.cache, planner::Cache::Disabled),
+        state_dir: ctx.state_dir.clone(),
+        previous_image: previous.and_then(|digest| at_digest(&image.tag, digest)),
+        project_metadata: Some(project_metadata(source)),
+    };
+    let result = build_image(&ctx.store, &request, sink)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let buildpacks_used = result
+        .buildpacks
+        .iter()
+        .map(|(id, version)| {
+            let key = format!("{id}@{version}");
+            let digest = job.inputs.buildpacks.get(&key).cloned().unwrap_or_default();
+            (key, digest)
+        })
+        .collect();
+    let mut tags = vec![image.tag.to_string()];
+    tags.extend(request.additional_tags.iter().map(ToString::to_string));
+    Ok(Success {
+        output: result.digest.to_string(),
+        buildpacks_used,
+        rebasable: result.rebasable,
+        tags,
+    })
+}
+
+async fn rebase_job(
+    job: &Job,
+    buildpacks_used: BTreeMap<String, String>,
+    ctx: &JobContext,
+    sink: &JobSink,
+) -> Result<Success, String> {
+    let planned = &ctx.planned;
+    let image = planned
+        .image(&job.image)
+        .ok_or_else(|| format!("image \"{}\" is not in the plan's configuration", job.image))?;
+    let stack = planned
+        .pins(&job.image)
+        .stack
+        .ok_or_else(|| format!("the plan pins no stack for \"{}\"", job.image))?;
+    let _ = sink.events.send(Event::Moved {
+        id: job.id,
+        status: BuildStatus::Rebasing,
+    });
+    let last = job
+        .inputs
+        .last_image
+        .as_deref()
+        .ok_or("the plan names no image to rebase")?;
+    let current = at_digest(&image.tag, last)
+        .ok_or_else(|| format!("the recorded image digest `{last}` is not a digest"))?;
+    let new_run_image = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
+    let mut tags = vec![image.tag.clone()];
+    tags.extend(extra_tags(image, job.number));
+    sink.log.note(
+        Phase::Export,
+        &format!(
+            "rebasing {} onto run image {}",
+            image.tag, stack.run_image_digest
+        ),
+    );
+    let request = RebaseRequest {
+        image: current,
+        run_image: new_run_image,
+        tags: tags.clone(),
+        expected_stack_id: Some(stack.stack_id.clone()),
+        force: false,
+    };
+    let result = rebase(&ctx.store, &request)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    sink.log.note(
+        Phase::Export,
+        &format!(
+            "rebased: {} (run image top layer {} → {}; {} app layers kept, {} bytes uploaded)",
+            result.digest,
+            result.old_run_image.top_layer,
+            result.new_run_image.top_layer,
+            result.app_layers,
+            result.bytes_uploaded
+        ),
+    );
+    Ok(Success {
+        output: result.digest.to_string(),
+        buildpacks_used,
+        rebasable: true,
+        tags: tags.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// The image's additional tags and its build-number tag, kpack's `b<N>.<yyyymmdd>.<hhmmss>`
+/// (UTC); in an OCI layout the ref name is `<name>.b<N>.<yyyymmdd>.<hhmmss>`.
+pub fn extra_tags(image: &Image, number: u64) -> Vec<ImageRef> {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // 2026-11-24T10:45:00Z → 20261124.104500
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let build_tag = format!("b{number}.{}.{}", &digits[..8], &digits[8..14]);
+    let numbered = match &image.tag {
+        ImageRef::Registry(_) => image.tag.with_tag(&build_tag),
+        ImageRef::Layout(layout) => {
+            let name = layout.name.as_deref().unwrap_or(&image.name);
+            image.tag.with_tag(&format!("{name}.{build_tag}"))
+        }
+    };
+    let mut tags = image.additional_tags.clone();
+    tags.push(numbered);
+    tags
+}
+
+/// The image the plan pinned: a registry reference by digest as is; an image in a
+/// layout (where a ref name is all there is) checked to still be the planned digest.
+async fn pinned(store: &ImageStore, reference: &str, digest: &str) -> Result<ImageRef, String> {
+    let parsed =
+        ImageRef::parse(reference).map_err(|e| format!("pinned image `{reference}`: {e}"))?;
+    if let ImageRef::Layout(_) = parsed {
+        let planned =
+            Digest::parse(digest).map_err(|e| format!("planned digest `{digest}`: {e}"))?;
+        let now = store.resolve(&parsed).await.map_err(|e| error_chain(&e))?;
+        if now.image != planned && now.digest != planned {
+            return Err(format!(
+                "{reference} is {} now, not {planned} as planned: plan again",
+                now.digest
+            ));
+        }
+    }
+    Ok(parsed)
+}
+
+/// The image at `tag` with `digest`: a previous build's output, or the image to rebase.
+fn at_digest(tag: &ImageRef, digest: &str) -> Option<ImageRef> {
+    let digest = Digest::parse(digest).ok()?;
+    Some(match tag {
+        ImageRef::Registry(r) => ImageRef::Registry(r.at_digest(digest)),
+        ImageRef::Layout(_) => tag.clone(),
+    })
+}
+
+/// Writes exactly the planned version of a source into `app_dir`.
+async fn materialise_source(
+    pin: &SourcePin,
+    state_dir: &Path,
+    work: &Path,
+    app_dir: &Path,
+) -> Result<(), String> {
+    let pin = pin.clone();
+    let cache = state_dir.join(crate::resolve::SOURCE_CACHE);
+    let work = work.to_path_buf();
+    let app_dir = app_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+        match &pin {
+            SourcePin::Git {
+                url,
+                commit,
+                sub_path,
+                ..
+            } => {
+                let commit = source::git::ObjectId::from_hex(commit.as_bytes())
+                    .map_err(|e| format!("planned commit `{commit}`: {e}"))?;
+                source::git::checkout(
+                    &cache.join("git"),
+                    url,
+                    commit,
+                    sub_path.as_deref(),
+                    &app_dir,
+                    &AtomicBool::new(false),
+                )
+                .map_err(|e| error_chain(&e))
+            }
+            SourcePin::Path {
+                path,
+                sub_path,
+                digest,
+            } => {
+                source::path::copy(path, sub_path.as_deref(), &app_dir)
+                    .map_err(|e| error_chain(&e))?;
+                let now =
+                    source::path::hash(path, sub_path.as_deref()).map_err(|e| error_chain(&e))?;
+                if &now != digest {
+                    tracing::warn!(
+                        path = %path.display(),
+                        planned = %digest,
+                        %now,
+                        "the source directory changed since the plan; building it as it is now"
+                    );
+                }
+                Ok(())
+            }
+            SourcePin::Blob {
+                url,
+                digest,
+                archive,
+                strip_components,
+                sub_path,
+            } => {
+                let archive = if archive.is_file() {
+                    archive.clone()
+                } else {
+                    let version = source::blob::fetch(url, &cache.join("blobs"))
+                        .map_err(|e| error_chain(&e))?;
+                    if &version.digest != digest {
+                        return Err(format!(
+                            "{url} is {} now, not {digest} as planned: plan again",
+                            version.digest
+                        ));
+                    }
+                    version.archive
+                };
+                source::blob::extract(
+                    &archive,
+                    *strip_components as usize,
+                    sub_path.as_deref(),
+                    &app_dir,
+                )
+                .map_err(|e| error_chain(&e))
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("the source task failed: {e}"))?
+}
+
+/// `io.buildpacks.project.metadata`: where the source came from, as the reference
+/// lifecycle records it for git sources (`type`, `version.commit`, `metadata.repository`).
+fn project_metadata(pin: &SourcePin) -> serde_json::Value {
+    match pin {
+        SourcePin::Git { url, commit, .. } => serde_json::json!({
+            "source": {
+                "type": "git",
+                "version": {"commit": commit},
+                "metadata": {"repository": url},
+            }
+        }),
+        SourcePin::Path { path, digest, .. } => serde_json::json!({
+            "source": {
+                "type": "path",
+                "version": {"digest": digest},
+                "metadata": {"path": path},
+            }
+        }),
+        SourcePin::Blob { url, digest, .. } => serde_json::json!({
+            "source": {
+                "type": "blob",
+                "version": {"digest": digest},
+                "metadata": {"url": url},
+            }
+        }),
+    }
+}
+
+/// An error and its causes on one line each, as logs and the summary show them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,446 @@
+//! `kpackd apply`: executes a [`Plan`] — forgets the images gone from kpack.toml, then
+//! runs every build and rebase with bounded concurrency, recording every step.
+//!
+//! The shape is a dispatcher and its jobs. The [`Dispatcher`] alone owns the state and
+//! the run: it queues the planned builds, starts jobs while there is room, and handles
+//! one event at a time — a job's step, a job's end, or cancellation. Jobs ([`job`]) do
+//! the work through the executors and report over a channel; they never write the
+//! state, so every transition is persisted in order, by one writer, as one SQLite
+//! transaction. Images do not depend on each other, so a failed build never stops the
+//! others.
+//!
+//! Cancellation (Ctrl-C, SIGTERM): no new job starts, running jobs are dropped (their
+//! sandboxed processes die with them), and every build not ended is recorded
+//! `canceled`. A process killed outright leaves builds in a running status; the next
+//! writer marks them `interrupted` ([`State::mark_interrupted`]) and plans them again.
+
+pub mod job;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use executors::oci::ImageStore;
+use planner::plan::{Action, Change};
+use planner::Reason;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::delete_logs;
+use crate::planning::Planned;
+use crate::state::{Build, BuildId, BuildStatus, NewBuild, Outcome, State, StateError};
+use job::{Event, Job, JobContext, JobKind, Success};
+
+/// The order of a build's steps: a job may report a later step without the ones
+/// between (a phase with nothing to do), and the dispatcher records each one it passed.
+const BUILD_STEPS: [BuildStatus; 4] = [
+    BuildStatus::ResolvingSource,
+    BuildStatus::Detecting,
+    BuildStatus::Building,
+    BuildStatus::Exporting,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("image \"{image}\" is in the plan but not in {config}")]
+    UnknownImage { image: String, config: String },
+}
+
+/// How apply runs.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Builds and rebases at once.
+    pub concurrency: usize,
+}
+
+/// What an observer of the run is told (progress bars, plain lines, the watch daemon).
+pub trait Observer: Send + Sync {
+    /// A build or rebase moved to `status` (queued included).
+    fn moved(&self, build: &Build);
+    /// An image's state was dropped.
+    fn forgotten(&self, _image: &str) {}
+}
+
+/// An observer that says nothing.
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn moved(&self, _build: &Build) {}
+}
+
+/// The outcome of an apply, one result per image the plan touched.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub results: Vec<ImageResult>,
+    /// Whether the run was canceled.
+    pub canceled: bool,
+}
+
+impl ApplyReport {
+    /// Whether anything failed or was canceled.
+    pub fn failed(&self) -> bool {
+        self.canceled
+            || self
+                .results
+                .iter()
+                .any(|r| !matches!(r.status.as_str(), "succeeded" | "forgotten"))
+    }
+}
+
+/// What happened to one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageResult {
+    pub image: String,
+    pub action: Action,
+    /// The build's number; absent for `forget`.
+    pub build: Option<u64>,
+    /// `succeeded`, `failed`, `canceled`, or `forgotten`.
+    pub status: String,
+    pub reasons: Vec<Reason>,
+    /// The manifest digest of the image made.
+    pub digest: Option<String>,
+    /// Every tag pushed.
+    pub tags: Vec<String>,
+    /// The step a failed build failed in, and why.
+    pub failure: Option<FailureReport>,
+    pub log: Option<PathBuf>,
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureReport {
+    pub step: BuildStatus,
+    pub message: String,
+}
+
+/// Executes `plan` against `state`: the caller holds the state lock and has checked
+/// that the plan is current. Returns when every job ended or, after `cancel`, when
+/// every running job was stopped.
+pub async fn apply(
+    planned: Arc<Planned>,
+    state: &mut State,
+    store: ImageStore,
+    options: &ApplyOptions,
+    observer: &dyn Observer,
+    cancel: CancellationToken,
+) -> Result<ApplyReport, ApplyError> {
+    let context = Arc::new(JobContext {
+        state_dir: state.dir().to_path_buf(),
+        planned: planned.clone(),
+        store,
+    });
+    let mut dispatcher = Dispatcher::new(state, context, options, observer);
+    for change in &planned.plan.changes {
+        match change.action {
+            Action::Forget => dispatcher.forget(change)?,
+            Action::Build | Action::Rebase => dispatcher.queue(change)?,
+            Action::Noop | Action::Blocked => {}
+        }
+    }
+    dispatcher.run(cancel).await
+}
+
+struct Dispatcher<'a> {
+    state: &'a mut State,
+    context: Arc<JobContext>,
+    observer: &'a dyn Observer,
+    concurrency: usize,
+    queue: VecDeque<Job>,
+    running: HashMap<BuildId, Running>,
+    tasks: JoinSet<()>,
+    events: mpsc::UnboundedSender<Event>,
+    inbox: mpsc::UnboundedReceiver<Event>,
+    results: BTreeMap<String, ImageResult>,
+}
+
+struct Running {
+    image: String,
+    started: Instant,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(
+        state: &'a mut State,
+        context: Arc<JobContext>,
+        options: &ApplyOptions,
+        observer: &'a dyn Observer,
+    ) -> Dispatcher<'a> {
+        let (events, inbox) = mpsc::unbounded_channel();
+        Dispatcher {
+            state,
+            context,
+            observer,
+            concurrency: options.concurrency.max(1),
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+            events,
+            inbox,
+            results: BTreeMap::new(),
+        }
+    }
+
+    fn forget(&mut self, change: &Change) -> Result<(), ApplyError> {
+        let logs = self.state.forget(&change.image)?;
+        delete_logs(&logs);
+        self.observer.forgotten(&change.image);
+        self.results.insert(
+            change.image.clone(),
+            ImageResult {
+                image: change.image.clone(),
+                action: Action::Forget,
+                build: None,
+                status: "forgotten".into(),
+                reasons: Vec::new(),
+                digest: None,
+                tags: Vec::new(),
+                failure: None,
+                log: None,
+                duration_ms: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Records the change as a queued build and puts it in line.
+    fn queue(&mut self, change: &Change) -> Result<(), ApplyError> {
+        let config = &self.context.planned.config;
+        let image = config
+            .images
+            .get(&change.image)
+            .ok_or_else(|| ApplyError::UnknownImage {
+                image: change.image.clone(),
+                config: config.path.display().to_string(),
+            })?;
+        let Some(inputs) = &change.inputs else {
+            return Ok(());
+        };
+        let kind = match change.action {
+            Action::Rebase => JobKind::Rebase {
+                buildpacks_used: self.last_success(&change.image)?.map_or_else(
+                    || inputs.buildpacks.clone(),
+                    |b| b.buildpacks_used.unwrap_or_default(),
+                ),
+            },
+            _ => JobKind::Build {
+                previous: self.last_success(&change.image)?.and_then(|b| b.output),
+            },
+        };
+        let tag = image.tag.to_string();
+        let build = self.state.begin_build(&NewBuild {
+            image: &change.image,
+            action: change.action,
+            reasons: &change.reasons,
+            details: &change.details,
+            inputs,
+            tag: &tag,
+        })?;
+        self.observer.moved(&build);
+        self.queue.push_back(Job {
+            id: build.id,
+            image: change.image.clone(),
+            number: build.number,
+            kind,
+            inputs: inputs.clone(),
+            log: build.log.clone(),
+        });
+        Ok(())
+    }
+
+    fn last_success(&self, image: &str) -> Result<Option<Build>, ApplyError> {
+        Ok(self
+            .state
+            .builds(Some(image))?
+            .into_iter()
+            .rev()
+            .find(|b| b.status == BuildStatus::Succeeded))
+    }
+
+    async fn run(mut self, cancel: CancellationToken) -> Result<ApplyReport, ApplyError> {
+        loop {
+            while self.running.len() < self.concurrency && !cancel.is_cancelled() {
+                let Some(job) = self.queue.pop_front() else {
+                    break;
+                };
+                self.start(job);
+            }
+            if self.running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(event) = self.inbox.recv() => self.handle(event)?,
+                () = cancel.cancelled(), if !self.running.is_empty() => {
+                    self.cancel_all().await?;
+                    break;
+                }
+            }
+        }
+        let canceled = cancel.is_cancelled();
+        if canceled {
+            self.cancel_all().await?;
+        }
+        Ok(ApplyReport {
+            results: self.results.into_values().collect(),
+            canceled,
+        })
+    }
+
+    fn start(&mut self, job: Job) {
+        tracing::debug!(image = %job.image, number = job.number, "starting");
+        self.running.insert(
+            job.id,
+            Running {
+                image: job.image.clone(),
+                started: Instant::now(),
+            },
+        );
+        self.tasks
+            .spawn(job::run(job, self.context.clone(), self.events.clone()));
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), ApplyError> {
+        match event {
+            Event::Moved { id, status } => {
+                self.advance(id, status)?;
+            }
+            Event::Finished { id, result } => {
+                let outcome = match result {
+                    Ok(success) => {
+                        let current = self.current(id)?;
+                        if current.action == Action::Build {
+                            self.advance(id, BuildStatus::Exporting)?;
+                        }
+                        let tags = success.tags.clone();
+                        (self.finish(id, succeeded(success))?, tags)
+                    }
+                    Err(message) => (self.finish(id, Outcome::Failed { message })?, Vec::new()),
+                };
+                let (build, tags) = outcome;
+                let started = self.running.remove(&id).map(|r| r.started);
+                self.record(&build, tags, started.map(|s| s.elapsed()));
+                self.prune(&build.image)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn current(&self, id: BuildId) -> Result<Build, ApplyError> {
+        let image = self
+            .running
+            .get(&id)
+            .map(|r| r.image.clone())
+            .unwrap_or_default();
+        self.state
+            .builds(Some(&image))?
+            .into_iter()
+            .find(|b| b.id == id)
+            .ok_or(ApplyError::State(StateError::NoSuchBuild(id)))
+    }
+
+    /// Records every step from the build's status up to `to`; a step already passed
+    /// is ignored (phases report themselves, a job may report a step twice).
+    fn advance(&mut self, id: BuildId, to: BuildStatus) -> Result<(), ApplyError> {
+        let build = self.current(id)?;
+        if build.status == to || build.status.is_end() {
+            return Ok(());
+        }
+        if build.action == Action::Rebase {
+            if build.status.can_transition_to(to, build.action) {
+                let build = self.state.transition(id, to)?;
+                self.observer.moved(&build);
+            }
+            return Ok(());
+        }
+        let from = BUILD_STEPS.iter().position(|s| *s == build.status);
+        let Some(target) = BUILD_STEPS.iter().position(|s| *s == to) else {
+            return Ok(());
+        };
+        let first = from.map_or(0, |i| i + 1);
+        if first > target {
+            return Ok(());
+        }
+        for step in &BUILD_STEPS[first..=target] {
+            let build = self.state.transition(id, *step)?;
+            self.observer.moved(&build);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, id: BuildId, outcome: Outcome) -> Result<Build, ApplyError> {
+        let build = self.state.finish(id, outcome)?;
+        self.observer.moved(&build);
+        Ok(build)
+    }
+
+    fn record(&mut self, build: &Build, tags: Vec<String>, took: Option<Duration>) {
+        self.results.insert(
+            build.image.clone(),
+            ImageResult {
+                image: build.image.clone(),
+                action: build.action,
+                build: Some(build.number),
+                status: build.status.to_string(),
+                reasons: build.reasons.clone(),
+                digest: build.output.clone(),
+                tags,
+                failure: build.failure.as_ref().map(|f| FailureReport {
+                    step: f.step,
+                    message: f.message.clone(),
+                }),
+                log: Some(build.log.clone()),
+                duration_ms: took.map(|d| d.as_millis() as u64),
+            },
+        );
+    }
+
+    fn prune(&mut self, image: &str) -> Result<(), ApplyError> {
+        if let Some(config) = self.context.planned.config.images.get(image) {
+            let dropped =
+                self.state
+                    .prune_history(image, config.history.success, config.history.failed)?;
+            delete_logs(&dropped);
+        }
+        Ok(())
+    }
+
+    /// Stops every running job and records every build not ended as canceled.
+    async fn cancel_all(&mut self) -> Result<(), ApplyError> {
+        self.tasks.shutdown().await;
+        // Steps reported before the jobs stopped are still worth recording.
+        while let Ok(event) = self.inbox.try_recv() {
+            if let Event::Moved { id, status } = event {
+                self.advance(id, status)?;
+            }
+        }
+        let running: Vec<(BuildId, Running)> = self.running.drain().collect();
+        for (id, run) in running {
+            let image = run.image.clone();
+            self.running.insert(id, run);
+            let build = self.finish(id, Outcome::Canceled)?;
+            let started = self.running.remove(&id).map(|r| r.started);
+            self.record(&build, Vec::new(), started.map(|s| s.elapsed()));
+            tracing::warn!(image = %image, number = build.number, "build canceled");
+        }
+        let queued: Vec<Job> = self.queue.drain(..).collect();
+        for job in queued {
+            let build = self.state.finish(job.id, Outcome::Canceled)?;
+            self.observer.moved(&build);
+            self.record(&build, Vec::new(), None);
+        }
+        Ok(())
+    }
+}
+
+fn succeeded(success: Success) -> Outcome {
+    Outcome::Succeeded {
+        output: success.output,
+        buildpacks_used: success.buildpacks_used,
+        rebasable: success.rebasable,
+    }
+}

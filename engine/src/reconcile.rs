@@ -1,0 +1,287 @@
+//! What `kpackd watch` does when it wakes: the [`Reconciler`] that plans with the last
+//! good kpack.toml and applies the plan, like `kpackd apply`, and answers triggers and
+//! status requests from the HTTP endpoints.
+//!
+//! Every reconcile resolves every upstream afresh (each distinct one once), so a wake
+//! for one upstream also catches changes of the others; that is what a plan costs
+//! anyway. The state is this process's alone (the caller holds the state lock): the
+//! reconcile's connection lives behind a mutex, and triggers and status use their own
+//! short-lived connections, which SQLite's WAL lets read and write beside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use planner::Config;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{self, ApplyOptions, Observer};
+use crate::planning;
+use crate::resolve::{image_store, ResolveOptions};
+use crate::state::{BuildStatus, State};
+use crate::watch::{
+    BuildOutcome, BuildReport, ConfigSummary, ReconcileReport, Reconciler, TriggerError, Upstream,
+    UpstreamError,
+};
+
+/// Plans and applies kpack.toml whenever watch mode asks.
+pub struct PlanAndApply {
+    config_path: PathBuf,
+    /// `--state-dir`, which overrides kpack.toml's.
+    state_dir_override: Option<PathBuf>,
+    /// The last configuration that loaded, and the state it uses.
+    current: Mutex<Option<Loaded>>,
+    /// How each build's progress is shown.
+    observer: Arc<dyn Observer>,
+    /// `--concurrency`, which overrides kpack.toml's.
+    concurrency: Option<usize>,
+}
+
+struct Loaded {
+    config: Config,
+    state: State,
+}
+
+impl PlanAndApply {
+    pub fn new(
+        config_path: PathBuf,
+        state_dir_override: Option<PathBuf>,
+        concurrency: Option<usize>,
+        observer: Arc<dyn Observer>,
+    ) -> PlanAndApply {
+        PlanAndApply {
+            config_path,
+            state_dir_override,
+            current: Mutex::new(None),
+            observer,
+            concurrency,
+        }
+    }
+
+    fn state_dir(&self, config: &Config) -> PathBuf {
+        planning::state_dir(config, self.state_dir_override.as_deref())
+    }
+
+    /// The state dir of the last good configuration.
+    async fn current_state_dir(&self) -> Option<PathBuf> {
+        let current = self.current.lock().await;
+        current.as_ref().map(|l| l.state.dir().to_path_buf())
+    }
+}
+
+impl Reconciler for PlanAndApply {
+    async fn reload(&self) -> Result<ConfigSummary, String> {
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || planner::load(&path))
+            .await
+            .map_err(|e| format!("the config task failed: {e}"))?;
+        let config = match loaded {
+            Ok(config) => config,
+            Err(error) => return Err(render(&error)),
+        };
+        let dir = self.state_dir(&config);
+        let summary = ConfigSummary::from_config(&config, dir.clone());
+        let mut current = self.current.lock().await;
+        let state = match current.take() {
+            Some(loaded) if loaded.state.dir() == dir => loaded.state,
+            _ => State::open(&dir)
+                .map_err(|e| format!("open the state in {}: {e}", dir.display()))?,
+        };
+        *current = Some(Loaded { config, state });
+        Ok(summary)
+    }
+
+    async fn reconcile(
+        &self,
+        wake: crate::watch::Wake,
+        cancel: CancellationToken,
+    ) -> ReconcileReport {
+        let mut current = self.current.lock().await;
+        let Some(loaded) = current.as_mut() else {
+            return ReconcileReport {
+                error: Some("no valid configuration loaded".into()),
+                ..ReconcileReport::default()
+            };
+        };
+        tracing::info!(why = %wake, "reconciling");
+        // Planned from what the state recorded, read first: the plan's future must be
+        // `Send`, and a state connection cannot be shared across threads.
+        let recorded = match loaded.state.recorded() {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                return ReconcileReport {
+                    error: Some(crate::apply::job::error_chain(&e)),
+                    ..ReconcileReport::default()
+                }
+            }
+        };
+        let options = ResolveOptions::new(&loaded.config, loaded.state.dir());
+        let planned = match planning::plan_with(&loaded.config, recorded, &[], &options).await {
+            Ok(planned) => planned,
+            Err(e) => {
+                return ReconcileReport {
+                    error: Some(crate::apply::job::error_chain(&e)),
+                    ..ReconcileReport::default()
+                }
+            }
+        };
+        let upstream_errors = planned
+            .plan
+            .errors
+            .iter()
+            .map(|failure| UpstreamError {
+                upstream: upstream_of(&loaded.config, &failure.upstream),
+                message: failure.error.clone(),
+            })
+            .collect();
+        if !planned.plan.has_changes() {
+            return ReconcileReport {
+                upstream_errors,
+                ..ReconcileReport::default()
+            };
+        }
+        let options = ApplyOptions {
+            concurrency: self
+                .concurrency
+                .unwrap_or(loaded.config.settings.concurrency.get() as usize),
+        };
+        let store = image_store(&loaded.config);
+        let planned = Arc::new(planned);
+        let result = apply::apply(
+            planned,
+            &mut loaded.state,
+            store,
+            &options,
+            self.observer.as_ref(),
+            cancel,
+        )
+        .await;
+        match result {
+            Ok(report) => ReconcileReport {
+                builds: report
+                    .results
+                    .iter()
+                    .filter(|r| r.build.is_some())
+                    .map(|r| BuildReport {
+                        image: r.image.clone(),
+                        outcome: match r.status.as_str() {
+                            "succeeded" => BuildOutcome::Succeeded,
+                            "canceled" => BuildOutcome::Canceled,
+                            _ => BuildOutcome::Failed,
+                        },
+                        reasons: r.reasons.iter().map(|r| r.to_string()).collect(),
+                        duration: Duration::from_millis(r.duration_ms.unwrap_or(0)),
+                    })
+                    .collect(),
+                upstream_errors,
+                error: None,
+            },
+            Err(e) => ReconcileReport {
+                upstream_errors,
+                error: Some(crate::apply::job::error_chain(&e)),
+                ..ReconcileReport::default()
+            },
+        }
+    }
+
+    async fn trigger(&self, image: &str) -> Result<(), TriggerError> {
+        let dir = {
+            let current = self.current.lock().await;
+            let Some(loaded) = current.as_ref() else {
+                return Err(TriggerError::Other("no valid configuration loaded".into()));
+            };
+            if !loaded.config.images.contains_key(image) {
+                return Err(TriggerError::UnknownImage(image.to_string()));
+            }
+            loaded.state.dir().to_path_buf()
+        };
+        let image = image.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut state = State::open(&dir).map_err(|e| TriggerError::Other(e.to_string()))?;
+            state
+                .add_trigger(&image)
+                .map_err(|e| TriggerError::Other(e.to_string()))
+        })
+        .await
+        .map_err(|e| TriggerError::Other(e.to_string()))?
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        let Some(dir) = self.current_state_dir().await else {
+            return serde_json::json!({"error": "no valid configuration loaded"});
+        };
+        tokio::task::spawn_blocking(move || status_json(&dir))
+            .await
+            .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
+    }
+}
+
+/// Each image's latest build and latest success, as `GET /status` serves it.
+fn status_json(dir: &Path) -> serde_json::Value {
+    let state = match State::open(dir) {
+        Ok(state) => state,
+        Err(e) => return serde_json::json!({"error": e.to_string()}),
+    };
+    let builds = match state.builds(None) {
+        Ok(builds) => builds,
+        Err(e) => return serde_json::json!({"error": e.to_string()}),
+    };
+    let mut images = serde_json::Map::new();
+    for build in &builds {
+        let entry = images
+            .entry(build.image.clone())
+            .or_insert_with(|| serde_json::json!({}));
+        entry["last_build"] = serde_json::json!({
+            "number": build.number,
+            "action": build.action,
+            "status": build.status,
+            "reasons": build.reasons,
+            "digest": build.output,
+        });
+        if build.status == BuildStatus::Succeeded {
+            entry["digest"] = serde_json::json!(build.output);
+            entry["tag"] = serde_json::json!(build.tag);
+        }
+    }
+    serde_json::json!({
+        "lineage": state.lineage(),
+        "serial": state.serial().ok(),
+        "images": images,
+    })
+}
+
+/// The watch-mode upstream behind a planner upstream, for poll backoff.
+fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream {
+    use planner::plan::Upstream as Planned;
+    match upstream {
+        Planned::RunImage { stack } => config.stacks.get(stack).map_or_else(
+            || Upstream::Registry(stack.clone()),
+            |s| Upstream::Registry(s.run_image.to_string()),
+        ),
+        Planned::BuildImage { stack } => config.stacks.get(stack).map_or_else(
+            || Upstream::Registry(stack.clone()),
+            |s| Upstream::Registry(s.build_image.to_string()),
+        ),
+        Planned::Source { source } => {
+            let url = config
+                .images
+                .values()
+                .find(|i| &i.source.identity() == source)
+                .map_or(source.as_str(), |i| i.source.location());
+            Upstream::Git(url.to_string())
+        }
+        Planned::Buildpacks { builder } => Upstream::Registry(builder.clone()),
+    }
+}
+
+/// A configuration error as the terminal shows it, for the watch log.
+fn render(error: &planner::ConfigError) -> String {
+    let mut text = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    if handler.render_report(&mut text, error).is_err() {
+        return error.to_string();
+    }
+    text
+}

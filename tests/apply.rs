@@ -1,0 +1,237 @@
+//! `kpackd apply` end to end: the binary, a real stack in an OCI layout, real shell
+//! buildpacks in bubblewrap, a real git remote. Builds, noops, a commit, a rebase, a
+//! failing image next to good ones, the lock and stale saved plans.
+
+mod support;
+
+use std::path::Path;
+
+use support::{kpackd, stdout, write_buildpack, write_stack};
+use testkit::git::BareRepo;
+
+/// A fleet of three images on one stack: `local` from a path, `remote` from git, `broken`
+/// from a path whose build fails.
+struct Fleet {
+    dir: tempfile::TempDir,
+    repo: BareRepo,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let root = dir.path();
+        write_stack(&root.join("work"), &root.join("stacks"));
+        let bps = root.join("buildpacks");
+        write_buildpack(
+            &bps,
+            "hello",
+            "test/hello",
+            "test -f greeting.txt",
+            r#"layer="$CNB_LAYERS_DIR/greeter"
+mkdir -p "$layer/bin"
+printf '#!/bin/sh\necho "$(cat /workspace/greeting.txt) from $0"\n' > "$layer/bin/greet"
+chmod +x "$layer/bin/greet"
+printf '[types]\nlaunch = true\n' > "$layer.toml"
+if [ -f fail ]; then echo "the app asked to fail" >&2; exit 1; fi
+cat > "$CNB_LAYERS_DIR/launch.toml" <<EOT
+[[processes]]
+type = "web"
+command = ["greet"]
+default = true
+EOT
+echo "built $(cat greeting.txt)""#,
+        );
+        for (name, contents) in [("local", "hello"), ("broken", "broken")] {
+            let app = root.join("apps").join(name);
+            std::fs::create_dir_all(&app).expect("an app dir");
+            std::fs::write(app.join("greeting.txt"), contents).expect("an app file");
+            if name == "broken" {
+                std::fs::write(app.join("fail"), "").expect("an app file");
+            }
+        }
+        let mut repo = BareRepo::new();
+        repo.commit(&[("greeting.txt", "hi from git")], "first");
+        std::fs::write(
+            root.join("kpack.toml"),
+            format!(
+                r#"[kpackd]
+state-dir = "state"
+
+[stacks.test]
+build-image = "oci:stacks:build"
+run-image = "oci:stacks:run"
+
+[stores.test]
+buildpacks = ["buildpacks/hello"]
+
+[builders.test]
+stack = "test"
+store = "test"
+order = [{{ group = [{{ id = "test/hello" }}] }}]
+
+[images.local]
+tag = "oci:out:local"
+builder = "test"
+source = {{ path = "apps/local" }}
+
+[images.broken]
+tag = "oci:out:broken"
+builder = "test"
+source = {{ path = "apps/broken" }}
+
+[images.remote]
+tag = "oci:out:remote"
+builder = "test"
+source = {{ git = "{}", revision = "main" }}
+"#,
+                repo.url()
+            ),
+        )
+        .expect("writing kpack.toml");
+        Fleet { dir, repo }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let output = kpackd(self.root(), args);
+        serde_json::from_slice(&output.stdout).expect("kpackd printed JSON")
+    }
+}
+
+fn actions(plan: &serde_json::Value) -> Vec<(String, String)> {
+    plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            (
+                c["image"].as_str().expect("image").to_string(),
+                c["action"].as_str().expect("action").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pair(image: &str, action: &str) -> (String, String) {
+    (image.to_string(), action.to_string())
+}
+
+#[test]
+fn apply_builds_rebuilds_on_commit_rebases_on_run_image_and_isolates_failures() {
+    let mut fleet = Fleet::new();
+
+    let first = kpackd(fleet.root(), &["apply", "--json"]);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "a failed image makes apply exit 1"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&first.stdout).expect("apply --json prints JSON");
+    let status = |report: &serde_json::Value, image: &str| {
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["image"] == image)
+            .map(|r| r["status"].as_str().expect("status").to_string())
+    };
+    assert_eq!(status(&report, "local").as_deref(), Some("succeeded"));
+    assert_eq!(status(&report, "remote").as_deref(), Some("succeeded"));
+    assert_eq!(status(&report, "broken").as_deref(), Some("failed"));
+    let log = kpackd(fleet.root(), &["logs", "broken"]);
+    assert!(
+        stdout(&log).contains("the app asked to fail"),
+        "the failed build's log is kept"
+    );
+
+    // Nothing changed: every image is a noop (the failed one too, its inputs are the same).
+    let again = fleet.json(&["plan", "--json"]);
+    assert_eq!(
+        actions(&again),
+        vec![
+            pair("broken", "noop"),
+            pair("local", "noop"),
+            pair("remote", "noop")
+        ]
+    );
+    let second = kpackd(fleet.root(), &["apply"]);
+    assert_eq!(second.status.code(), Some(0));
+
+    // A commit: exactly one COMMIT build.
+    fleet
+        .repo
+        .commit(&[("greeting.txt", "hello again")], "second");
+    let plan = fleet.json(&["plan", "--json"]);
+    assert_eq!(
+        actions(&plan),
+        vec![
+            pair("broken", "noop"),
+            pair("local", "noop"),
+            pair("remote", "build")
+        ]
+    );
+    assert_eq!(plan["changes"][2]["reasons"], serde_json::json!(["COMMIT"]));
+    assert_eq!(kpackd(fleet.root(), &["apply"]).status.code(), Some(0));
+
+    // A patched run image: the built images are rebased, the failed one is rebuilt.
+    support::patch_run_image(
+        &fleet.root().join("work"),
+        &fleet.root().join("stacks"),
+        "1",
+    );
+    let plan = fleet.json(&["plan", "--json"]);
+    assert_eq!(
+        actions(&plan),
+        vec![
+            pair("broken", "build"),
+            pair("local", "rebase"),
+            pair("remote", "rebase")
+        ]
+    );
+    let rebased = kpackd(fleet.root(), &["apply", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&rebased.stdout).expect("JSON");
+    assert_eq!(status(&report, "local").as_deref(), Some("succeeded"));
+    assert_eq!(status(&report, "remote").as_deref(), Some("succeeded"));
+
+    let builds = fleet.json(&["builds", "local", "--json"]);
+    let actions: Vec<&str> = builds
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["build", "rebase"]);
+}
+
+#[test]
+fn a_second_writer_is_refused_and_a_stale_plan_is_refused() {
+    let fleet = Fleet::new();
+    let lock = engine::state::StateLock::acquire(&fleet.root().join("state"), None)
+        .expect("taking the lock");
+    let refused = kpackd(fleet.root(), &["apply"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("state is locked by pid {}", std::process::id())),
+        "names the holder: {stderr}"
+    );
+    drop(lock);
+
+    let saved = fleet.root().join("plan.json");
+    let plan = kpackd(
+        fleet.root(),
+        &["plan", "--out", saved.to_str().expect("utf-8 path")],
+    );
+    assert!(plan.status.success());
+    assert!(kpackd(fleet.root(), &["trigger", "local"]).status.success());
+    let stale = kpackd(
+        fleet.root(),
+        &["apply", saved.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("the plan is stale"));
+}

@@ -1,0 +1,655 @@
+//! The examples a user copies: the CI pipelines under examples/ci run kpackd command lines,
+//! and these tests run the same lines against a small fleet and check their exit codes as
+//! SEMANTICS.md defines them; the example kpack.toml must validate.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const KPACKD: &str = env!("CARGO_BIN_EXE_kpackd");
+
+/// The subcommands SEMANTICS.md defines; `kpackd` followed by anything else (a comment, an
+/// install line) is not a command line.
+const SUBCOMMANDS: &[&str] = &[
+    "validate", "schema", "graph", "plan", "apply", "watch", "status", "builds", "logs", "trigger",
+    "inspect", "copy",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `kpackd <subcommand> …` in a CI file, as its words up to the first shell operator
+/// (redirection, pipe, `||`, `;`). Comment lines are skipped.
+fn kpackd_commands(text: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if *word != "kpackd" || !words.get(i + 1).is_some_and(|w| SUBCOMMANDS.contains(w)) {
+                continue;
+            }
+            let mut command = Vec::new();
+            for word in &words[i + 1..] {
+                if word.starts_with(['>', '<', '|', '&', ';', ')']) || word.starts_with("2>") {
+                    break;
+                }
+                match word.strip_suffix(';') {
+                    Some(last) => {
+                        command.push(last.to_string());
+                        break;
+                    }
+                    None => command.push(word.to_string()),
+                }
+            }
+            commands.push(command);
+        }
+    }
+    commands
+}
+
+fn run(dir: &Path, args: &[String]) -> Output {
+    Command::new(KPACKD)
+        .args(args)
+        .current_dir(dir)
+        .env("KPACKD_STATE_DIR", dir.join(".kpackd"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running kpackd")
+}
+
+fn umoci(args: &[&str], dir: &Path) {
+    let status = Command::new("umoci")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("running umoci");
+    assert!(status.success(), "umoci {args:?} failed");
+}
+
+/// A fleet of one image on a stack of two empty images with the CNB labels and env, in OCI
+/// layouts: enough to validate and plan; nothing here is built.
+fn small_fleet() -> tempfile::TempDir {
+    testkit::require("umoci", "umoci");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    umoci(&["init", "--layout", "stacks"], root);
+    for image in ["build", "run"] {
+        let reference = format!("stacks:{image}");
+        umoci(&["new", "--image", &reference], root);
+        umoci(
+            &[
+                "config",
+                "--image",
+                &reference,
+                "--os",
+                "linux",
+                "--architecture",
+                "amd64",
+                "--config.user",
+                "1000:1000",
+                "--config.env",
+                "PATH=/usr/bin:/bin",
+                "--config.env",
+                "CNB_USER_ID=1000",
+                "--config.env",
+                "CNB_GROUP_ID=1000",
+                "--config.label",
+                "io.buildpacks.base.id=io.kpackd.tests.examples",
+            ],
+            root,
+        );
+    }
+
+    let buildpack = root.join("buildpacks/hello");
+    fs::create_dir_all(buildpack.join("bin")).expect("buildpack dir");
+    fs::write(
+        buildpack.join("buildpack.toml"),
+        "api = \"0.10\"\n\n[buildpack]\nid = \"examples/hello\"\nversion = \"0.1.0\"\n\n[[targets]]\nos = \"linux\"\n",
+    )
+    .expect("buildpack.toml");
+    for script in ["detect", "build"] {
+        fs::write(buildpack.join("bin").join(script), "#!/bin/sh\nexit 0\n").expect("script");
+    }
+
+    fs::create_dir_all(root.join("app")).expect("app dir");
+    fs::write(root.join("app/hello.txt"), "hello\n").expect("app file");
+
+    fs::write(
+        root.join("kpack.toml"),
+        r#"[kpackd]
+state-dir = ".kpackd"
+
+[stacks.test]
+build-image = "oci:stacks:build"
+run-image = "oci:stacks:run"
+
+[stores.test]
+buildpacks = ["buildpacks/hello"]
+
+[builders.test]
+stack = "test"
+store = "test"
+order = [{ group = [{ id = "examples/hello" }] }]
+
+[images.hello]
+tag = "oci:out/images:hello"
+builder = "test"
+source = { path = "app" }
+"#,
+    )
+    .expect("kpack.toml");
+    dir
+}
+
+/// Runs a CI file's kpackd command lines in order against a fresh small fleet: nothing has
+/// been built, so a plan has changes. `apply` is not run (it builds; the end-to-end tests
+/// cover it) but must be given the config or a plan an earlier line saved.
+fn check_ci_file(relative: &str) {
+    let text = fs::read_to_string(repo().join(relative)).expect("reading the CI file");
+    let commands = kpackd_commands(&text);
+    let fleet = small_fleet();
+    let dir = fleet.path();
+    let mut ran = Vec::new();
+    for command in &commands {
+        let line = format!("kpackd {}", command.join(" "));
+        let has = |flag: &str| command.iter().any(|w| w == flag);
+        let after = |flag: &str| {
+            command
+                .iter()
+                .position(|w| w == flag)
+                .and_then(|i| command.get(i + 1))
+                .cloned()
+        };
+        match command[0].as_str() {
+            "apply" => {
+                let target = command.get(1).expect("apply names a config or a plan");
+                assert!(
+                    target == "kpack.toml" || dir.join(target).is_file(),
+                    "{relative}: `{line}` applies {target}, which no earlier line wrote"
+                );
+                continue;
+            }
+            "watch" | "logs" | "trigger" => continue,
+            _ => {}
+        }
+        let output = run(dir, command);
+        let code = output.status.code();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = match command[0].as_str() {
+            // Nothing is built yet: every image is a first build, a change.
+            "plan" if has("--detailed-exitcode") => 2,
+            _ => 0,
+        };
+        assert_eq!(
+            code,
+            Some(expected),
+            "{relative}: `{line}` exited {code:?}, SEMANTICS.md says {expected}\n{stderr}"
+        );
+        if let Some(out) = after("--out") {
+            let saved = fs::read_to_string(dir.join(&out))
+                .unwrap_or_else(|e| panic!("{relative}: `{line}` wrote no {out}: {e}"));
+            let plan: serde_json::Value = serde_json::from_str(&saved)
+                .unwrap_or_else(|e| panic!("{relative}: {out} is not JSON: {e}"));
+            assert!(plan.is_object(), "{relative}: {out} is not a plan object");
+        }
+        if has("--json") {
+            let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+                .unwrap_or_else(|e| panic!("{relative}: `{line}` printed no JSON: {e}"));
+            if command[0] == "plan" {
+                assert_eq!(json["format_version"], 1, "{relative}: `{line}`");
+            }
+        }
+        ran.push(command[0].clone());
+    }
+    for needed in ["validate", "plan"] {
+        assert!(
+            ran.iter().any(|c| c == needed),
+            "{relative} runs no `kpackd {needed}`: {commands:?}"
+        );
+    }
+    assert!(
+        commands
+            .iter()
+            .any(|c| c[0] == "plan" && c.iter().any(|w| w == "--detailed-exitcode")),
+        "{relative} plans without --detailed-exitcode"
+    );
+    assert!(
+        commands.iter().any(|c| c[0] == "apply"),
+        "{relative} never applies"
+    );
+}
+
+#[test]
+fn github_actions_workflow_commands_behave_as_documented() {
+    check_ci_file("examples/ci/github/kpackd.yml");
+}
+
+#[test]
+fn gitlab_ci_commands_behave_as_documented() {
+    check_ci_file("examples/ci/gitlab/.gitlab-ci.yml");
+}
+
+#[test]
+fn ci_command_lines_are_found() {
+    let text = "
+      # kpackd plans here; kpackd reads the docker config
+      - cargo install --locked --git \"$URL\" kpackd
+      - kpackd validate kpack.toml
+      - kpackd plan kpack.toml --detailed-exitcode --out plan.json > plan.txt || code=$?
+      - if [ \"$code\" -eq 2 ]; then kpackd apply plan.json; fi
+    ";
+    assert_eq!(
+        kpackd_commands(text),
+        vec![
+            vec!["validate", "kpack.toml"],
+            vec![
+                "plan",
+                "kpack.toml",
+                "--detailed-exitcode",
+                "--out",
+                "plan.json"
+            ],
+            vec!["apply", "plan.json"],
+        ]
+    );
+}
+
+#[test]
+fn example_fleet_validates() {
+    let output = Command::new(KPACKD)
+        .args(["validate", "kpack.toml"])
+        .current_dir(repo())
+        .output()
+        .expect("running kpackd");
+    assert!(
+        output.status.success(),
+        "kpackd validate kpack.toml failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The example buildpacks are POSIX sh (the build image's /bin/sh is dash) and say so.
+#[test]
+fn example_buildpack_scripts_are_posix_sh() {
+    let buildpacks = repo().join("examples/buildpacks");
+    let mut checked = 0;
+    for entry in fs::read_dir(&buildpacks).expect("examples/buildpacks") {
+        let bin = entry.expect("entry").path().join("bin");
+        for script in ["detect", "build"] {
+            let path = bin.join(script);
+            if !path.exists() {
+                continue;
+            }
+            let text = fs::read_to_string(&path).expect("script");
+            assert!(
+                text.starts_with("#!/bin/sh\n"),
+                "{} is not a sh script",
+                path.display()
+            );
+            let status = Command::new("sh")
+                .arg("-n")
+                .arg(&path)
+                .status()
+                .expect("running sh -n");
+            assert!(status.success(), "{} has a syntax error", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} buildpack scripts found");
+}
+
+// ---------------------------------------------------------------------------------------
+// The example fleet end to end: the real Debian stack, the example buildpacks and apps.
+
+/// Builds the example stack into the repository's `out/stacks` if it is not there (about
+/// two minutes the first time, then cached), and copies it to `layout` so that this test
+/// can patch its run image without touching the one the demo uses.
+fn example_stack(layout: &Path) {
+    for (program, package) in [
+        ("debootstrap", "debootstrap"),
+        ("umoci", "umoci"),
+        ("skopeo", "skopeo"),
+        ("bwrap", "bubblewrap"),
+    ] {
+        testkit::require(program, package);
+    }
+    let status = Command::new(repo().join("examples/stacks/bookworm/build-stack"))
+        .status()
+        .expect("running build-stack");
+    assert!(
+        status.success(),
+        "examples/stacks/bookworm/build-stack failed"
+    );
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(repo().join("out/stacks"))
+        .arg(layout)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "copying out/stacks");
+}
+
+fn git(dir: &Path, args: &[&str], tick: u64) {
+    let date = format!("{} +0000", 1_700_000_000 + tick * 60);
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=kpackd",
+            "-c",
+            "user.email=kpackd@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .status()
+        .expect("running git");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "copying {}", from.display());
+}
+
+/// The example kpack.toml, rewritten for a fleet in `dir`: the stack in `dir/stacks`, the
+/// worker from a git repository, everything else as in the repository.
+fn example_fleet(dir: &Path) {
+    example_stack(&dir.join("stacks"));
+    fs::create_dir_all(dir.join("examples")).expect("examples dir");
+    copy_tree(
+        &repo().join("examples/buildpacks"),
+        &dir.join("examples/buildpacks"),
+    );
+    copy_tree(&repo().join("examples/apps"), &dir.join("examples/apps"));
+
+    let worker = dir.join("worker");
+    copy_tree(&repo().join("examples/apps/worker"), &worker);
+    git(&worker, &["init", "-q", "-b", "main"], 0);
+    git(&worker, &["add", "."], 0);
+    git(&worker, &["commit", "-q", "-m", "worker"], 0);
+
+    let config = fs::read_to_string(repo().join("kpack.toml")).expect("reading kpack.toml");
+    let config = config.replace("oci:out/stacks:", "oci:stacks:").replace(
+        "source = { path = \"examples/apps/worker\" }",
+        &format!(
+            "source = {{ git = \"file://{}\", revision = \"main\" }}",
+            worker.display()
+        ),
+    );
+    assert!(
+        config.contains("git = \"file://"),
+        "the worker is no longer in kpack.toml"
+    );
+    fs::write(dir.join("kpack.toml"), config).expect("writing kpack.toml");
+}
+
+fn kpackd(dir: &Path, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    run(dir, &args)
+}
+
+fn expect_success(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({:?}):\n{}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `kpackd plan --json`: each image's action and reasons.
+fn planned(dir: &Path) -> Vec<(String, String, Vec<String>)> {
+    let output = kpackd(dir, &["plan", "kpack.toml", "--json"]);
+    expect_success(&output, "kpackd plan --json");
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    let mut changes: Vec<_> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            let reasons = c["reasons"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .map(|r| r.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                c["image"].as_str().unwrap_or("").to_string(),
+                c["action"].as_str().unwrap_or("").to_string(),
+                reasons,
+            )
+        })
+        .collect();
+    changes.sort();
+    changes
+}
+
+/// An image unpacked by umoci: its root filesystem and the runtime config made from its
+/// image config (entrypoint, env, working directory, user).
+struct Unpacked {
+    _dir: tempfile::TempDir,
+    bundle: PathBuf,
+}
+
+impl Unpacked {
+    fn new(layout: &Path, name: &str) -> Unpacked {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bundle = dir.path().join("bundle");
+        let output = Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:{name}", layout.display()))
+            .arg(&bundle)
+            .output()
+            .expect("running umoci");
+        expect_success(&output, "umoci unpack");
+        Unpacked { _dir: dir, bundle }
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+
+    /// bwrap running the image's entrypoint (or `args` instead) as the image's user, on
+    /// the host's network.
+    fn command(&self, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let config: serde_json::Value = serde_json::from_slice(
+            &fs::read(self.bundle.join("config.json")).expect("reading config.json"),
+        )
+        .expect("config.json");
+        let process = &config["process"];
+        let mut command = Command::new("bwrap");
+        command
+            .arg("--bind")
+            .arg(self.rootfs())
+            .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+            .args(["--unshare-user", "--unshare-pid", "--die-with-parent"])
+            .args(["--uid", &process["user"]["uid"].to_string()])
+            .args(["--gid", &process["user"]["gid"].to_string()])
+            .arg("--clearenv");
+        for var in process["env"].as_array().expect("env") {
+            let (name, value) = var
+                .as_str()
+                .expect("env entry")
+                .split_once('=')
+                .expect("NAME=value");
+            command.args(["--setenv", name, value]);
+        }
+        for (name, value) in env {
+            command.args(["--setenv", name, value]);
+        }
+        command.args(["--chdir", process["cwd"].as_str().expect("cwd"), "--"]);
+        if args.is_empty() {
+            for arg in process["args"].as_array().expect("args") {
+                command.arg(arg.as_str().expect("arg"));
+            }
+        } else {
+            command.args(args);
+        }
+        command
+    }
+
+    /// Starts the image's default process with `PORT` set and returns what GET `path`
+    /// answers.
+    fn serve_and_get(&self, path: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let port = testkit::free_port();
+        let mut server = self
+            .command(&[("PORT", &port.to_string())], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the image");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let answer = loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer).expect("response");
+                break answer;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the image did not answer on port {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        server.kill().expect("stopping the image");
+        server.wait().expect("waiting for the image");
+        answer
+    }
+}
+
+/// What ./scripts/demo shows, checked: apply builds the fleet and every image runs; a new
+/// commit is one COMMIT build; a patched run image is rebases only, after which the
+/// images run on the new base; then there is nothing left to do.
+#[test]
+fn example_fleet_builds_runs_rebuilds_and_rebases() {
+    let fleet = tempfile::tempdir().expect("temp dir");
+    let dir = fleet.path();
+    example_fleet(dir);
+    let images = dir.join("out/images");
+    let all = |action: &str, reason: &str| -> Vec<(String, String, Vec<String>)> {
+        ["hello-python", "static-site", "worker"]
+            .iter()
+            .map(|i| (i.to_string(), action.to_string(), vec![reason.to_string()]))
+            .collect()
+    };
+
+    assert_eq!(
+        planned(dir),
+        all("build", "CONFIG"),
+        "a fresh state builds everything"
+    );
+    expect_success(&kpackd(dir, &["apply", "kpack.toml"]), "the first apply");
+    assert_eq!(
+        kpackd(dir, &["plan", "kpack.toml", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0),
+        "after an apply there is nothing to do"
+    );
+
+    let hello = Unpacked::new(&images, "hello-python");
+    let answer = hello.serve_and_get("/");
+    assert!(
+        answer.starts_with("HTTP/1.0 200"),
+        "hello-python answered:\n{answer}"
+    );
+    assert!(
+        answer.contains("Hello from hello-python on Python 3."),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("examples/python-runtime examples/python-app"),
+        "the buildpacks' launch env: {answer}"
+    );
+    let site = Unpacked::new(&images, "static-site");
+    let answer = site.serve_and_get("/");
+    assert!(
+        answer.contains("<h1>static-site</h1>"),
+        "static-site answered:\n{answer}"
+    );
+    let worker = Unpacked::new(&images, "worker");
+    let output = worker
+        .command(&[], &[])
+        .output()
+        .expect("running the worker");
+    expect_success(&output, "the worker's default process");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("process type worker"), "{printed}");
+    assert!(printed.contains("worker: done, 3 items"), "{printed}");
+    let output = worker
+        .command(&[], &["/cnb/process/report"])
+        .output()
+        .expect("running the worker's report");
+    expect_success(&output, "the worker's report process");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("report: 3 items queued"));
+
+    // A new commit on the branch the worker follows: exactly one COMMIT build.
+    let repo_dir = dir.join("worker");
+    fs::write(repo_dir.join("NOTES.md"), "a new commit\n").expect("editing the worker");
+    git(&repo_dir, &["add", "."], 1);
+    git(&repo_dir, &["commit", "-q", "-m", "notes"], 1);
+    assert_eq!(
+        planned(dir),
+        vec![
+            ("hello-python".into(), "noop".into(), vec![]),
+            ("static-site".into(), "noop".into(), vec![]),
+            ("worker".into(), "build".into(), vec!["COMMIT".into()]),
+        ]
+    );
+    expect_success(
+        &kpackd(dir, &["apply", "kpack.toml"]),
+        "the apply of the commit",
+    );
+
+    // A patched run image: rebases only, and the rebased images run on the new base.
+    let status = Command::new(repo().join("examples/stacks/bookworm/build-stack"))
+        .arg("--out")
+        .arg(dir.join("stacks"))
+        .arg("--patch-run-image")
+        .status()
+        .expect("running build-stack --patch-run-image");
+    assert!(status.success(), "build-stack --patch-run-image failed");
+    assert_eq!(planned(dir), all("rebase", "STACK"));
+    expect_success(
+        &kpackd(dir, &["apply", "kpack.toml"]),
+        "the apply of the rebases",
+    );
+    let hello = Unpacked::new(&images, "hello-python");
+    assert!(
+        hello.rootfs().join("etc/kpackd-patch").is_file(),
+        "the rebased hello-python lacks the run image's patch"
+    );
+    assert!(hello.serve_and_get("/healthz").contains("ok"));
+    let worker = Unpacked::new(&images, "worker");
+    expect_success(
+        &worker
+            .command(&[], &[])
+            .output()
+            .expect("running the worker"),
+        "the rebased worker",
+    );
+
+    assert_eq!(
+        kpackd(dir, &["plan", "kpack.toml", "--detailed-exitcode"])
+            .status
+            .code(),
+        Some(0),
+        "the second apply left nothing to do"
+    );
+    expect_success(&kpackd(dir, &["apply", "kpack.toml"]), "a no-op apply");
+}
