@@ -50,6 +50,17 @@ impl BuildLog {
         self.line(phase, None, line);
     }
 
+    /// Why the build failed, at the end of its log.
+    pub fn failure(&self, message: &str) {
+        tracing::info!(target: "kpackd::build", image = %self.image, number = self.number, "failed: {message}");
+        let mut text = String::from("===> FAILED\n");
+        for line in message.lines() {
+            text.push_str(line);
+            text.push('\n');
+        }
+        self.write(&text);
+    }
+
     fn write(&self, text: &str) {
         // A poisoned lock means another thread panicked mid-line: keep logging anyway.
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());

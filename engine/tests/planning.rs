@@ -525,3 +525,114 @@ async fn a_saved_plan_reads_back_and_goes_stale_when_the_state_moves() {
         Err(PlanError::Stale { .. })
     ));
 }
+
+/// Pushes an empty image carrying `labels`; returns its digest.
+async fn push_labelled(reference: &str, labels: &[(&str, &str)]) -> String {
+    let r = ImageRef::parse(reference).unwrap();
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: Some(ContainerConfig {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    store().push_image(&r, config, &[]).await.unwrap();
+    store().resolve_digest(&r).await.unwrap().to_string()
+}
+
+#[tokio::test]
+async fn builder_images_and_buildpackage_images_are_resolved_from_their_labels() {
+    let fleet = Fleet::new().await;
+    let layers = r#"{"tests/packaged":{"2.0.0":{"api":"0.10","layerDiffID":"sha256:feed"}}}"#;
+    push_labelled(
+        &fleet.absolute("oci:packages:node"),
+        &[("io.buildpacks.buildpack.layers", layers)],
+    )
+    .await;
+    let run = fleet.absolute("oci:stacks:run");
+    let metadata = format!(r#"{{"images":[{{"image":"{run}"}}]}}"#);
+    let builder = push_labelled(
+        &fleet.absolute("oci:builders:paketo"),
+        &[
+            ("io.buildpacks.buildpack.layers", layers),
+            ("io.buildpacks.builder.metadata", &metadata),
+            ("io.buildpacks.base.id", STACK_ID),
+        ],
+    )
+    .await;
+    let text = std::fs::read_to_string(fleet.path("kpack.toml"))
+        .unwrap()
+        .replace(
+            "buildpacks = [\"buildpacks/hello\"]",
+            "buildpacks = [\"buildpacks/hello\", { image = \"oci:packages:node\" }]",
+        );
+    write(&fleet.path("kpack.toml"), &text);
+    let mut extra = std::fs::read_to_string(fleet.path("kpack.toml")).unwrap();
+    extra.push_str(
+        "\n[builders.ready]\nbuilder = \"oci:builders:paketo\"\n\n\
+         [images.prebuilt]\ntag = \"oci:out:prebuilt\"\nbuilder = \"ready\"\n\
+         source = { path = \"src\" }\n",
+    );
+    write(&fleet.path("kpack.toml"), &extra);
+
+    let planned = fleet.plan().await;
+    assert!(planned.plan.errors.is_empty(), "{:?}", planned.plan.errors);
+    let local = change(&planned, "local").inputs.as_ref().unwrap();
+    assert_eq!(
+        local.buildpacks.keys().collect::<Vec<_>>(),
+        ["tests/hello@0.1.0", "tests/packaged@2.0.0"]
+    );
+    assert_eq!(local.buildpacks["tests/packaged@2.0.0"], "sha256:feed");
+    let prebuilt = change(&planned, "prebuilt").inputs.as_ref().unwrap();
+    assert_eq!(prebuilt.stack, "builder:ready");
+    assert_eq!(prebuilt.build_image, builder);
+    assert_eq!(prebuilt.run_image, local.run_image);
+    assert_eq!(prebuilt.stack_id, STACK_ID);
+    assert_eq!(
+        prebuilt.buildpacks.keys().collect::<Vec<_>>(),
+        ["tests/packaged@2.0.0"]
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_and_blocks_its_images() {
+    // A registry that accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let fleet = Fleet::new().await;
+    let text = std::fs::read_to_string(fleet.path("kpack.toml"))
+        .unwrap()
+        .replace("oci:stacks:run", &format!("{addr}/silent/run:latest"));
+    write(&fleet.path("kpack.toml"), &text);
+    let config = fleet.config();
+    let state = fleet.state();
+    let mut options = engine::resolve::ResolveOptions::new(&config, state.dir());
+    options.timeout = std::time::Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    let planned = engine::planning::plan_with(&config, state.recorded().unwrap(), &[], &options)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(planned.plan.summary.blocked, 3);
+    let error = &planned.plan.errors[0];
+    assert_eq!(
+        error.upstream,
+        Upstream::RunImage {
+            stack: "base".into()
+        }
+    );
+    assert!(error.error.contains("timed out after 1s"), "{error}");
+}

@@ -210,3 +210,52 @@ async fn kpackd_reads_docker_schema_2_images() {
         "docker-format"
     );
 }
+
+#[tokio::test]
+async fn umoci_unpacks_links_as_kpackd_wrote_them() {
+    use std::os::unix::fs::MetadataExt;
+    let work = tempfile::tempdir().unwrap();
+    let tree_dir = work.path().join("tree");
+    tree(
+        &tree_dir,
+        &[("bin/tool", "#!/bin/sh\n"), ("etc/conf", "x=1\n")],
+    );
+    std::os::unix::fs::symlink("../bin/tool", tree_dir.join("etc/tool-link")).unwrap();
+    std::fs::hard_link(tree_dir.join("bin/tool"), tree_dir.join("bin/tool-again")).unwrap();
+    let layer = executors::oci::layer::LayerBuilder::new(1000, 1000)
+        .add(Path::new("/opt/app"), &tree_dir)
+        .unwrap()
+        .write(work.path())
+        .unwrap();
+    let layout = work.path().join("layout");
+    let r = parse(&format!("oci:{}:links", display(&layout)));
+    store()
+        .push_image(
+            &r,
+            config(&executors::oci::Platform::linux_amd64(), &[]),
+            &[layer],
+        )
+        .await
+        .unwrap();
+
+    let bundle = work.path().join("bundle");
+    run(
+        "umoci",
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:links", display(&layout)),
+            &display(&bundle),
+        ],
+    );
+    let app = bundle.join("rootfs/opt/app");
+    assert_eq!(
+        std::fs::read_link(app.join("etc/tool-link")).unwrap(),
+        Path::new("../bin/tool")
+    );
+    let a = std::fs::metadata(app.join("bin/tool")).unwrap();
+    let b = std::fs::metadata(app.join("bin/tool-again")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "the hard link is a hard link");
+    assert_eq!((a.uid(), a.gid()), (1000, 1000));
+}

@@ -33,7 +33,10 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
         .build()
         .into_diagnostic()
         .wrap_err("start the async runtime")?;
-    let planned = runtime.block_on(planning::make_plan(&config, &state, &args.targets))?;
+    let planned = runtime.block_on(planning::make_plan(&config, &state, &args.targets));
+    // A resolver that timed out may still be blocked in a read: do not wait for it.
+    runtime.shutdown_background();
+    let planned = planned?;
     if let Some(out) = &args.out {
         planned.plan_file()?.write(out)?;
         tracing::info!(path = %out.display(), "plan saved");

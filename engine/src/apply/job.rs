@@ -104,9 +104,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
         }
     };
     if let Err(message) = &result {
-        for line in message.lines() {
-            sink.log.note(Phase::Export, &format!("error: {line}"));
-        }
+        sink.log.failure(message);
     }
     let _ = events.send(Event::Finished { id: job.id, result });
 }

@@ -420,12 +420,9 @@ impl<'a> Dispatcher<'a> {
         }
         let running: Vec<(BuildId, Running)> = self.running.drain().collect();
         for (id, run) in running {
-            let image = run.image.clone();
-            self.running.insert(id, run);
             let build = self.finish(id, Outcome::Canceled)?;
-            let started = self.running.remove(&id).map(|r| r.started);
-            self.record(&build, Vec::new(), started.map(|s| s.elapsed()));
-            tracing::warn!(image = %image, number = build.number, "build canceled");
+            self.record(&build, Vec::new(), Some(run.started.elapsed()));
+            tracing::warn!(image = %run.image, number = build.number, "build canceled");
         }
         let queued: Vec<Job> = self.queue.drain(..).collect();
         for job in queued {
