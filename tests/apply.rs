@@ -235,3 +235,53 @@ fn a_second_writer_is_refused_and_a_stale_plan_is_refused() {
     assert_eq!(stale.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&stale.stderr).contains("the plan is stale"));
 }
+
+#[test]
+fn history_limits_drop_old_builds_and_their_logs() {
+    let fleet = Fleet::new();
+    let config = fleet.root().join("kpack.toml");
+    let text = std::fs::read_to_string(&config).expect("reading kpack.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[images.local]\n",
+            "[images.local]\nhistory = { success = 1, failed = 1 }\n",
+        ),
+    )
+    .expect("writing kpack.toml");
+    for round in 0..3 {
+        if round > 0 {
+            assert!(kpackd(fleet.root(), &["trigger", "local"]).status.success());
+        }
+        let plan = fleet.json(&["plan", "--json", "--target", "local"]);
+        assert_eq!(
+            actions(&plan),
+            vec![pair("local", "build")],
+            "round {round}"
+        );
+        assert!(kpackd(fleet.root(), &["apply", "--target", "local"])
+            .status
+            .success());
+    }
+    let builds = fleet.json(&["builds", "local", "--json"]);
+    let numbers: Vec<u64> = builds
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["number"].as_u64().expect("number"))
+        .collect();
+    assert_eq!(numbers, [3], "only the newest success is kept");
+    let logs: Vec<String> = std::fs::read_dir(fleet.root().join("state/logs/local"))
+        .expect("the image's log dir")
+        .map(|e| {
+            e.expect("a log entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(logs, ["3.log"], "dropped builds' logs are deleted");
+    let gone = kpackd(fleet.root(), &["logs", "local", "--build", "1"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("builds of local kept: 3"));
+}

@@ -39,7 +39,7 @@ pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette:
     } else {
         write!(stdout, "{}", table(&builds))
     };
-    written
+    super::plan::closed_pipe_is_fine(written)
         .into_diagnostic()
         .wrap_err("write the build history")?;
     Ok(Outcome::Success)

@@ -57,7 +57,9 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
             None => Ok(()),
         })
     };
-    written.into_diagnostic().wrap_err("write the plan")?;
+    super::plan::closed_pipe_is_fine(written)
+        .into_diagnostic()
+        .wrap_err("write the plan")?;
     if !plan.errors.is_empty() || plan.summary.blocked > 0 {
         let count = plan.errors.len();
         tracing::error!(
@@ -71,4 +73,12 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
         return Ok(Outcome::Changes);
     }
     Ok(Outcome::Success)
+}
+
+/// A reader that stopped reading (`kpackd plan | head`) is not an error.
+pub(super) fn closed_pipe_is_fine(written: std::io::Result<()>) -> std::io::Result<()> {
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

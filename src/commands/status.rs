@@ -85,7 +85,9 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
             )
         )
     };
-    written.into_diagnostic().wrap_err("write the status")?;
+    super::plan::closed_pipe_is_fine(written)
+        .into_diagnostic()
+        .wrap_err("write the status")?;
     Ok(Outcome::Success)
 }
 

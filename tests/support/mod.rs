@@ -163,3 +163,361 @@ pub fn kpackd(dir: &Path, args: &[&str]) -> Output {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A `kpackd` process running in the background in `dir`, its stdout and stderr going
+/// to files in `dir` (`<name>.out`, `<name>.err`). Killed (SIGKILL) when dropped if it
+/// still runs.
+pub struct Background {
+    pub child: std::process::Child,
+    pub name: String,
+    pub dir: PathBuf,
+    pub started: std::time::Instant,
+}
+
+/// Starts `kpackd args…` in `dir` without waiting for it; `name` names its output files.
+pub fn spawn_kpackd(dir: &Path, name: &str, args: &[&str]) -> Background {
+    let out = std::fs::File::create(dir.join(format!("{name}.out"))).expect("an output file");
+    let err = std::fs::File::create(dir.join(format!("{name}.err"))).expect("an output file");
+    let child = Command::new(env!("CARGO_BIN_EXE_kpackd"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("KPACKD_STATE_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("starting kpackd");
+    eprintln!("$ kpackd {} &  (pid {})", args.join(" "), child.id());
+    Background {
+        child,
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+        started: std::time::Instant::now(),
+    }
+}
+
+impl Background {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT", "KILL") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// The exit status if the process ended within `timeout`.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for kpackd") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.out", self.name))).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.err", self.name))).unwrap_or_default()
+    }
+
+    /// Both outputs, for assertion messages.
+    pub fn output(&self) -> String {
+        format!(
+            "--- {} stdout\n{}--- {} stderr\n{}",
+            self.name,
+            self.stdout(),
+            self.name,
+            self.stderr()
+        )
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics naming `what` after
+/// `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `kpackd builds --json` in `dir` (all images), quietly; None when it fails.
+pub fn builds_json(dir: &Path) -> Option<Vec<serde_json::Value>> {
+    let output = Command::new(env!("CARGO_BIN_EXE_kpackd"))
+        .args(["builds", "--json"])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("KPACKD_STATE_DIR")
+        .output()
+        .expect("running kpackd builds");
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice::<Vec<serde_json::Value>>(&output.stdout).ok()
+}
+
+/// The pids of the host's processes whose command line is exactly `argv`.
+pub fn processes_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+        .collect()
+}
+
+/// Every ref name of the OCI layout `layout` whose manifest (or index, recursively) is
+/// missing a blob: the manifest itself, its config or a layer. Empty when the layout is
+/// whole (or does not exist). Also returns how many refs were checked.
+pub fn broken_refs(layout: &Path) -> (usize, Vec<String>) {
+    let index = layout.join("index.json");
+    let Ok(text) = std::fs::read(&index) else {
+        return (0, Vec::new());
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&text).expect("the layout's index.json is JSON");
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for descriptor in index["manifests"].as_array().cloned().unwrap_or_default() {
+        let name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap_or("(no ref name)")
+            .to_string();
+        checked += 1;
+        let mut missing = Vec::new();
+        check_descriptor(layout, &descriptor, &mut missing);
+        if !missing.is_empty() {
+            broken.push(format!("{name}: missing {}", missing.join(", ")));
+        }
+    }
+    (checked, broken)
+}
+
+fn blob_path(layout: &Path, digest: &str) -> Option<PathBuf> {
+    let (algorithm, hex) = digest.split_once(':')?;
+    Some(layout.join("blobs").join(algorithm).join(hex))
+}
+
+fn check_descriptor(layout: &Path, descriptor: &serde_json::Value, missing: &mut Vec<String>) {
+    let digest = descriptor["digest"].as_str().unwrap_or("");
+    let Some(path) = blob_path(layout, digest).filter(|p| p.is_file()) else {
+        missing.push(format!("manifest {digest}"));
+        return;
+    };
+    let manifest: serde_json::Value = match std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(manifest) => manifest,
+        None => {
+            missing.push(format!("a readable manifest {digest}"));
+            return;
+        }
+    };
+    if let Some(children) = manifest["manifests"].as_array() {
+        for child in children {
+            check_descriptor(layout, child, missing);
+        }
+        return;
+    }
+    let blobs = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().into_iter().flatten());
+    for blob in blobs {
+        let digest = blob["digest"].as_str().unwrap_or("");
+        if !blob_path(layout, digest).is_some_and(|p| p.is_file()) {
+            missing.push(format!(
+                "blob {digest} of {}",
+                &manifest_digest_short(descriptor)
+            ));
+        } else if let Some(size) = blob["size"].as_u64() {
+            let on_disk = blob_path(layout, digest)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map_or(0, |m| m.len());
+            if on_disk != size {
+                missing.push(format!("blob {digest} whole ({on_disk} of {size} bytes)"));
+            }
+        }
+    }
+}
+
+fn manifest_digest_short(descriptor: &serde_json::Value) -> String {
+    descriptor["digest"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(19)
+        .collect()
+}
+
+/// The ref names of the OCI layout `layout` (empty when it does not exist).
+pub fn layout_refs(layout: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read(layout.join("index.json")) else {
+        return Vec::new();
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&text).expect("the layout's index.json is JSON");
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A one-request HTTP/1.1 client over std: `method path` with `body` to `addr`;
+/// returns the status code and the body. None when the connection fails.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Some((code, body))
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+/// Adds one layer (a file `/etc/patch-level` with `level`) on top of the image `ref_name`
+/// of the OCI layout `layout`, in place, with a history entry for the new layer: a patched
+/// run image, for a stack whose run image is not named `run` (the example stack's
+/// `bookworm-run`). Returns the patched image's manifest digest.
+pub fn patch_image_in_layout(work: &Path, layout: &Path, ref_name: &str, level: &str) -> String {
+    let dir = work.join(format!("patch-{ref_name}-{level}"));
+    std::fs::create_dir_all(dir.join("etc")).expect("making the patch dir");
+    std::fs::write(dir.join("etc/patch-level"), level).expect("writing the patch");
+    let mut builder = LayerBuilder::new(0, 0);
+    builder
+        .add(Path::new("etc/patch-level"), &dir.join("etc/patch-level"))
+        .expect("adding the patch");
+    let patch = builder.write(&dir).expect("writing the patch layer");
+    runtime().block_on(async {
+        let store = ImageStore::new(StoreSettings::default());
+        let reference =
+            ImageRef::parse(&format!("oci:{}:{ref_name}", layout.display())).expect("a layout ref");
+        let image = store
+            .image(&reference)
+            .await
+            .unwrap_or_else(|e| panic!("reading {reference}: {e}"));
+        let mut layers = Vec::new();
+        for (descriptor, diff_id) in image
+            .manifest
+            .layers
+            .iter()
+            .zip(image.config.rootfs.diff_ids.iter())
+        {
+            layers.push(executors::oci::layer::WrittenLayer {
+                diff_id: diff_id.clone(),
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                path: layout
+                    .join("blobs")
+                    .join(descriptor.digest.algorithm())
+                    .join(descriptor.digest.hex()),
+            });
+        }
+        layers.push(patch);
+        let mut config = image.config.clone();
+        if !config.history.is_empty() {
+            config.history.push(serde_json::json!({
+                "created_by": format!("patch level {level} (a test's simulated security fix)"),
+            }));
+        }
+        store
+            .push_image(&reference, config, &layers)
+            .await
+            .expect("writing the patched image");
+        store
+            .image(&reference)
+            .await
+            .expect("reading the patched image")
+            .digest()
+            .to_string()
+    })
+}

@@ -1047,7 +1047,7 @@ pub(super) struct ProgramRun {
 }
 
 /// Runs `program` in the sandbox with cwd `/workspace`, streaming every line of its stdout
-/// and stderr to `logs` as it comes and keeping the last [`OUTPUT_TAIL_LINES`].
+/// and stderr (one stream, in the order written) to `logs` as it comes and keeping the last [`OUTPUT_TAIL_LINES`].
 pub(super) async fn run_program(
     sandbox: &Sandbox,
     program: &Path,
@@ -1058,10 +1058,16 @@ pub(super) async fn run_program(
     logs: &dyn LogSink,
 ) -> Result<ProgramRun, ProgramError> {
     let mut command = sandbox.command(program, args, env, Path::new(APP_DIR))?;
-    command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    // One pipe for stdout and stderr, so the log keeps the order the program wrote in.
+    let (reader, writer) = std::io::pipe().map_err(ProgramError::Spawn)?;
+    let writer_for_stderr = writer.try_clone().map_err(ProgramError::Spawn)?;
+    command.stdout(writer).stderr(writer_for_stderr);
     let mut child = command.spawn().map_err(ProgramError::Spawn)?;
+    // The command holds the pipe's write end: without dropping it the output never ends.
+    drop(command);
+    let output =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
+            .map_err(ProgramError::Spawn)?;
     let tail = Mutex::new(std::collections::VecDeque::with_capacity(OUTPUT_TAIL_LINES));
     let emit = |line: &str| {
         logs.line(phase, Some(buildpack), line);
@@ -1071,9 +1077,7 @@ pub(super) async fn run_program(
         }
         tail.push_back(line.to_owned());
     };
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let (_, _, status) = tokio::join!(pump(stdout, &emit), pump(stderr, &emit), child.wait());
+    let (_, status) = tokio::join!(pump(Some(output), &emit), child.wait());
     let status = status.map_err(ProgramError::Spawn)?;
     let tail = tail
         .into_inner()
