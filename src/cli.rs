@@ -46,6 +46,12 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check kpack.toml; diagnostics on stderr
+    Validate {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+    },
     /// Show what apply would do: which images to build, rebuild, rebase or forget, and why
     Plan {
         /// The configuration file
@@ -64,40 +70,6 @@ pub enum Command {
         #[arg(long = "target", value_name = "IMAGE")]
         targets: Vec<String>,
     },
-    /// Each image: tag, digest, last build, reasons, age
-    Status {
-        /// The configuration file
-        #[arg(default_value = "kpack.toml")]
-        config: PathBuf,
-        /// One JSON object on stdout
-        #[arg(long)]
-        json: bool,
-    },
-    /// Build history, of one image or all
-    Builds {
-        /// Only this image's builds
-        image: Option<String>,
-        /// A JSON array on stdout
-        #[arg(long)]
-        json: bool,
-    },
-    /// Mark images for a rebuild (TRIGGER) at the next apply
-    Trigger {
-        /// The images, by name
-        #[arg(required = true, value_name = "IMAGE")]
-        images: Vec<String>,
-        /// The configuration file naming the images
-        #[arg(long, default_value = "kpack.toml")]
-        config: PathBuf,
-    },
-    /// Check kpack.toml; diagnostics on stderr
-    Validate {
-        /// The configuration file
-        #[arg(default_value = "kpack.toml")]
-        config: PathBuf,
-    },
-    /// Print the JSON Schema of kpack.toml
-    Schema,
     /// Plan, then build, rebase and forget as planned (or carry out a saved plan)
     Apply {
         /// kpack.toml, or a plan saved by `kpackd plan --out`
@@ -116,6 +88,32 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         lock_timeout: Option<std::time::Duration>,
     },
+    /// Keep the fleet current: reload on edits, poll upstreams, serve webhooks
+    Watch {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+        /// Where to serve webhooks, triggers, status and metrics (loopback by default)
+        #[arg(long, value_name = "ADDR", default_value = engine::watch::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+    /// Each image: tag, digest, last build, reasons, age
+    Status {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build history, of one image or all
+    Builds {
+        /// Only this image's builds
+        image: Option<String>,
+        /// A JSON array on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a build's log; with --follow, until the build ends
     Logs {
         /// The image
@@ -127,20 +125,14 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Print the dependency graph of kpack.toml as Graphviz DOT
-    Graph {
-        /// The configuration file
-        #[arg(default_value = "kpack.toml")]
+    /// Mark images for a rebuild (TRIGGER) at the next apply
+    Trigger {
+        /// The images, by name
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// The configuration file naming the images
+        #[arg(long, default_value = "kpack.toml")]
         config: PathBuf,
-    },
-    /// Keep the fleet current: reload on edits, poll upstreams, serve webhooks
-    Watch {
-        /// The configuration file
-        #[arg(default_value = "kpack.toml")]
-        config: PathBuf,
-        /// Where to serve webhooks, triggers, status and metrics (loopback by default)
-        #[arg(long, value_name = "ADDR", default_value = engine::watch::DEFAULT_LISTEN)]
-        listen: SocketAddr,
     },
     /// Show an image: digest, platform, layers, config, labels and CNB metadata
     Inspect {
@@ -165,6 +157,14 @@ pub enum Command {
         #[command(flatten)]
         registries: RegistryArgs,
     },
+    /// Print the dependency graph of kpack.toml as Graphviz DOT
+    Graph {
+        /// The configuration file
+        #[arg(default_value = "kpack.toml")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of kpack.toml
+    Schema,
 }
 
 /// How registries are reached by the commands that talk to them directly.

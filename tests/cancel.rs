@@ -2,7 +2,7 @@
 //! cancel a running build (recorded `canceled`, its sandboxed processes gone, no tag
 //! written, planned again next time); two applies at once (one refused, or waiting with
 //! `--lock-timeout`); and `kill -9` at random moments, after which the next apply always
-//! converges and no tag points at a missing blob (`bench/crash/run` runs more rounds).
+//! converges and no tag points at a missing blob (`CRASH_ROUNDS=100` runs more rounds).
 
 mod support;
 

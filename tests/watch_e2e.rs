@@ -70,7 +70,9 @@ struct Last {
 }
 
 impl Watched {
-    fn start() -> Watched {
+    /// Starts watch in the fleet's directory, on `./kpack.toml` (the default) when
+    /// `relative_config`, else on its absolute path.
+    fn start(relative_config: bool) -> Watched {
         let dir = tempfile::tempdir().expect("a temp dir");
         let root = dir.path();
         write_stack(&root.join("work"), &root.join("stacks"));
@@ -100,7 +102,14 @@ echo "built $(cat greeting.txt)""#,
         save_atomically(root, &config(&repo.url(), "1s", ""));
 
         let addr = format!("127.0.0.1:{}", testkit::free_port());
-        let watch = spawn_kpackd(root, "watch", &["-v", "watch", "--listen", &addr]);
+        let config = root.join("kpack.toml");
+        let config = config.to_str().expect("a UTF-8 path");
+        let args: &[&str] = if relative_config {
+            &["-v", "watch", "--listen", &addr]
+        } else {
+            &["-v", "watch", config, "--listen", &addr]
+        };
+        let watch = spawn_kpackd(root, "watch", args);
         let mut watched = Watched {
             dir,
             repo,
@@ -218,13 +227,21 @@ echo "built $(cat greeting.txt)""#,
     }
 }
 
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("watch's output:\n{}", self.watch.output());
+        }
+    }
+}
+
 fn is_end(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "canceled" | "interrupted")
 }
 
 #[test]
 fn watch_builds_on_startup_edit_commit_webhook_trigger_and_survives_a_bad_edit() {
-    let mut w = Watched::start();
+    let mut w = Watched::start(false);
 
     // Startup: both images are built.
     let built = wait_for("the startup builds to succeed", LONG, || {
@@ -395,4 +412,23 @@ fn watch_builds_on_startup_edit_commit_webhook_trigger_and_survives_a_bad_edit()
         .wait_timeout(Duration::from_secs(60))
         .expect("watch ends after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", w.watch.output());
+}
+
+/// `kpackd watch` with no CONFIG argument watches `./kpack.toml`: an edit of it must be
+/// noticed like an edit of a file named by an absolute path.
+#[test]
+fn watch_notices_edits_of_the_default_kpack_toml_in_the_working_directory() {
+    let mut w = Watched::start(true);
+    wait_for("the startup builds to succeed", LONG, || {
+        let local = w.last("local")?;
+        let remote = w.last("remote")?;
+        (is_end(&local.status) && is_end(&remote.status)).then_some(())
+    });
+    w.settle();
+    save_atomically(
+        w.root(),
+        &config(&w.repo.url(), "1s", "env = { GREETING = \"howdy\" }"),
+    );
+    let (_, local) = w.next_build("local", 1, "config edit of ./kpack.toml");
+    assert_eq!(local.reasons, ["CONFIG"]);
 }

@@ -71,7 +71,11 @@ impl FileWatcher {
             .file_name()
             .map(PathBuf::from)
             .unwrap_or_default();
-        let config_dir = canonical(summary.config_file.parent().unwrap_or(Path::new(".")));
+        // `kpack.toml` has the parent "", which is the working directory.
+        let config_dir = match summary.config_file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => canonical(dir),
+            _ => canonical(Path::new(".")),
+        };
         self.config_file = config_dir.join(file_name);
         self.ignored = summary.ignored.iter().map(|p| canonical(p)).collect();
         self.local_paths = summary

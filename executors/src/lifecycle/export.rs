@@ -978,10 +978,15 @@ fn image_config(
     set(&mut env, "CNB_APP_DIR", APP_DIR.into());
     set(&mut env, "CNB_PLATFORM_API", PLATFORM_API.into());
     set(&mut env, "CNB_DEPRECATION_MODE", "quiet".into());
+    // A run image may list the CNB directories already: each appears once.
+    let rest: Vec<&str> = run_path
+        .split(':')
+        .filter(|dir| *dir != PROCESS_DIR && *dir != "/cnb/lifecycle")
+        .collect();
     set(
         &mut env,
         "PATH",
-        format!("{PROCESS_DIR}:/cnb/lifecycle:{run_path}"),
+        format!("{PROCESS_DIR}:/cnb/lifecycle:{}", rest.join(":")),
     );
     runtime.env = Some(env);
     runtime.working_dir = Some(APP_DIR.into());
