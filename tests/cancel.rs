@@ -272,6 +272,57 @@ fn two_applies_at_once_the_second_is_refused_or_waits_with_lock_timeout() {
     assert_eq!(fleet.builds(), vec![(1, "succeeded".to_string())]);
 }
 
+/// While apply runs a build, `kpackd logs --follow` prints the log as it grows and ends
+/// when the build does; `kpackd status` and `kpackd builds` show the running build.
+#[test]
+fn logs_follow_status_and_builds_show_a_running_build_live() {
+    let fleet = Sleepy::new();
+    fleet.slow("4");
+    let mut apply = spawn_kpackd(fleet.root(), "apply", &["apply"]);
+    fleet.wait_building(&mut apply, 1);
+
+    let status = kpackd(fleet.root(), &["status"]);
+    assert_eq!(status.status.code(), Some(0));
+    let status = stdout(&status);
+    assert!(
+        status.contains("sleepy") && status.contains("building"),
+        "status shows the running build:\n{status}"
+    );
+    let builds = kpackd(fleet.root(), &["builds", "sleepy"]);
+    let builds = stdout(&builds);
+    assert!(builds.contains("building"), "builds shows it:\n{builds}");
+
+    let mut follow = spawn_kpackd(fleet.root(), "logs-follow", &["logs", "sleepy", "--follow"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        matches!(follow.child.try_wait(), Ok(None)),
+        "logs --follow waits while the build runs:\n{}",
+        follow.output()
+    );
+    assert!(
+        follow.stdout().contains("build started"),
+        "logs --follow printed what the log had so far:\n{}",
+        follow.output()
+    );
+    assert!(!follow.stdout().contains("build done"));
+
+    let ended = follow
+        .wait_timeout(LONG)
+        .expect("logs --follow ends with the build");
+    assert_eq!(ended.code(), Some(0), "{}", follow.output());
+    let applied = apply.wait_timeout(LONG).expect("apply ends");
+    assert_eq!(applied.code(), Some(0), "{}", apply.output());
+    assert_eq!(fleet.builds(), vec![(1, "succeeded".to_string())]);
+    let followed = follow.stdout();
+    assert!(
+        followed.contains("build done"),
+        "logs --follow printed the build to its end:\n{followed}"
+    );
+    // What --follow printed is the whole log, once.
+    let whole = stdout(&kpackd(fleet.root(), &["logs", "sleepy"]));
+    assert_eq!(followed, whole);
+}
+
 /// A fleet of three images (two from paths, one from git) whose buildpack writes a few
 /// MB of layers, so that a kill lands in any step: planning, building, exporting, tagging.
 struct Crashable {
