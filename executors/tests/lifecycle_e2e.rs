@@ -218,6 +218,7 @@ async fn build_run_and_rebuild_from_cache() {
         state_dir: work.join("state"),
         previous_image: None,
         cache: true,
+        cache_image: None,
         project_metadata: None,
         default_process: None,
     };
@@ -345,6 +346,7 @@ async fn rebuild_to_a_registry_sends_only_the_changed_app_layer() {
         state_dir: work.join("state"),
         previous_image: None,
         cache: true,
+        cache_image: None,
         project_metadata: Some(
             serde_json::json!({"source": {"type": "git", "version": {"commit": "abc"}}}),
         ),
@@ -468,6 +470,7 @@ async fn a_failing_build_pushes_nothing_and_cleans_up() {
         state_dir: work.join("state"),
         previous_image: None,
         cache: true,
+        cache_image: None,
         project_metadata: None,
         default_process: None,
     };
@@ -483,4 +486,102 @@ async fn a_failing_build_pushes_nothing_and_cleans_up() {
         .unwrap()
         .next()
         .is_none());
+}
+
+/// `cache = { image = "<ref>" }`: the cache layers go to a cache image, and a build on
+/// another machine (a fresh state directory) restores them from it.
+#[tokio::test]
+async fn a_cache_image_carries_the_cache_to_a_fresh_state_directory() {
+    testkit::require("bwrap", "bubblewrap");
+    let reg = testkit::registry::Registry::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("{}:1", reg.repo("cache-image/stack"))).unwrap(),
+        work,
+    )
+    .await;
+    let app = work.join("app");
+    write(&app.join("message.txt"), "first", 0o644);
+    let cache_ref = ImageRef::parse(&format!("{}:cache", reg.repo("cache-image/app"))).unwrap();
+    let mut req = BuildRequest {
+        image: "cached-app".into(),
+        tag: ImageRef::parse(&format!("{}:latest", reg.repo("cache-image/app"))).unwrap(),
+        additional_tags: vec![],
+        build_image: stack.clone(),
+        run_image: stack.clone(),
+        buildpack_dirs: vec![buildpack(work)],
+        order: vec![OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: "1.0.0".into(),
+                optional: false,
+            }],
+        }],
+        app_dir: app.clone(),
+        env: BTreeMap::new(),
+        network: false,
+        state_dir: work.join("machine-a"),
+        previous_image: None,
+        cache: true,
+        cache_image: Some(cache_ref.clone()),
+        project_metadata: None,
+        default_process: Some("web".into()),
+    };
+    let logs = Lines::default();
+    build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", logs.text()));
+    assert!(logs.text().contains("No cache image at"), "{}", logs.text());
+    assert!(!logs.text().contains("cache restored"), "{}", logs.text());
+    let cache_image = store.image(&cache_ref).await.unwrap();
+    let label = &cache_image.config.labels()["io.buildpacks.lifecycle.cache.metadata"];
+    let metadata: serde_json::Value = serde_json::from_str(label).unwrap();
+    let cached = &metadata["buildpacks"][0];
+    assert_eq!(cached["key"], "examples/hello");
+    let sha = cached["layers"]["deps"]["sha"].as_str().unwrap_or_default();
+    assert_eq!(
+        cache_image.config.rootfs.diff_ids,
+        vec![imageref::Digest::parse(sha).unwrap()],
+        "one layer, the cached one: {label}"
+    );
+
+    // Another machine: an empty state directory. The cache comes from the image.
+    req.state_dir = work.join("machine-b");
+    write(&app.join("message.txt"), "second", 0o644);
+    let logs = Lines::default();
+    let second = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("second build failed: {e}\n{}", logs.text()));
+    assert!(
+        logs.text().contains("1 layers, 1 downloaded"),
+        "{}",
+        logs.text()
+    );
+    assert!(logs.text().contains("cache restored"), "{}", logs.text());
+    assert!(second.cache_layers_restored >= 1, "{second:?}");
+
+    // Again on that machine: the local copy is current, nothing is downloaded, and the
+    // unchanged cache layer is not uploaded again.
+    let uploads = reg.blob_uploads("cache-image/app");
+    write(&app.join("message.txt"), "third", 0o644);
+    let logs = Lines::default();
+    build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("third build failed: {e}\n{}", logs.text()));
+    assert!(
+        logs.text().contains("1 layers, 0 downloaded"),
+        "{}",
+        logs.text()
+    );
+    assert_eq!(
+        reg.blob_uploads("cache-image/app") - uploads,
+        2,
+        "the app image's changed app layer and config; the cache image is unchanged"
+    );
 }

@@ -245,6 +245,10 @@ async fn build(
         network: image.network,
         default_process: image.default_process.clone(),
         cache: !matches!(image.cache, planner::Cache::Disabled),
+        cache_image: match &image.cache {
+            planner::Cache::Image(cache) => Some(cache.clone()),
+            _ => None,
+        },
         state_dir: ctx.state_dir.clone(),
         previous_image: previous.and_then(|digest| at_digest(&image.tag, digest)),
         project_metadata: Some(project_metadata(source)),

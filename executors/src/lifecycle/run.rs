@@ -50,6 +50,9 @@ pub struct BuildRequest {
     pub previous_image: Option<ImageRef>,
     /// Keep and restore `cache = true` layers in `<state-dir>/cache/<image>/`.
     pub cache: bool,
+    /// With `cache`: also keep them in this cache image, pulled into the directory
+    /// before restore and pushed from it after export (`cache = { image = "<ref>" }`).
+    pub cache_image: Option<ImageRef>,
     /// `io.buildpacks.project.metadata` (`{"source": {...}}`), if known.
     pub project_metadata: Option<serde_json::Value>,
     /// The process type the image starts instead of the buildpacks' default; the build
@@ -177,6 +180,10 @@ pub async fn build_image(
     };
     let _cache_lock = cache_dir.lock().await?;
     logs.phase_started(Phase::Restore);
+    let cache_image = req.cache_image.as_ref().filter(|_| req.cache);
+    if let Some(image) = cache_image {
+        cache::pull_image(&cache_dir, store, image, logs).await?;
+    }
     let restored =
         cache::restore(&layers_dir, &scratch, &group, &previous, &cache_dir, logs).await?;
 
@@ -226,6 +233,17 @@ pub async fn build_image(
             logs,
         )
         .await?;
+        if let Some(image) = cache_image {
+            // The app image is pushed: a cache that cannot be saved fails nothing.
+            let platform = (
+                run.image.config.os.as_str(),
+                run.image.config.architecture.as_str(),
+            );
+            if let Err(e) = cache::push_image(&cache_dir, store, image, platform, logs).await {
+                tracing::warn!(cache = %image, error = %e, "cache image not saved");
+                logs.line(Phase::Export, None, &format!("Cache image not saved: {e}"));
+            }
+        }
     }
     tracing::info!(image = %exported.image, blobs_uploaded = exported.blobs_uploaded, bytes_uploaded = exported.bytes_uploaded, "build exported");
     Ok(BuildResult {

@@ -420,7 +420,9 @@ impl ImageStore {
         mut config: ImageConfig,
         layers: &[WrittenLayer],
     ) -> Result<ImageRef, OciError> {
-        futures::stream::iter(layers)
+        // Owned items: a stream over borrowed ones makes the future not Send (rustc's
+        // higher-ranked lifetime inference), and builds run on spawned tasks.
+        futures::stream::iter(layers.to_vec())
             .map(|l| async move { self.push_blob_file(r, &l.descriptor(), &l.path).await })
             .buffer_unordered(self.settings.parallel_blobs.max(1))
             .try_collect::<Vec<_>>()
