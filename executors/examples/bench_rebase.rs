@@ -5,7 +5,7 @@
 //! nothing would; the rebase swaps the run image for a patched one several times, each
 //! onto a new run image version, and the median is reported.
 //!
-//! Run with `bench/rebase/run` (a release build). `BENCH_APP_MIB` changes the app size,
+//! Run with `bench/rebase` (a release build). `BENCH_APP_MIB` changes the app size,
 //! `BENCH_REBASES` the number of rebases. Figures go to stdout.
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //!
 //! How to call it (run.rs), after [`super::detect::detect`] with the same context (or with
 //! a [`DetectOutcome`] read back by [`DetectOutcome::read`] from the layers dir):
-//! ```ignore
+//! ```text
 //! let output: BuildOutput = build(&ctx, &outcome, &logs).await?;
 //! ```
 //! Afterwards the layers dir is in the lifecycle's on-disk form, which export reads:

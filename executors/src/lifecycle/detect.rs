@@ -2,7 +2,7 @@
 //! the sandbox, resolve the build plan, and keep the first group that passes.
 //!
 //! How to call it (run.rs):
-//! ```ignore
+//! ```text
 //! let ctx = PhaseContext {
 //!     sandbox_root, uid, gid,                 // the unpacked build image and its CNB user
 //!     app_dir, layers_dir, platform_dir,      // host directories owned by kpackd's user

@@ -445,9 +445,16 @@ pub async fn export(
                 let in_image = Path::new(LAYERS_DIR)
                     .join(escape_id(&bp.id))
                     .join(&layer.name);
-                let image_layer = writer
-                    .write_dir(owner, in_image, layer.dir.clone(), created_by)
-                    .await?;
+                // The cache keeps a copy of cache layers: those are always written.
+                let image_layer = if layer.toml.types.cache {
+                    writer
+                        .write_dir(owner, in_image, layer.dir.clone(), created_by)
+                        .await?
+                } else {
+                    writer
+                        .write_dir_or_reuse(owner, in_image, layer.dir.clone(), created_by)
+                        .await?
+                };
                 if let Some(w) = &image_layer.local {
                     written.insert(format!("{}/{}", escape_id(&bp.id), layer.name), w.clone());
                 }
@@ -519,7 +526,9 @@ pub async fn export(
         } else {
             format!("Application Slice: {}", i + 1)
         };
-        let layer = writer.write(move || Ok(builder), created_by).await?;
+        let layer = writer
+            .write_or_reuse(move || Ok(builder), created_by)
+            .await?;
         metadata.app.push(Sha {
             sha: layer.diff_id.to_string(),
         });
@@ -679,6 +688,19 @@ pub fn table_json(table: &toml::Table) -> Value {
     serde_json::to_value(table).unwrap_or_else(|_| json!({}))
 }
 
+/// The entries of a layer holding `on_disk` as `in_image`, owned by `(uid, gid)`.
+fn dir_layer(
+    (uid, gid): (u32, u32),
+    in_image: PathBuf,
+    on_disk: PathBuf,
+) -> impl FnOnce() -> Result<LayerBuilder, OciError> + Send + 'static {
+    move || {
+        let mut builder = LayerBuilder::new(uid.into(), gid.into());
+        builder.add(&in_image, &on_disk)?;
+        Ok(builder)
+    }
+}
+
 /// Writes layers on a blocking thread and reuses the previous image's blob when the
 /// diffID matches.
 struct LayerWriter<'a> {
@@ -690,20 +712,25 @@ impl LayerWriter<'_> {
     /// Writes the layer of `(uid, gid)` holding `on_disk` as `in_image`.
     async fn write_dir(
         &self,
-        (uid, gid): (u32, u32),
+        owner: (u32, u32),
         in_image: PathBuf,
         on_disk: PathBuf,
         created_by: String,
     ) -> Result<ImageLayer, ExportError> {
-        self.write(
-            move || {
-                let mut builder = LayerBuilder::new(uid.into(), gid.into());
-                builder.add(&in_image, &on_disk)?;
-                Ok(builder)
-            },
-            created_by,
-        )
-        .await
+        self.write(dir_layer(owner, in_image, on_disk), created_by)
+            .await
+    }
+
+    /// [`write_dir`](Self::write_dir) through [`write_or_reuse`](Self::write_or_reuse).
+    async fn write_dir_or_reuse(
+        &self,
+        owner: (u32, u32),
+        in_image: PathBuf,
+        on_disk: PathBuf,
+        created_by: String,
+    ) -> Result<ImageLayer, ExportError> {
+        self.write_or_reuse(dir_layer(owner, in_image, on_disk), created_by)
+            .await
     }
 
     /// Collects the entries (walking directories) and writes the layer, on a blocking
@@ -718,8 +745,57 @@ impl LayerWriter<'_> {
             .await
             .expect("writing a layer does not panic")
             .map_err(|e| write_err(&created_by, e))?;
+        Ok(self.reuse_or_write(written, created_by))
+    }
+
+    /// Like [`write`](Self::write), but on a rebuild first hashes the tar alone: a layer
+    /// the previous image has is then neither compressed nor written to disk, which is
+    /// most of the work for big unchanged layers (app slices of assets, say). Such a layer
+    /// comes without a local copy, so layers the cache needs go through `write`.
+    async fn write_or_reuse(
+        &self,
+        collect: impl FnOnce() -> Result<LayerBuilder, OciError> + Send + 'static,
+        created_by: String,
+    ) -> Result<ImageLayer, ExportError> {
+        if self.previous.reference.is_none() || self.previous.layers.is_empty() {
+            return self.write(collect, created_by).await;
+        }
+        let work_dir = self.work_dir.clone();
+        let previous: BTreeSet<Digest> = self.previous.layers.keys().cloned().collect();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let builder = collect()?;
+            let diff_id = builder.diff_id()?;
+            if previous.contains(&diff_id) {
+                return Ok(Err(diff_id));
+            }
+            builder.write(&work_dir).map(Ok)
+        })
+        .await
+        .expect("writing a layer does not panic")
+        .map_err(|e| write_err(&created_by, e))?;
+        Ok(match outcome {
+            Ok(written) => self.reuse_or_write(written, created_by),
+            Err(diff_id) => {
+                let (from, descriptor) = self
+                    .previous
+                    .layer(&diff_id)
+                    .expect("the previous image has this diffID: checked above");
+                ImageLayer {
+                    diff_id,
+                    descriptor: descriptor.clone(),
+                    blob: Blob::Copied { from: from.clone() },
+                    created_by,
+                    local: None,
+                }
+            }
+        })
+    }
+
+    /// The image layer for a layer written to disk: the previous image's blob when it
+    /// has the same diffID, else the new one.
+    fn reuse_or_write(&self, written: WrittenLayer, created_by: String) -> ImageLayer {
         let diff_id = written.diff_id.clone();
-        Ok(match self.previous.layer(&diff_id) {
+        match self.previous.layer(&diff_id) {
             Some((from, descriptor)) => ImageLayer {
                 diff_id,
                 descriptor: descriptor.clone(),
@@ -734,7 +810,7 @@ impl LayerWriter<'_> {
                 created_by,
                 local: Some(written),
             },
-        })
+        }
     }
 }
 

@@ -125,11 +125,7 @@ impl LayerBuilder {
         ));
         let gzip = GzEncoder::new(blob, flate2::Compression::fast());
         let mut tar = tar::Builder::new(Hashing::new(gzip));
-        let mut first_path_of_inode: HashMap<(u64, u64), String> = HashMap::new();
-        for (name, source) in &self.entries {
-            self.append(&mut tar, name, source.as_deref(), &mut first_path_of_inode)
-                .map_err(|e| OciError::io(source.as_deref().unwrap_or(Path::new(name)), e))?;
-        }
+        self.append_all(&mut tar)?;
         let io_err = |e| OciError::io(temp.path(), e);
         let tar_hashing = tar.into_inner().map_err(io_err)?;
         let diff_id = tar_hashing.digest();
@@ -149,6 +145,26 @@ impl LayerBuilder {
             size,
             path,
         })
+    }
+
+    /// The layer's diffID (the sha256 of its tar) without compressing or writing it:
+    /// how a rebuild finds out cheaply that a layer is unchanged. Blocking.
+    pub fn diff_id(&self) -> Result<Digest, OciError> {
+        let mut tar = tar::Builder::new(Hashing::new(io::sink()));
+        self.append_all(&mut tar)?;
+        let hashing = tar
+            .into_inner()
+            .map_err(|e| OciError::io(Path::new("layer"), e))?;
+        Ok(hashing.digest())
+    }
+
+    fn append_all<W: Write>(&self, tar: &mut tar::Builder<W>) -> Result<(), OciError> {
+        let mut first_path_of_inode: HashMap<(u64, u64), String> = HashMap::new();
+        for (name, source) in &self.entries {
+            self.append(tar, name, source.as_deref(), &mut first_path_of_inode)
+                .map_err(|e| OciError::io(source.as_deref().unwrap_or(Path::new(name)), e))?;
+        }
+        Ok(())
     }
 
     fn append<W: Write>(
@@ -290,5 +306,23 @@ mod tests {
             .unwrap();
         let names: Vec<_> = b.entries.keys().cloned().collect();
         assert_eq!(names, ["cnb", "cnb/process", "cnb/process/web"]);
+    }
+
+    #[test]
+    fn diff_id_alone_matches_the_written_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::write(tree.join("sub/a"), "alpha").unwrap();
+        std::fs::hard_link(tree.join("sub/a"), tree.join("b")).unwrap();
+        std::os::unix::fs::symlink("sub/a", tree.join("c")).unwrap();
+        let mut b = LayerBuilder::new(1000, 1000);
+        b.add(Path::new("/workspace"), &tree).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let written = b.write(&out).unwrap();
+        assert_eq!(b.diff_id().unwrap(), written.diff_id);
+        std::fs::write(tree.join("sub/a"), "beta!").unwrap();
+        assert_ne!(b.diff_id().unwrap(), written.diff_id);
     }
 }

@@ -186,6 +186,37 @@ pub fn checkout(
     Ok(())
 }
 
+/// Deletes `*.lock` files (`shallow.lock`, `packed-refs.lock`, `refs/**/*.lock`, …) in
+/// the cache repository `dir`, outside `objects/`. Only called with the cache's lock held.
+fn remove_stale_lock_files(dir: &Path) {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if path != dir.join("objects") {
+                    pending.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "lock") {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::warn!(path = %path.display(), "removed a stale git lock file")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale git lock file")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The bare cache repository of one remote, locked while this value holds `lock`.
 struct CachedRemote {
     repo: gix::Repository,
@@ -214,6 +245,9 @@ impl CachedRemote {
             .open(&lock_path)
             .map_err(lock_error)?;
         lock.lock().map_err(lock_error)?;
+        // Holding the lock, nobody else writes the repository: a git lock file in it is
+        // what a killed kpackd left, and would fail every later fetch.
+        remove_stale_lock_files(&dir);
         let repo = if dir.join("HEAD").is_file() {
             gix::open(&dir)
         } else {
@@ -533,4 +567,46 @@ fn describe_refs(existing: &[String]) -> String {
         let _ = write!(out, " and {} more", existing.len() - REFS_LISTED);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kill during a fetch leaves gix's lock files behind; the next fetch clears them.
+    #[test]
+    fn lock_files_a_killed_fetch_left_do_not_block_the_next() {
+        let mut remote = testkit::git::BareRepo::new();
+        let first = remote.commit(&[("a.txt", "one")], "first");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let never = AtomicBool::new(false);
+        let first = ObjectId::from_hex(first.as_bytes()).unwrap();
+        checkout(
+            &cache,
+            &remote.url(),
+            first,
+            None,
+            &dir.path().join("one"),
+            &never,
+        )
+        .unwrap();
+
+        let repo = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "git"))
+            .expect("a cache repository");
+        fs::write(repo.join("shallow.lock"), "").unwrap();
+        fs::create_dir_all(repo.join("refs/heads")).unwrap();
+        fs::write(repo.join("refs/heads/main.lock"), "").unwrap();
+
+        let second = remote.commit(&[("a.txt", "two")], "second");
+        let second = ObjectId::from_hex(second.as_bytes()).unwrap();
+        let dest = dir.path().join("two");
+        checkout(&cache, &remote.url(), second, None, &dest, &never).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("a.txt")).unwrap(), "two");
+        assert!(!repo.join("shallow.lock").exists());
+        assert!(!repo.join("refs/heads/main.lock").exists());
+    }
 }
