@@ -227,6 +227,52 @@ fn sigint_cancels_the_running_build_and_the_next_apply_builds_it() {
     cancel_with("INT");
 }
 
+/// A second Ctrl-C exits at once, without waiting for the canceled build to be recorded;
+/// the sandbox dies with kpackd all the same, and the next apply repairs the state.
+#[test]
+fn a_second_sigint_exits_at_once_and_the_next_apply_repairs_the_state() {
+    let fleet = Sleepy::new();
+    let marker = unique_sleep();
+    fleet.slow(&marker);
+    let mut apply = spawn_kpackd(fleet.root(), "apply", &["apply"]);
+    fleet.wait_building(&mut apply, 1);
+    wait_for("the buildpack's sleep to run", LONG, || {
+        (!processes_with_cmdline(&["sleep", &marker]).is_empty()).then_some(())
+    });
+
+    apply.signal("INT");
+    apply.signal("INT");
+    let status = apply
+        .wait_timeout(Duration::from_secs(10))
+        .expect("apply exits at once on a second SIGINT");
+    assert_eq!(status.code(), Some(1), "{}", apply.output());
+    wait_for(
+        "the sandboxed sleep to be gone",
+        Duration::from_secs(5),
+        || {
+            processes_with_cmdline(&["sleep", &marker])
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let recorded = fleet.builds();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(
+        ["building", "canceled"].contains(&recorded[0].1.as_str()),
+        "the build is left running or recorded canceled: {recorded:?}"
+    );
+
+    fleet.fast();
+    let again = kpackd(fleet.root(), &["apply"]);
+    assert_eq!(again.status.code(), Some(0));
+    let builds = fleet.builds();
+    assert!(
+        ["interrupted", "canceled"].contains(&builds[0].1.as_str()),
+        "{builds:?}"
+    );
+    assert_eq!(builds[1], (2, "succeeded".to_string()));
+}
+
 #[test]
 fn two_applies_at_once_the_second_is_refused_or_waits_with_lock_timeout() {
     let fleet = Sleepy::new();
