@@ -423,10 +423,9 @@ async fn materialise_source(
                 sub_path,
                 digest,
             } => {
-                source::path::copy(path, sub_path.as_deref(), &app_dir)
+                // The copy's version comes from the same read as the copy itself.
+                let now = source::path::copy(path, sub_path.as_deref(), &app_dir)
                     .map_err(|e| error_chain(&e))?;
-                let now =
-                    source::path::hash(path, sub_path.as_deref()).map_err(|e| error_chain(&e))?;
                 if &now != digest {
                     tracing::warn!(
                         path = %path.display(),

@@ -94,16 +94,35 @@ impl State {
             .map_err(create_err)?;
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        migrations::migrate(&mut conn)?;
-        let lineage = conn.query_row("SELECT lineage FROM state", [], |row| row.get(0))?;
+        // Switching a new database to WAL, and the first reads of a WAL database another
+        // process is setting up, answer SQLITE_BUSY at once, without the busy handler:
+        // two kpackd commands started together (an apply and a `builds`) retry here.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let lineage = loop {
+            match Self::prepare(&mut conn) {
+                Err(StateError::Database(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => break result?,
+            }
+        };
         Ok(State {
             conn,
             dir: dir.to_path_buf(),
             lineage,
         })
+    }
+
+    /// Settings, migrations, and the lineage: what opening runs on the connection.
+    fn prepare(conn: &mut Connection) -> Result<String, StateError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrations::migrate(conn)?;
+        Ok(conn.query_row("SELECT lineage FROM state", [], |row| row.get(0))?)
     }
 
     /// The identity of this state, made once when it was created: a plan made against

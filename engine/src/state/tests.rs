@@ -418,3 +418,28 @@ fn two_handles_see_each_others_writes() {
         1
     );
 }
+
+/// Commands started together (an apply and a `kpackd builds`) open a new state at once:
+/// none may fail with "database is locked".
+#[test]
+fn many_opens_of_a_new_state_at_once_all_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.path().to_path_buf();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    State::open(&dir).map(|s| s.lineage().to_string())
+                })
+            })
+            .collect();
+        let lineages: Vec<String> = openers
+            .into_iter()
+            .map(|t| t.join().unwrap().expect("the state opens"))
+            .collect();
+        assert!(lineages.iter().all(|l| *l == lineages[0]), "{lineages:?}");
+    }
+}

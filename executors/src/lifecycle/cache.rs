@@ -117,6 +117,16 @@ impl CacheDir {
         &self.dir
     }
 
+    /// An empty `staging` directory, where the next commit is assembled.
+    fn fresh_staging(&self) -> Result<PathBuf, CacheError> {
+        let staging = self.dir.join("staging");
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+        Ok(staging)
+    }
+
     fn committed(&self) -> PathBuf {
         self.dir.join("committed")
     }
@@ -451,11 +461,7 @@ pub async fn save(
     (uid, gid): (u32, u32),
     logs: &dyn LogSink,
 ) -> Result<CacheMetadata, CacheError> {
-    let staging = cache.dir.join("staging");
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
-    }
-    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let staging = cache.fresh_staging()?;
     let mut metadata = CacheMetadata::default();
     for bp in group {
         let mut bp_md = BuildpackLayers {
@@ -513,13 +519,7 @@ pub async fn save(
             metadata.buildpacks.push(bp_md);
         }
     }
-    let md_path = staging.join(METADATA_FILE);
-    fs::write(
-        &md_path,
-        serde_json::to_vec(&metadata).expect("cache metadata serialises"),
-    )
-    .map_err(io_err(&md_path))?;
-    commit(cache)?;
+    commit(cache, &metadata)?;
     Ok(metadata)
 }
 
@@ -571,11 +571,7 @@ pub async fn pull_image(
             return Ok(0);
         }
     };
-    let staging = cache.dir.join("staging");
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
-    }
-    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let staging = cache.fresh_staging()?;
     let mut downloaded = 0;
     for (diff_id, blob) in found
         .config
@@ -630,13 +626,7 @@ pub async fn pull_image(
         fs::rename(&partial, &target).map_err(io_err(&target))?;
         downloaded += 1;
     }
-    let md_path = staging.join(METADATA_FILE);
-    fs::write(
-        &md_path,
-        serde_json::to_vec(&metadata).expect("cache metadata serialises"),
-    )
-    .map_err(io_err(&md_path))?;
-    commit(cache)?;
+    commit(cache, &metadata)?;
     logs.line(
         Phase::Restore,
         None,
@@ -752,8 +742,15 @@ async fn write_layer(
     .expect("writing a layer does not panic")
 }
 
-/// `committed` → `committed-backup`, `staging` → `committed`, then the backup goes.
-fn commit(cache: &CacheDir) -> Result<(), CacheError> {
+/// Writes `metadata` into `staging`, then `committed` → `committed-backup`, `staging` →
+/// `committed`, and the backup goes.
+fn commit(cache: &CacheDir, metadata: &CacheMetadata) -> Result<(), CacheError> {
+    let md_path = cache.dir.join("staging").join(METADATA_FILE);
+    fs::write(
+        &md_path,
+        serde_json::to_vec(metadata).expect("cache metadata serialises"),
+    )
+    .map_err(io_err(&md_path))?;
     let committed = cache.committed();
     let backup = cache.dir.join("committed-backup");
     if backup.exists() {

@@ -452,7 +452,7 @@ pub async fn export(
                         .await?
                 } else {
                     writer
-                        .write_dir_or_reuse(owner, in_image, layer.dir.clone(), created_by)
+                        .write_or_reuse(dir_layer(owner, in_image, layer.dir.clone()), created_by)
                         .await?
                 };
                 if let Some(w) = &image_layer.local {
@@ -718,18 +718,6 @@ impl LayerWriter<'_> {
         created_by: String,
     ) -> Result<ImageLayer, ExportError> {
         self.write(dir_layer(owner, in_image, on_disk), created_by)
-            .await
-    }
-
-    /// [`write_dir`](Self::write_dir) through [`write_or_reuse`](Self::write_or_reuse).
-    async fn write_dir_or_reuse(
-        &self,
-        owner: (u32, u32),
-        in_image: PathBuf,
-        on_disk: PathBuf,
-        created_by: String,
-    ) -> Result<ImageLayer, ExportError> {
-        self.write_or_reuse(dir_layer(owner, in_image, on_disk), created_by)
             .await
     }
 

@@ -46,47 +46,87 @@ pub enum PathError {
 /// order. Modification times and owners do not count. File contents stream through the
 /// hasher.
 pub fn hash(dir: &Path, sub_path: Option<&str>) -> Result<String, PathError> {
-    let mut tree = Sha256::new();
+    let mut tree = TreeHasher::default();
     for entry in entries(dir, sub_path)? {
         let entry = entry?;
-        let name = entry.relative.as_os_str().as_bytes();
         match &entry.kind {
             Kind::File { executable } => {
                 let mut file = open(&entry.absolute)?;
                 let contents = hashing_copy(&mut file, &mut io::sink())
                     .map_err(|source| read_error(&entry.absolute, source))?;
-                tree.update(if *executable { b"100755 " } else { b"100644 " });
-                tree.update(name);
-                tree.update(b"\0");
-                tree.update(contents.finalize());
+                tree.file(&entry.relative, *executable, contents);
             }
-            Kind::Symlink { target } => {
-                tree.update(b"120000 ");
-                tree.update(name);
-                tree.update(b"\0");
-                tree.update(target.as_os_str().as_bytes());
-                tree.update(b"\0");
-            }
+            Kind::Symlink { target } => tree.symlink(&entry.relative, target),
         }
     }
-    Ok(digest_string(tree))
+    Ok(tree.finish())
 }
 
-/// Copies exactly the files and links [`hash`] covers into `dest`, a fresh directory.
-pub fn copy(dir: &Path, sub_path: Option<&str>, dest: &Path) -> Result<(), PathError> {
+/// Copies exactly the files and links [`hash`] covers into `dest`, a fresh directory,
+/// and returns the version of what it copied (what [`hash`] gives for it) from the same
+/// single read of each file.
+pub fn copy(dir: &Path, sub_path: Option<&str>, dest: &Path) -> Result<String, PathError> {
     let mut app = AppDir::create(dest)?;
+    let mut tree = TreeHasher::default();
     for entry in entries(dir, sub_path)? {
         let entry = entry?;
         match entry.kind {
             Kind::File { executable } => {
-                let mut file = open(&entry.absolute)?;
+                let mut file = HashingReader {
+                    inner: open(&entry.absolute)?,
+                    hasher: Sha256::new(),
+                };
                 app.file(&entry.relative, &mut file, executable)?;
+                tree.file(&entry.relative, executable, file.hasher);
             }
-            Kind::Symlink { target } => app.symlink(&entry.relative, target)?,
+            Kind::Symlink { target } => {
+                tree.symlink(&entry.relative, &target);
+                app.symlink(&entry.relative, target)?;
+            }
         }
     }
     app.finish()?;
-    Ok(())
+    Ok(tree.finish())
+}
+
+/// The tree hash [`hash`] and [`copy`] compute, one entry at a time in name order.
+#[derive(Default)]
+struct TreeHasher(Sha256);
+
+impl TreeHasher {
+    fn file(&mut self, relative: &Path, executable: bool, contents: Sha256) {
+        self.0
+            .update(if executable { b"100755 " } else { b"100644 " });
+        self.0.update(relative.as_os_str().as_bytes());
+        self.0.update(b"\0");
+        self.0.update(contents.finalize());
+    }
+
+    fn symlink(&mut self, relative: &Path, target: &Path) {
+        self.0.update(b"120000 ");
+        self.0.update(relative.as_os_str().as_bytes());
+        self.0.update(b"\0");
+        self.0.update(target.as_os_str().as_bytes());
+        self.0.update(b"\0");
+    }
+
+    fn finish(self) -> String {
+        digest_string(self.0)
+    }
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 enum Kind {
@@ -187,5 +227,35 @@ fn read_error(path: &Path, source: io::Error) -> PathError {
     PathError::Read {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_returns_the_version_hash_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("app/bin")).unwrap();
+        fs::write(src.join(".gitignore"), "*.log\n").unwrap();
+        fs::write(src.join("app/main.py"), "print('hi')\n").unwrap();
+        fs::write(src.join("app/debug.log"), "ignored\n").unwrap();
+        fs::write(src.join("app/bin/run"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("app/bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("bin/run", src.join("app/run")).unwrap();
+
+        let whole = copy(&src, None, &dir.path().join("whole")).unwrap();
+        assert_eq!(whole, hash(&src, None).unwrap());
+        assert!(!dir.path().join("whole/app/debug.log").exists());
+        let sub = copy(&src, Some("app"), &dir.path().join("sub")).unwrap();
+        assert_eq!(sub, hash(&src, Some("app")).unwrap());
+        assert_ne!(sub, whole);
+
+        fs::write(src.join("app/main.py"), "print('bye')\n").unwrap();
+        let changed = copy(&src, Some("app"), &dir.path().join("changed")).unwrap();
+        assert_ne!(changed, sub);
+        assert_eq!(changed, hash(&src, Some("app")).unwrap());
     }
 }
