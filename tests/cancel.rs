@@ -369,6 +369,34 @@ fn logs_follow_status_and_builds_show_a_running_build_live() {
     assert_eq!(followed, whole);
 }
 
+/// On a terminal, apply shows a line per build with its step and the build's latest
+/// output, updated in place.
+#[test]
+fn on_a_terminal_apply_shows_each_build_with_its_step_and_latest_output() {
+    testkit::require("script", "bsdutils");
+    let fleet = Sleepy::new();
+    fleet.slow("2");
+    let typescript = fleet.root().join("typescript");
+    let command = format!("{} apply", env!("CARGO_BIN_EXE_kpackd"));
+    let status = std::process::Command::new("script")
+        .args(["-qfec", &command])
+        .arg(&typescript)
+        .current_dir(fleet.root())
+        .env_remove("NO_COLOR")
+        .env("COLUMNS", "120")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("running script");
+    let screen =
+        String::from_utf8_lossy(&std::fs::read(&typescript).expect("the typescript")).into_owned();
+    assert!(status.success(), "{screen}");
+    assert!(
+        screen.contains("sleepy #1") && screen.contains("building · [test/sleepy] build started"),
+        "the build's line shows its step and its latest output:\n{screen}"
+    );
+    assert!(screen.contains("Apply complete: 1 built"), "{screen}");
+}
+
 /// A fleet of three images (two from paths, one from git) whose buildpack writes a few
 /// MB of layers, so that a kill lands in any step: planning, building, exporting, tagging.
 struct Crashable {

@@ -87,6 +87,19 @@ impl Observer for Progress {
         }
     }
 
+    /// On a terminal, a build's latest output line follows its step.
+    fn said(&self, image: &str, number: u64, line: &str) {
+        let Some(bars) = &self.bars else {
+            return;
+        };
+        let by_build = bars.by_build.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = by_build.get(&(image.to_string(), number)) {
+            let step = bar.message();
+            let step = step.split(" · ").next().unwrap_or_default();
+            bar.set_message(format!("{step} · {}", line.trim()));
+        }
+    }
+
     fn forgotten(&self, image: &str) {
         match &self.bars {
             Some(bars) => {

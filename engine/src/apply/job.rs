@@ -31,6 +31,14 @@ use crate::state::{BuildId, BuildStatus};
 pub enum Event {
     /// The build moved to its next step.
     Moved { id: BuildId, status: BuildStatus },
+    /// The build printed a line: `latest` holds its newest line not yet shown, for
+    /// progress displays (the log has every line). One event is pending at a time; lines
+    /// printed meanwhile replace the held one, so a chatty build cannot flood the
+    /// dispatcher and the newest line always shows.
+    Said {
+        id: BuildId,
+        latest: Arc<std::sync::Mutex<Option<String>>>,
+    },
     /// The job ended.
     Finished {
         id: BuildId,
@@ -96,6 +104,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
         id: job.id,
         log,
         events: events.clone(),
+        latest: Arc::default(),
     };
     let result = match &job.kind {
         JobKind::Build { previous } => build(&job, previous.as_deref(), &ctx, &sink).await,
@@ -114,11 +123,27 @@ struct JobSink {
     id: BuildId,
     log: BuildLog,
     events: UnboundedSender<Event>,
+    /// The newest line not yet taken by the dispatcher (see [`Event::Said`]).
+    latest: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl LogSink for JobSink {
     fn line(&self, phase: Phase, buildpack: Option<&str>, line: &str) {
         self.log.line(phase, buildpack, line);
+        if line.trim().is_empty() {
+            return;
+        }
+        let line = match buildpack {
+            Some(id) => format!("[{id}] {}", line.trim()),
+            None => line.trim().to_string(),
+        };
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if latest.replace(line).is_none() {
+            let _ = self.events.send(Event::Said {
+                id: self.id,
+                latest: self.latest.clone(),
+            });
+        }
     }
 
     fn phase_started(&self, phase: Phase) {

@@ -64,6 +64,8 @@ pub trait Observer: Send + Sync {
     fn moved(&self, build: &Build);
     /// An image's state was dropped.
     fn forgotten(&self, _image: &str) {}
+    /// A running build printed `line` (its latest, not every line: see `kpackd logs`).
+    fn said(&self, _image: &str, _number: u64, _line: &str) {}
 }
 
 /// An observer that says nothing.
@@ -161,6 +163,7 @@ struct Dispatcher<'a> {
 
 struct Running {
     image: String,
+    number: u64,
     started: Instant,
 }
 
@@ -297,6 +300,7 @@ impl<'a> Dispatcher<'a> {
             job.id,
             Running {
                 image: job.image.clone(),
+                number: job.number,
                 started: Instant::now(),
             },
         );
@@ -308,6 +312,12 @@ impl<'a> Dispatcher<'a> {
         match event {
             Event::Moved { id, status } => {
                 self.advance(id, status)?;
+            }
+            Event::Said { id, latest } => {
+                let line = latest.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let (Some(running), Some(line)) = (self.running.get(&id), line) {
+                    self.observer.said(&running.image, running.number, &line);
+                }
             }
             Event::Finished { id, result } => {
                 let outcome = match result {
