@@ -628,7 +628,7 @@ pub async fn export(
         None,
         &format!("Pushing {} layers to {}", layers.len(), req.tag),
     );
-    let pushed = push(store, req, config, &layers).await?;
+    let pushed = push(store, req, config, &layers, logs).await?;
     for tag in std::iter::once(req.tag).chain(req.additional_tags) {
         logs.line(
             Phase::Export,
@@ -652,6 +652,12 @@ pub async fn export(
         bytes_uploaded: pushed.bytes_uploaded,
         written,
     })
+}
+
+/// `sha256:` and the first 12 hex digits, as in `kpackd inspect`.
+fn short_digest(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{}:{}", digest.algorithm(), &hex[..hex.len().min(12)])
 }
 
 fn write_err(what: &str, source: OciError) -> ExportError {
@@ -1156,8 +1162,33 @@ async fn push(
     req: &ExportRequest<'_>,
     mut config: ImageConfig,
     layers: &[ImageLayer],
+    logs: &dyn LogSink,
 ) -> Result<Pushed, ExportError> {
     let dest = req.tag;
+    let said = |i: usize, how: BlobTransfer| {
+        let layer = &layers[i];
+        let how = match how {
+            BlobTransfer::Existed => "already there",
+            BlobTransfer::Mounted => "mounted",
+            BlobTransfer::Uploaded => "uploaded",
+        };
+        logs.line(
+            Phase::Export,
+            None,
+            &format!(
+                "Layer {}/{} {} {:.1} MiB ({}): {how}",
+                i + 1,
+                layers.len(),
+                short_digest(&layer.descriptor.digest),
+                layer.descriptor.size as f64 / (1024.0 * 1024.0),
+                if layer.created_by.is_empty() {
+                    "run image"
+                } else {
+                    &layer.created_by
+                },
+            ),
+        );
+    };
     let bytes = Arc::new(AtomicU64::new(0));
     let parallel = store.settings().parallel_blobs.max(1);
     // By index: a stream of borrowed layers makes the future lose `Send` (rustc's
@@ -1175,11 +1206,12 @@ async fn push(
                         if how == BlobTransfer::Uploaded {
                             bytes.fetch_add(w.size, Ordering::Relaxed);
                         }
+                        said(i, how);
                         Ok(how)
                     }
                     Blob::Copied { from } => {
                         let counter = bytes.clone();
-                        store
+                        let how = store
                             .copy_blob(
                                 from,
                                 dest,
@@ -1188,7 +1220,9 @@ async fn push(
                                     counter.fetch_add(n, Ordering::Relaxed);
                                 }),
                             )
-                            .await
+                            .await?;
+                        said(i, how);
+                        Ok(how)
                     }
                 }
             }
