@@ -96,6 +96,9 @@ pub enum Command {
         /// Where to serve webhooks, triggers, status and metrics (loopback by default)
         #[arg(long, value_name = "ADDR", default_value = engine::watch::DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Wait this long for another apply or watch to release the state (e.g. `5m`)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        lock_timeout: Option<std::time::Duration>,
     },
     /// Each image: tag, digest, last build, reasons, age
     Status {

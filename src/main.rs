@@ -11,9 +11,21 @@ use clap::Parser;
 use cli::{Cli, ColorChoice};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    setup_color(cli.global.color);
-    setup_tracing(cli.global.verbose, cli.global.quiet);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // A usage mistake is an error (1), never `plan --detailed-exitcode`'s 2
+            // ("changes"); --help and --version succeed.
+            return if e.use_stderr() {
+                ExitCode::from(commands::EXIT_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let color = setup_color(cli.global.color);
+    setup_tracing(cli.global.verbose, cli.global.quiet, color);
     match commands::run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(report) => {
@@ -23,7 +35,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn setup_color(choice: ColorChoice) {
+/// Sets colours for every output (anstream, miette) and says whether stderr gets them.
+fn setup_color(choice: ColorChoice) -> bool {
     let anstream_choice = match choice {
         ColorChoice::Auto => anstream::ColorChoice::Auto,
         ColorChoice::Always => anstream::ColorChoice::Always,
@@ -48,9 +61,10 @@ fn setup_color(choice: ColorChoice) {
                 .build(),
         )
     }));
+    color
 }
 
-fn setup_tracing(verbose: u8, quiet: bool) {
+fn setup_tracing(verbose: u8, quiet: bool, color: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
@@ -63,6 +77,7 @@ fn setup_tracing(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(color)
         .with_target(false)
         .init();
 }

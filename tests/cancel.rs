@@ -273,6 +273,54 @@ fn a_second_sigint_exits_at_once_and_the_next_apply_repairs_the_state() {
     assert_eq!(builds[1], (2, "succeeded".to_string()));
 }
 
+/// `plan` while an apply builds a triggered image does not plan it twice; once that
+/// apply is killed, `plan` shows the rebuild the next apply will make.
+#[test]
+fn plan_after_kill_9_shows_the_interrupted_rebuild() {
+    let fleet = Sleepy::new();
+    assert_eq!(kpackd(fleet.root(), &["apply"]).status.code(), Some(0));
+    assert!(kpackd(fleet.root(), &["trigger", "sleepy"])
+        .status
+        .success());
+    fleet.slow(&unique_sleep());
+    let planned = |why: &str| -> (String, serde_json::Value) {
+        let plan = kpackd(fleet.root(), &["plan", "--json"]);
+        assert_eq!(plan.status.code(), Some(0), "{why}");
+        let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+        let change = &plan["changes"][0];
+        (
+            change["action"].as_str().unwrap_or_default().to_string(),
+            change["reasons"].clone(),
+        )
+    };
+    // The slow file is part of the source: the pending rebuild is COMMIT and TRIGGER.
+    let (action, reasons) = planned("before the apply");
+    assert_eq!(action, "build");
+    assert_eq!(reasons, serde_json::json!(["COMMIT", "TRIGGER"]));
+
+    let mut apply = spawn_kpackd(fleet.root(), "apply", &["apply"]);
+    fleet.wait_building(&mut apply, 2);
+    // The running build claimed the trigger; its source is the one being built. Only
+    // COMMIT remains, as seen against the last completed build.
+    let (action, reasons) = planned("while the apply runs");
+    assert_eq!(action, "build");
+    assert_eq!(
+        reasons,
+        serde_json::json!(["COMMIT"]),
+        "the trigger is claimed"
+    );
+
+    apply.signal("KILL");
+    apply.wait_timeout(LONG).expect("a killed apply ends");
+    let (action, reasons) = planned("after kill -9");
+    assert_eq!(action, "build");
+    assert_eq!(
+        reasons,
+        serde_json::json!(["COMMIT", "TRIGGER"]),
+        "the dead build's trigger is pending again"
+    );
+}
+
 #[test]
 fn two_applies_at_once_the_second_is_refused_or_waits_with_lock_timeout() {
     let fleet = Sleepy::new();

@@ -167,3 +167,58 @@ fn graph_of_an_invalid_config_fails() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
 }
+
+/// A mistake on the command line is an error (1), so that it never reads as
+/// `plan --detailed-exitcode`'s "changes" (2); help and version succeed.
+#[test]
+fn command_line_mistakes_exit_1_and_help_exits_0() {
+    for args in [
+        &["plan", "--detailed-exitcode", "--bogus"][..],
+        &["apply", "--concurrency", "0"],
+        &["--color", "bogus", "status"],
+        &[],
+    ] {
+        let out = kpackd(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "kpackd {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).is_empty(), "kpackd {args:?} says why");
+    }
+    assert_eq!(kpackd(&["--help"]).status.code(), Some(0));
+    assert_eq!(kpackd(&["plan", "--help"]).status.code(), Some(0));
+    assert_eq!(kpackd(&["--version"]).status.code(), Some(0));
+}
+
+/// `--color never` reaches the log lines too, whatever the environment says.
+#[test]
+fn color_never_leaves_log_lines_plain() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.path().join("kpack.toml"),
+        "[kpackd]\nstate-dir = \"state\"\n",
+    )
+    .expect("writing kpack.toml");
+    let plan = |color: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kpackd"))
+            .args(["--color", color, "-v", "plan"])
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("kpackd runs");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stderr(&out);
+        assert!(text.contains("planned"), "an info line: {text:?}");
+        text
+    };
+    let never = plan("never");
+    assert!(!never.contains('\u{1b}'), "{never:?}");
+    let always = plan("always");
+    assert!(
+        always.contains('\u{1b}'),
+        "--color always colours the log lines: {always:?}"
+    );
+}

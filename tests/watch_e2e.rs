@@ -372,6 +372,18 @@ fn watch_builds_on_startup_edit_commit_webhook_trigger_and_survives_a_bad_edit()
     assert_eq!(local.reasons, ["TRIGGER"]);
     w.settle();
 
+    // `kpackd trigger` from another shell: recorded in the state, and watch (its poll
+    // interval an hour) answers it at once.
+    let cli = support::kpackd(w.root(), &["trigger", "local"]);
+    assert!(cli.status.success(), "{cli:?}");
+    let (latency, local) = w.next_build("local", 4, "kpackd trigger");
+    assert_eq!(local.reasons, ["TRIGGER"]);
+    assert!(
+        latency < Duration::from_secs(10),
+        "watch noticed `kpackd trigger` after {latency:?}"
+    );
+    w.settle();
+
     // An invalid edit: reported, the last good configuration keeps running.
     save_atomically(w.root(), "[images.local]\ntag = 5\n");
     let error = wait_for("the invalid edit to be reported", LONG, || {
@@ -391,7 +403,7 @@ fn watch_builds_on_startup_edit_commit_webhook_trigger_and_survives_a_bad_edit()
     let (_, remote) = w.next_build("remote", 3, "trigger after an invalid edit");
     assert_eq!(remote.reasons, ["TRIGGER"]);
     w.settle();
-    assert_eq!(w.last("local").map(|l| l.number), Some(4));
+    assert_eq!(w.last("local").map(|l| l.number), Some(5));
 
     // A good edit again clears the error (and changes nothing else).
     save_atomically(
@@ -402,7 +414,7 @@ fn watch_builds_on_startup_edit_commit_webhook_trigger_and_survives_a_bad_edit()
         w.status()["watch"]["config_error"].is_null().then_some(())
     });
     w.settle();
-    assert_eq!(w.last("local").map(|l| l.number), Some(4));
+    assert_eq!(w.last("local").map(|l| l.number), Some(5));
     assert_eq!(w.last("remote").map(|l| l.number), Some(4));
 
     // SIGTERM: watch exits 0.

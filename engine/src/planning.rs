@@ -45,7 +45,7 @@ use crate::state::{State, StateError};
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
     #[error("no image named `{name}` in kpack.toml{}", known_names(known))]
-    #[diagnostic(help("--target takes an image name, a key of an [images.<name>] table"))]
+    #[diagnostic(help("an image name is a key of an [images.<name>] table"))]
     UnknownTarget { name: String, known: Vec<String> },
     #[error(transparent)]
     State(#[from] StateError),
@@ -181,7 +181,9 @@ pub fn make_plan<'a>(
     state: &State,
     targets: &'a [String],
 ) -> impl Future<Output = Result<Planned, PlanError>> + Send + 'a {
-    let read = state.recorded();
+    // A writer has marked dead builds `interrupted` already; a reader (`plan`) sees
+    // them as the next writer will.
+    let read = state.recorded_for_reader();
     let options = ResolveOptions::new(config, state.dir());
     async move { plan_with(config, read?, targets, &options).await }
 }

@@ -275,11 +275,11 @@ fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream 
     }
 }
 
-/// A configuration error as the terminal shows it, for the watch log.
+/// A configuration error as `kpackd validate` shows it off a terminal (plain ASCII), for
+/// the watch log and `GET /status`.
 fn render(error: &planner::ConfigError) -> String {
     let mut text = String::new();
-    let handler =
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::ascii());
     if handler.render_report(&mut text, error).is_err() {
         return error.to_string();
     }

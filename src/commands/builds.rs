@@ -56,7 +56,10 @@ fn table(builds: &[Build]) -> String {
                 b.image.clone(),
                 format!("#{}", b.number),
                 b.action.to_string(),
-                b.status.to_string(),
+                match &b.failure {
+                    Some(f) => format!("{} ({})", b.status, f.step),
+                    None => b.status.to_string(),
+                },
                 reasons(b),
                 age(b.queued_at),
                 b.finished_at

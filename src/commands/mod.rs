@@ -85,9 +85,16 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
             follow,
         ),
         Command::Graph { config } => graph::run(&config),
-        Command::Watch { config, listen } => {
-            watch::run(&config, listen, cli.global.state_dir.as_deref())
-        }
+        Command::Watch {
+            config,
+            listen,
+            lock_timeout,
+        } => watch::run(
+            &config,
+            listen,
+            cli.global.state_dir.as_deref(),
+            lock_timeout,
+        ),
         Command::Inspect {
             reference,
             json,

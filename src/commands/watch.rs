@@ -18,14 +18,19 @@ use super::progress::Progress;
 
 use super::Outcome;
 
-pub fn run(config: &Path, listen: SocketAddr, state_dir: Option<&Path>) -> miette::Result<Outcome> {
+pub fn run(
+    config: &Path,
+    listen: SocketAddr,
+    state_dir: Option<&Path>,
+    lock_timeout: Option<std::time::Duration>,
+) -> miette::Result<Outcome> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .into_diagnostic()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let reconciler = Arc::new(reconciler(config, state_dir)?);
+        let reconciler = Arc::new(reconciler(config, state_dir, lock_timeout)?);
         let options = WatchOptions {
             listen: Some(listen),
             webhook_secret: std::env::var(WEBHOOK_SECRET_ENV)
@@ -78,10 +83,14 @@ async fn signal() -> std::io::Result<()> {
 /// The engine behind watch: takes the state lock for the daemon's life (a second writer
 /// is refused at once, naming this one) and plans and applies with the last good
 /// configuration whenever the loop wakes.
-fn reconciler(config: &Path, state_dir: Option<&Path>) -> miette::Result<Watched> {
+fn reconciler(
+    config: &Path,
+    state_dir: Option<&Path>,
+    lock_timeout: Option<std::time::Duration>,
+) -> miette::Result<Watched> {
     let loaded = planner::load(config)?;
     let dir = engine::planning::state_dir(&loaded, state_dir);
-    let lock = StateLock::acquire(&dir, None).map_err(|e| miette!("{e}"))?;
+    let lock = StateLock::acquire(&dir, lock_timeout).map_err(|e| miette!("{e}"))?;
     let observer = Arc::new(Progress::new(true));
     Ok(Watched {
         _lock: lock,

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -75,6 +76,30 @@ impl StateLock {
         tracing::debug!(path = %path.display(), "state lock taken");
         Ok(StateLock { _file: file })
     }
+}
+
+/// Whether a writer (`apply`, `watch`) is running on the state in `dir`: the process its
+/// lock file names is alive and is a kpackd. Readers ask this without touching the lock,
+/// so that they never stand in a writer's way.
+pub fn writer_alive(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    let Some(pid) = text
+        .strip_prefix("pid ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    // A pid the kernel gave to another program since does not count.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .next()
+            .and_then(|argv0| Path::new(std::ffi::OsStr::from_bytes(argv0)).file_name())
+            .is_some_and(|name| name.as_bytes().starts_with(b"kpackd"))
+    })
 }
 
 /// Who holds the lock, as its lock file says.

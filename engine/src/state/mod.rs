@@ -18,7 +18,11 @@ use planner::plan::Action;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 pub use build::{Build, BuildId, BuildStatus, Failure, NewBuild, Outcome, UnknownStatus};
-pub use lock::{LockError, StateLock, LOCK_FILE};
+pub use lock::{writer_alive, LockError, StateLock, LOCK_FILE};
+
+/// The file in the state directory that [`State::add_trigger`] writes after recording a
+/// trigger, so that a running `kpackd watch` (watching it) reconciles at once.
+pub const DOORBELL_FILE: &str = "triggered";
 
 /// The database's name in the state directory.
 pub const DATABASE_FILE: &str = "state.db";
@@ -147,6 +151,18 @@ impl State {
     /// What the rebuild rules need: per image, its last completed build and its
     /// pending triggers.
     pub fn recorded(&self) -> Result<Recorded, StateError> {
+        self.recorded_with(false)
+    }
+
+    /// [`recorded`](Self::recorded) as a reader sees it: when no writer is alive, builds
+    /// that never ended belong to a process that died, and the triggers they claimed
+    /// count as pending, as they will once the next writer marks them `interrupted`.
+    /// So `plan` after a `kill -9` shows what the next `apply` will do.
+    pub fn recorded_for_reader(&self) -> Result<Recorded, StateError> {
+        self.recorded_with(!writer_alive(&self.dir))
+    }
+
+    fn recorded_with(&self, orphans_released: bool) -> Result<Recorded, StateError> {
         let mut images: BTreeMap<String, RecordedImage> = BTreeMap::new();
         let mut names = self.conn.prepare("SELECT name FROM images")?;
         for name in names.query_map([], |row| row.get::<_, String>(0))? {
@@ -175,9 +191,15 @@ impl State {
                 output: build.output,
             });
         }
-        let mut triggers = self.conn.prepare(
-            "SELECT image, count(*) FROM triggers WHERE claimed_by IS NULL GROUP BY image",
-        )?;
+        let mut triggers = self.conn.prepare(if orphans_released {
+            "SELECT image, count(*) FROM triggers
+             WHERE claimed_by IS NULL
+                OR claimed_by IN (SELECT id FROM builds WHERE status NOT IN
+                                  ('succeeded', 'failed', 'canceled', 'interrupted'))
+             GROUP BY image"
+        } else {
+            "SELECT image, count(*) FROM triggers WHERE claimed_by IS NULL GROUP BY image"
+        })?;
         for row in triggers.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))? {
             let (image, count) = row?;
             images.entry(image).or_default().pending_triggers = count;
@@ -356,6 +378,12 @@ impl State {
         )?;
         tx.commit()?;
         tracing::info!(image, "trigger recorded");
+        // A running `kpackd watch` watches this file: it answers the trigger now rather
+        // than at its next wake. Best effort: the trigger is recorded either way.
+        let doorbell = self.dir.join(DOORBELL_FILE);
+        if let Err(e) = std::fs::write(&doorbell, format!("{image}\n")) {
+            tracing::debug!(path = %doorbell.display(), error = %e, "cannot ring the doorbell");
+        }
         Ok(())
     }
 

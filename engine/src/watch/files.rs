@@ -21,6 +21,8 @@ pub(crate) struct FileWatcher {
     config_file: PathBuf,
     local_paths: Vec<PathBuf>,
     ignored: Vec<PathBuf>,
+    /// The state's doorbell, its directory canonicalised.
+    doorbell: Option<PathBuf>,
 }
 
 impl FileWatcher {
@@ -58,6 +60,7 @@ impl FileWatcher {
                 config_file: PathBuf::new(),
                 local_paths: Vec::new(),
                 ignored: Vec::new(),
+                doorbell: None,
             },
             rx,
         ))
@@ -87,6 +90,12 @@ impl FileWatcher {
 
         // The directory, not the file: an atomic save replaces the file's inode.
         let mut wanted = BTreeSet::from([(config_dir, false)]);
+        self.doorbell = summary.doorbell.as_ref().and_then(|bell| {
+            let dir = canonical(bell.parent()?);
+            let name = bell.file_name()?;
+            wanted.insert((dir.clone(), false));
+            Some(dir.join(name))
+        });
         wanted.extend(self.local_paths.iter().map(|p| (p.clone(), true)));
         for (path, recursive) in self.watched.difference(&wanted) {
             if let Err(error) = self.debouncer.unwatch(path) {
@@ -124,6 +133,9 @@ impl FileWatcher {
         for path in paths {
             if *path == self.config_file && !causes.contains(&Cause::ConfigChanged) {
                 causes.push(Cause::ConfigChanged);
+            }
+            if self.doorbell.as_ref() == Some(path) && !causes.contains(&Cause::TriggersRecorded) {
+                causes.push(Cause::TriggersRecorded);
             }
             if self.is_ignored(path) {
                 continue;

@@ -66,6 +66,9 @@ pub struct ConfigSummary {
     pub upstreams: BTreeSet<Upstream>,
     /// `poll-interval`.
     pub poll_interval: Duration,
+    /// The state's doorbell ([`crate::state::DOORBELL_FILE`]): written when a trigger is
+    /// recorded from outside (`kpackd trigger`), it wakes the loop.
+    pub doorbell: Option<PathBuf>,
 }
 
 /// One distinct remote thing that can change without kpackd hearing about it.
@@ -103,6 +106,8 @@ pub enum Cause {
     Poll(Upstream),
     /// `POST /images/<name>/trigger`.
     Trigger(String),
+    /// Triggers were recorded in the state from outside (`kpackd trigger`).
+    TriggersRecorded,
 }
 
 /// Why a reconcile runs: every cause that arrived since the previous one started,
@@ -116,6 +121,7 @@ pub struct Wake {
     /// Upstreams to resolve afresh.
     pub polls: BTreeSet<Upstream>,
     pub triggers: BTreeSet<String>,
+    pub triggers_recorded: bool,
 }
 
 impl Wake {
@@ -132,6 +138,7 @@ impl Wake {
             Cause::Trigger(image) => {
                 self.triggers.insert(image);
             }
+            Cause::TriggersRecorded => self.triggers_recorded = true,
         }
     }
 
@@ -141,6 +148,7 @@ impl Wake {
         self.paths_changed.extend(other.paths_changed);
         self.polls.extend(other.polls);
         self.triggers.extend(other.triggers);
+        self.triggers_recorded |= other.triggers_recorded;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,6 +180,9 @@ impl fmt::Display for Wake {
         );
         parts.extend(self.polls.iter().map(|u| format!("poll {u}")));
         parts.extend(self.triggers.iter().map(|i| format!("trigger {i}")));
+        if self.triggers_recorded {
+            parts.push("kpackd trigger".to_string());
+        }
         f.write_str(&parts.join(", "))
     }
 }
