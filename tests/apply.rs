@@ -14,13 +14,15 @@ use testkit::git::BareRepo;
 struct Fleet {
     dir: tempfile::TempDir,
     repo: BareRepo,
+    /// The stack's one layer, for images made on top of it.
+    base: executors::oci::layer::WrittenLayer,
 }
 
 impl Fleet {
     fn new() -> Fleet {
         let dir = tempfile::tempdir().expect("a temp dir");
         let root = dir.path();
-        write_stack(&root.join("work"), &root.join("stacks"));
+        let base = write_stack(&root.join("work"), &root.join("stacks"));
         let bps = root.join("buildpacks");
         write_buildpack(
             &bps,
@@ -88,7 +90,7 @@ source = {{ git = "{}", revision = "main" }}
             ),
         )
         .expect("writing kpack.toml");
-        Fleet { dir, repo }
+        Fleet { dir, repo, base }
     }
 
     fn root(&self) -> &Path {
@@ -284,4 +286,116 @@ fn history_limits_drop_old_builds_and_their_logs() {
     let gone = kpackd(fleet.root(), &["logs", "local", "--build", "1"]);
     assert_eq!(gone.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("builds of local kept: 3"));
+}
+
+/// A store may hold buildpackage images: the buildpack's layer is extracted once (by
+/// diffID) and builds like a directory buildpack.
+#[test]
+fn a_buildpackage_image_in_a_store_builds_like_a_directory() {
+    let fleet = Fleet::new();
+    let root = fleet.root();
+    support::write_buildpackage(
+        &root.join("buildpacks/hello"),
+        "test/hello",
+        &root.join("bps"),
+        "hello",
+        &root.join("work/bp"),
+    );
+    let config = root.join("kpack.toml");
+    let text = std::fs::read_to_string(&config).expect("reading kpack.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            r#"buildpacks = ["buildpacks/hello"]"#,
+            r#"buildpacks = [{ image = "oci:bps:hello" }]"#,
+        ),
+    )
+    .expect("writing kpack.toml");
+
+    let plan = fleet.json(&["plan", "--json", "--target", "local"]);
+    let digests = &plan["changes"][0]["inputs"]["buildpack_digests"];
+    let digest = digests["test/hello@0.1.0"].as_str().unwrap_or_default();
+    assert!(
+        digest.starts_with("sha256:"),
+        "pinned by layer diffID: {plan}"
+    );
+
+    let first = kpackd(root, &["apply", "--target", "local"]);
+    assert_eq!(first.status.code(), Some(0), "{}", support::stdout(&first));
+    let log = support::stdout(&kpackd(root, &["logs", "local"]));
+    assert!(
+        log.contains("Extracting buildpack test/hello@0.1.0 from oci:"),
+        "{log}"
+    );
+    assert!(log.contains("built hello"), "the buildpack ran: {log}");
+    let inspect = fleet.json(&["inspect", "oci:out:local", "--json"]);
+    assert_eq!(
+        inspect["cnb"]["buildpacks"][0]["id"], "test/hello",
+        "{inspect}"
+    );
+
+    // Extracted once: the next build reuses the directory.
+    assert!(kpackd(root, &["trigger", "local"]).status.success());
+    let second = kpackd(root, &["apply", "--target", "local"]);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        support::stdout(&second)
+    );
+    let log = support::stdout(&kpackd(root, &["logs", "local"]));
+    assert!(!log.contains("Extracting buildpack"), "{log}");
+    assert!(log.contains("built hello"), "{log}");
+}
+
+/// A builder may be a ready-made CNB builder image: its build image is the builder, its
+/// buildpacks and order come from the image, its run image from the builder's metadata.
+#[test]
+fn a_builder_image_builds_with_its_own_buildpacks_and_order() {
+    let fleet = Fleet::new();
+    let root = fleet.root();
+    support::write_builder(
+        &fleet.base,
+        &root.join("buildpacks/hello"),
+        "test/hello",
+        "oci:stacks:run",
+        &root.join("builders"),
+        "default",
+        &root.join("work/builder"),
+    );
+    let config = root.join("kpack.toml");
+    let text = std::fs::read_to_string(&config).expect("reading kpack.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[builders.test]\nstack = \"test\"\nstore = \"test\"\norder = [{ group = [{ id = \"test/hello\" }] }]\n",
+            "[builders.test]\nbuilder = \"oci:builders:default\"\n",
+        ),
+    )
+    .expect("writing kpack.toml");
+    assert!(
+        std::fs::read_to_string(&config)
+            .expect("reading kpack.toml")
+            .contains("builder = \"oci:builders:default\""),
+        "the builder is a builder image now"
+    );
+    let validate = kpackd(root, &["validate"]);
+    assert_eq!(validate.status.code(), Some(0), "{validate:?}");
+
+    let applied = kpackd(root, &["apply", "--target", "local"]);
+    assert_eq!(applied.status.code(), Some(0), "{}", stdout(&applied));
+    let log = stdout(&kpackd(root, &["logs", "local"]));
+    assert!(
+        log.contains("Extracting buildpack test/hello@0.1.0"),
+        "{log}"
+    );
+    assert!(log.contains("built hello"), "{log}");
+    let inspect = fleet.json(&["inspect", "oci:out:local", "--json"]);
+    assert_eq!(
+        inspect["cnb"]["buildpacks"][0]["id"], "test/hello",
+        "{inspect}"
+    );
+    assert_eq!(inspect["cnb"]["stackId"], support::STACK_ID, "{inspect}");
+    let plan = kpackd(root, &["plan", "--detailed-exitcode", "--target", "local"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
 }

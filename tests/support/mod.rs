@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use executors::oci::layer::LayerBuilder;
+use executors::oci::layer::{LayerBuilder, WrittenLayer};
 use executors::oci::{ContainerConfig, ImageConfig, ImageStore, StoreSettings};
 use imageref::ImageRef;
 
@@ -16,7 +16,7 @@ pub const STACK_ID: &str = "io.kpackd.test";
 
 /// Writes a build image and a run image for the test stack into the OCI layout `layout`
 /// (refs `build` and `run`), from one minimal root filesystem made in `work`.
-pub fn write_stack(work: &Path, layout: &Path) {
+pub fn write_stack(work: &Path, layout: &Path) -> WrittenLayer {
     testkit::require("bwrap", "bubblewrap");
     let rootfs = work.join("rootfs");
     testkit::rootfs::minimal_rootfs(&rootfs, &[]).expect("making a minimal root filesystem");
@@ -41,6 +41,7 @@ pub fn write_stack(work: &Path, layout: &Path) {
                 .expect("writing a stack image");
         }
     });
+    base
 }
 
 /// Adds one layer (a file `/etc/patch-level` with `level`) on top of the run image:
@@ -520,4 +521,90 @@ pub fn patch_image_in_layout(work: &Path, layout: &Path, ref_name: &str, level: 
             .digest()
             .to_string()
     })
+}
+
+/// The layer of the directory buildpack `bp` (id `id`, version 0.1.0) as images carry
+/// it, `/cnb/buildpacks/<id with / as _>/0.1.0/`, and its `io.buildpacks.buildpack.layers`
+/// label.
+fn buildpack_layer(bp: &Path, id: &str, work: &Path) -> (WrittenLayer, String) {
+    std::fs::create_dir_all(work).expect("making the work dir");
+    let in_image = format!("cnb/buildpacks/{}/0.1.0", id.replace('/', "_"));
+    let mut builder = LayerBuilder::new(0, 0);
+    builder
+        .add(Path::new(&in_image), bp)
+        .expect("adding the buildpack");
+    let layer = builder.write(work).expect("writing the buildpack layer");
+    let label = serde_json::json!({
+        id: {"0.1.0": {"api": "0.10", "layerDiffID": layer.diff_id.to_string(),
+                       "targets": [{"os": "linux"}]}}
+    });
+    (layer, label.to_string())
+}
+
+fn push_to_layout(layout: &Path, ref_name: &str, config: ImageConfig, layers: &[WrittenLayer]) {
+    runtime().block_on(async {
+        let store = ImageStore::new(StoreSettings::default());
+        let reference = ImageRef::parse(&format!("oci:{}:{ref_name}", layout.display()))
+            .expect("a layout reference");
+        store
+            .push_image(&reference, config, layers)
+            .await
+            .expect("writing an image");
+    });
+}
+
+/// Writes the directory buildpack `bp` (id `id`, version 0.1.0) as a buildpackage image
+/// into the OCI layout `layout` under `ref_name`: one layer holding the buildpack, and
+/// the labels a buildpackage carries.
+pub fn write_buildpackage(bp: &Path, id: &str, layout: &Path, ref_name: &str, work: &Path) {
+    let (layer, layers_label) = buildpack_layer(bp, id, work);
+    let mut labels = BTreeMap::new();
+    labels.insert("io.buildpacks.buildpack.layers".to_string(), layers_label);
+    labels.insert(
+        "io.buildpacks.buildpackage.metadata".to_string(),
+        serde_json::json!({"id": id, "version": "0.1.0"}).to_string(),
+    );
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        config: Some(ContainerConfig {
+            labels: Some(labels),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    push_to_layout(layout, ref_name, config, std::slice::from_ref(&layer));
+}
+
+/// Writes a CNB builder image into `layout` under `ref_name`: the test stack's build
+/// image (`base`, its layer) with the buildpack `bp` added, its order (that one
+/// buildpack) and its run image (`run_image`) in the builder labels.
+pub fn write_builder(
+    base: &WrittenLayer,
+    bp: &Path,
+    id: &str,
+    run_image: &str,
+    layout: &Path,
+    ref_name: &str,
+    work: &Path,
+) {
+    let (layer, layers_label) = buildpack_layer(bp, id, work);
+    let mut config = stack_config(true);
+    let labels = config
+        .config
+        .as_mut()
+        .and_then(|c| c.labels.as_mut())
+        .expect("the stack config has labels");
+    labels.insert("io.buildpacks.buildpack.layers".to_string(), layers_label);
+    labels.insert(
+        "io.buildpacks.buildpack.order".to_string(),
+        serde_json::json!([{"group": [{"id": id, "version": "0.1.0"}]}]).to_string(),
+    );
+    labels.insert(
+        "io.buildpacks.builder.metadata".to_string(),
+        serde_json::json!({"images": [{"image": run_image}],
+                           "buildpacks": [{"id": id, "version": "0.1.0"}]})
+        .to_string(),
+    );
+    push_to_layout(layout, ref_name, config, &[base.clone(), layer]);
 }

@@ -192,15 +192,10 @@ async fn build(
             job.image
         ));
     };
-    let order = match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
-        Some(BuilderKind::Assembled { order, .. }) => order,
-        Some(BuilderKind::Image(reference)) => {
-            return Err(format!(
-                "builder \"{}\" is a builder image ({reference}); kpackd builds from a stack \
-                 and a store: list the builder's buildpacks in a store",
-                image.builder
-            ))
-        }
+    // The order: the builder's own, or the builder image's label (read below).
+    let assembled = match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
+        Some(BuilderKind::Assembled { order, .. }) => Some(order_groups(order)),
+        Some(BuilderKind::Image(_)) => None,
         None => {
             return Err(format!(
                 "builder \"{}\" is not in the configuration",
@@ -208,20 +203,6 @@ async fn build(
             ))
         }
     };
-    let mut buildpack_dirs = Vec::new();
-    for pin in buildpacks.values() {
-        match &pin.location {
-            BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
-            BuildpackLocation::Image { reference } => {
-                return Err(format!(
-                    "buildpack {}@{} comes from the image {reference}; kpackd builds with \
-                     directory buildpacks",
-                    pin.id, pin.version
-                ))
-            }
-        }
-    }
-
     let _ = sink.events.send(Event::Moved {
         id: job.id,
         status: BuildStatus::ResolvingSource,
@@ -244,6 +225,33 @@ async fn build(
 
     let build_ref = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;
     let run_ref = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
+    let order = match assembled {
+        Some(order) => order,
+        None => builder_order(&ctx.store, &build_ref).await?,
+    };
+    // Buildpacks from buildpackage and builder images become directories first.
+    let mut buildpack_dirs = Vec::new();
+    for pin in buildpacks.values() {
+        match &pin.location {
+            BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
+            BuildpackLocation::Image { reference } => {
+                let reference = ImageRef::parse(reference)
+                    .map_err(|e| format!("buildpack {}@{}: {e}", pin.id, pin.version))?;
+                let dir = executors::lifecycle::buildpackage::materialise(
+                    &ctx.store,
+                    &reference,
+                    &pin.id,
+                    &pin.version,
+                    &pin.digest,
+                    &ctx.state_dir,
+                    sink,
+                )
+                .await
+                .map_err(|e| error_chain(&e))?;
+                buildpack_dirs.push(dir);
+            }
+        }
+    }
     let request = BuildRequest {
         image: job.image.clone(),
         tag: image.tag.clone(),
@@ -251,20 +259,7 @@ async fn build(
         build_image: build_ref,
         run_image: run_ref,
         buildpack_dirs,
-        order: order
-            .iter()
-            .map(|group| OrderGroup {
-                group: group
-                    .buildpacks
-                    .iter()
-                    .map(|bp| OrderEntry {
-                        id: bp.id.clone(),
-                        version: bp.version.clone().unwrap_or_default(),
-                        optional: bp.optional,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        order,
         app_dir,
         env: image.env.clone(),
         network: image.network,
@@ -536,4 +531,71 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The lifecycle's order from the builder's order in kpack.toml.
+fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
+    order
+        .iter()
+        .map(|group| OrderGroup {
+            group: group
+                .buildpacks
+                .iter()
+                .map(|bp| OrderEntry {
+                    id: bp.id.clone(),
+                    version: bp.version.clone().unwrap_or_default(),
+                    optional: bp.optional,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The label a builder image keeps its order in (platform spec: builder image).
+const BUILDER_ORDER_LABEL: &str = "io.buildpacks.buildpack.order";
+
+/// The order of the builder image `builder`, from its `io.buildpacks.buildpack.order`
+/// label.
+async fn builder_order(
+    store: &executors::oci::ImageStore,
+    builder: &ImageRef,
+) -> Result<Vec<OrderGroup>, String> {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        group: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: String,
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        optional: bool,
+    }
+    let image = store
+        .image(builder)
+        .await
+        .map_err(|e| format!("read the builder image {builder}: {e}"))?;
+    let label = image
+        .config
+        .labels()
+        .get(BUILDER_ORDER_LABEL)
+        .cloned()
+        .ok_or_else(|| format!("the builder image {builder} has no {BUILDER_ORDER_LABEL} label"))?;
+    let groups: Vec<Group> = serde_json::from_str(&label)
+        .map_err(|e| format!("the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"))?;
+    Ok(groups
+        .into_iter()
+        .map(|g| OrderGroup {
+            group: g
+                .group
+                .into_iter()
+                .map(|e| OrderEntry {
+                    id: e.id,
+                    version: e.version,
+                    optional: e.optional,
+                })
+                .collect(),
+        })
+        .collect())
 }

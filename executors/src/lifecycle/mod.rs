@@ -7,6 +7,7 @@
 //! …), so each phase can be tested on its own.
 
 pub mod build;
+pub mod buildpackage;
 pub mod cache;
 pub mod descriptor;
 pub mod detect;

@@ -52,4 +52,4 @@ pub use manifest::{
 };
 pub use retry::RetryPolicy;
 pub use store::{BlobTransfer, Image, ImageStore, Resolved, StoreSettings};
-pub use unpack::{unpack_image, UnpackOptions};
+pub use unpack::{unpack_image, unpack_layer, UnpackOptions};

@@ -1,0 +1,172 @@
+//! Buildpacks that come in images: buildpackages (`{ image = "…" }` in a store) and
+//! builder images. Each buildpack is one layer of its image, holding
+//! `/cnb/buildpacks/<id with / as _>/<version>/`, and the image's
+//! `io.buildpacks.buildpack.layers` label names that layer by diffID (the planner pins
+//! it). [`materialise`] extracts that one layer, once per diffID, under
+//! `<state-dir>/buildpacks/`, and returns the buildpack's directory: from there it is a
+//! directory buildpack like any other.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use imageref::{Digest, ImageRef};
+
+use super::descriptor::escape_id;
+use super::stack::lock_file;
+use super::{LogSink, Phase};
+use crate::oci::{self, blocking_reader, ImageStore, OciError, UnpackOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildpackageError {
+    #[error("buildpack {id}@{version} from {image}: {source}")]
+    Image {
+        id: String,
+        version: String,
+        image: String,
+        #[source]
+        source: OciError,
+    },
+    #[error("buildpack {id}@{version}: {image} has no layer with diffID {diff_id}")]
+    NoLayer {
+        id: String,
+        version: String,
+        image: String,
+        diff_id: String,
+    },
+    #[error("buildpack {id}@{version}: its layer in {image} holds no {expected}")]
+    NotInLayer {
+        id: String,
+        version: String,
+        image: String,
+        expected: String,
+    },
+    #[error("buildpack {id}@{version}: {what} {}: {source}", path.display())]
+    Io {
+        id: String,
+        version: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where buildpack layers are extracted, by diffID.
+const BUILDPACKS_CACHE: &str = "buildpacks";
+
+/// The directory of buildpack `id@version`, whose layer in `image` has the diffID
+/// `diff_id`: extracted into `<state_dir>/buildpacks/<diffID hex>/` unless a build before
+/// did (safe against concurrent builds), then found at `cnb/buildpacks/<id>/<version>`.
+pub async fn materialise(
+    store: &ImageStore,
+    image: &ImageRef,
+    id: &str,
+    version: &str,
+    diff_id: &str,
+    state_dir: &Path,
+    logs: &dyn LogSink,
+) -> Result<PathBuf, BuildpackageError> {
+    let io = |what: &'static str, path: &Path| {
+        let (id, version, path) = (id.to_string(), version.to_string(), path.to_path_buf());
+        move |source| BuildpackageError::Io {
+            id,
+            version,
+            what,
+            path,
+            source,
+        }
+    };
+    let no_layer = || BuildpackageError::NoLayer {
+        id: id.into(),
+        version: version.into(),
+        image: image.to_string(),
+        diff_id: diff_id.into(),
+    };
+    let digest = Digest::parse(diff_id).map_err(|_| no_layer())?;
+    let cache = state_dir.join(BUILDPACKS_CACHE);
+    let root = cache.join(digest.hex());
+    let dir = root
+        .join("cnb/buildpacks")
+        .join(escape_id(id))
+        .join(version);
+    if !root.is_dir() {
+        fs::create_dir_all(&cache).map_err(io("create", &cache))?;
+        let lock_path = cache.join(format!("{}.lock", digest.hex()));
+        let _lock = lock_file(&lock_path)
+            .await
+            .map_err(|e| io("lock", &lock_path)(std::io::Error::other(e.to_string())))?;
+        if !root.is_dir() {
+            logs.line(
+                Phase::Prepare,
+                None,
+                &format!("Extracting buildpack {id}@{version} from {image}"),
+            );
+            extract(store, image, &digest, &cache, &root)
+                .await
+                .map_err(|e| match e {
+                    Extract::NoLayer => no_layer(),
+                    Extract::Oci(source) => BuildpackageError::Image {
+                        id: id.into(),
+                        version: version.into(),
+                        image: image.to_string(),
+                        source,
+                    },
+                    Extract::Io(path, source) => io("extract into", &path)(source),
+                })?;
+        }
+    }
+    if !dir.join("buildpack.toml").is_file() {
+        return Err(BuildpackageError::NotInLayer {
+            id: id.into(),
+            version: version.into(),
+            image: image.to_string(),
+            expected: format!("/cnb/buildpacks/{}/{version}/buildpack.toml", escape_id(id)),
+        });
+    }
+    Ok(dir)
+}
+
+enum Extract {
+    NoLayer,
+    Oci(OciError),
+    Io(PathBuf, std::io::Error),
+}
+
+/// Unpacks the layer with diffID `diff_id` of `image` into a temporary directory beside
+/// `root`, then renames it to `root`: a half-extracted buildpack is never seen.
+async fn extract(
+    store: &ImageStore,
+    image: &ImageRef,
+    diff_id: &Digest,
+    cache: &Path,
+    root: &Path,
+) -> Result<(), Extract> {
+    let found = store.image(image).await.map_err(Extract::Oci)?;
+    let index = found
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .position(|d| d == diff_id)
+        .ok_or(Extract::NoLayer)?;
+    let blob = found.manifest.layers.get(index).ok_or(Extract::NoLayer)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(cache)
+        .map_err(|e| Extract::Io(cache.to_path_buf(), e))?;
+    let reader = blocking_reader(
+        store
+            .open_blob(&found.pinned(), blob)
+            .await
+            .map_err(Extract::Oci)?,
+    );
+    let target = temp.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        oci::unpack_layer(reader, &target, &UnpackOptions { chown: false })
+    })
+    .await
+    .expect("unpacking a layer does not panic")
+    .map_err(Extract::Oci)?;
+    fs::rename(temp.path(), root).map_err(|e| Extract::Io(root.to_path_buf(), e))?;
+    Ok(())
+}
