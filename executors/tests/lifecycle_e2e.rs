@@ -146,6 +146,42 @@ fn buildpack(dir: &Path) -> PathBuf {
     bp
 }
 
+/// A request to build `app` with the hello buildpack (in `buildpacks`) on `stack` into
+/// `tag`, state under `work/state`, cache on; tests change what they need.
+fn hello_request(
+    image: &str,
+    work: &Path,
+    stack: &ImageRef,
+    buildpacks: PathBuf,
+    app: &Path,
+    tag: &ImageRef,
+) -> BuildRequest {
+    BuildRequest {
+        image: image.into(),
+        tag: tag.clone(),
+        additional_tags: vec![],
+        build_image: stack.clone(),
+        run_image: stack.clone(),
+        buildpack_dirs: vec![buildpacks],
+        order: vec![OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: String::new(),
+                optional: false,
+            }],
+        }],
+        app_dir: app.to_path_buf(),
+        env: BTreeMap::new(),
+        network: false,
+        state_dir: work.join("state"),
+        previous_image: None,
+        cache: true,
+        cache_image: None,
+        project_metadata: None,
+        default_process: None,
+    }
+}
+
 /// Runs `program` of the unpacked app image `root` as a container runtime would: the
 /// image's Env and WorkingDir, as the CNB user.
 async fn run_in(root: &Path, config: &ImageConfig, program: &str) -> String {
@@ -199,28 +235,8 @@ async fn build_run_and_rebuild_from_cache() {
     write(&app.join("message.txt"), "hi there", 0o644);
     let tag = ImageRef::parse(&format!("oci:{}:app", layout.display())).unwrap();
     let req = BuildRequest {
-        image: "hello".into(),
-        tag: tag.clone(),
-        additional_tags: vec![],
-        build_image: stack.clone(),
-        run_image: stack.clone(),
-        buildpack_dirs: vec![buildpack(work)],
-        order: vec![OrderGroup {
-            group: vec![OrderEntry {
-                id: "examples/hello".into(),
-                version: String::new(),
-                optional: false,
-            }],
-        }],
-        app_dir: app.clone(),
         env: BTreeMap::from([("GREETING_STYLE".to_string(), "loud".to_string())]),
-        network: false,
-        state_dir: work.join("state"),
-        previous_image: None,
-        cache: true,
-        cache_image: None,
-        project_metadata: None,
-        default_process: None,
+        ..hello_request("hello", work, &stack, buildpack(work), &app, &tag)
     };
 
     let logs = Lines::default();
@@ -327,30 +343,12 @@ async fn rebuild_to_a_registry_sends_only_the_changed_app_layer() {
     write(&app.join("message.txt"), "first", 0o644);
     let tag = ImageRef::parse(&format!("{}:latest", reg.repo("e2e/app"))).unwrap();
     let req = BuildRequest {
-        image: "e2e-app".into(),
-        tag: tag.clone(),
         additional_tags: vec![ImageRef::parse(&format!("{}:b1", reg.repo("e2e/app"))).unwrap()],
-        build_image: stack.clone(),
-        run_image: stack.clone(),
-        buildpack_dirs: vec![buildpack(work)],
-        order: vec![OrderGroup {
-            group: vec![OrderEntry {
-                id: "examples/hello".into(),
-                version: "1.0.0".into(),
-                optional: false,
-            }],
-        }],
-        app_dir: app.clone(),
-        env: BTreeMap::new(),
-        network: false,
-        state_dir: work.join("state"),
-        previous_image: None,
-        cache: true,
-        cache_image: None,
         project_metadata: Some(
             serde_json::json!({"source": {"type": "git", "version": {"commit": "abc"}}}),
         ),
         default_process: Some("web".into()),
+        ..hello_request("e2e-app", work, &stack, buildpack(work), &app, &tag)
     };
     let logs = Lines::default();
     let first = build_image(&store, &req, &logs)
@@ -450,30 +448,7 @@ async fn a_failing_build_pushes_nothing_and_cleans_up() {
     let app = work.join("app");
     write(&app.join("message.txt"), "hi", 0o644);
     let tag = ImageRef::parse(&format!("oci:{}:app", layout.display())).unwrap();
-    let req = BuildRequest {
-        image: "failing".into(),
-        tag: tag.clone(),
-        additional_tags: vec![],
-        build_image: stack.clone(),
-        run_image: stack,
-        buildpack_dirs: vec![bp],
-        order: vec![OrderGroup {
-            group: vec![OrderEntry {
-                id: "examples/hello".into(),
-                version: String::new(),
-                optional: false,
-            }],
-        }],
-        app_dir: app,
-        env: BTreeMap::new(),
-        network: false,
-        state_dir: work.join("state"),
-        previous_image: None,
-        cache: true,
-        cache_image: None,
-        project_metadata: None,
-        default_process: None,
-    };
+    let req = hello_request("failing", work, &stack, bp, &app, &tag);
     let logs = Lines::default();
     let err = build_image(&store, &req, &logs).await.unwrap_err();
     assert!(
@@ -509,29 +484,12 @@ async fn a_cache_image_carries_the_cache_to_a_fresh_state_directory() {
     let app = work.join("app");
     write(&app.join("message.txt"), "first", 0o644);
     let cache_ref = ImageRef::parse(&format!("{}:cache", reg.repo("cache-image/app"))).unwrap();
+    let tag = ImageRef::parse(&format!("{}:latest", reg.repo("cache-image/app"))).unwrap();
     let mut req = BuildRequest {
-        image: "cached-app".into(),
-        tag: ImageRef::parse(&format!("{}:latest", reg.repo("cache-image/app"))).unwrap(),
-        additional_tags: vec![],
-        build_image: stack.clone(),
-        run_image: stack.clone(),
-        buildpack_dirs: vec![buildpack(work)],
-        order: vec![OrderGroup {
-            group: vec![OrderEntry {
-                id: "examples/hello".into(),
-                version: "1.0.0".into(),
-                optional: false,
-            }],
-        }],
-        app_dir: app.clone(),
-        env: BTreeMap::new(),
-        network: false,
         state_dir: work.join("machine-a"),
-        previous_image: None,
-        cache: true,
         cache_image: Some(cache_ref.clone()),
-        project_metadata: None,
         default_process: Some("web".into()),
+        ..hello_request("cached-app", work, &stack, buildpack(work), &app, &tag)
     };
     let logs = Lines::default();
     build_image(&store, &req, &logs)
