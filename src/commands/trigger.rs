@@ -22,15 +22,22 @@ pub fn run(
         .into_diagnostic()
         .wrap_err_with(|| format!("open the state in {}", dir.display()))?;
     let mut stdout = std::io::stdout().lock();
+    let mut recorded = Ok(());
     for image in images {
-        state
+        recorded = state
             .add_trigger(image)
             .into_diagnostic()
-            .wrap_err_with(|| format!("record a trigger for {image}"))?;
+            .wrap_err_with(|| format!("record a trigger for {image}"));
+        if recorded.is_err() {
+            break;
+        }
         let _ = writeln!(
             stdout,
             "image \"{image}\" will be rebuilt at the next apply (TRIGGER)"
         );
     }
+    // Once, for every trigger recorded (also when a later one failed).
+    state.ring_doorbell();
+    recorded?;
     Ok(Outcome::Success)
 }

@@ -555,23 +555,11 @@ fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
 const BUILDER_ORDER_LABEL: &str = "io.buildpacks.buildpack.order";
 
 /// The order of the builder image `builder`, from its `io.buildpacks.buildpack.order`
-/// label.
+/// label (the shape of `order.toml`'s groups, as JSON).
 async fn builder_order(
     store: &executors::oci::ImageStore,
     builder: &ImageRef,
 ) -> Result<Vec<OrderGroup>, String> {
-    #[derive(serde::Deserialize)]
-    struct Group {
-        group: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        id: String,
-        #[serde(default)]
-        version: String,
-        #[serde(default)]
-        optional: bool,
-    }
     let image = store
         .image(builder)
         .await
@@ -582,20 +570,6 @@ async fn builder_order(
         .get(BUILDER_ORDER_LABEL)
         .cloned()
         .ok_or_else(|| format!("the builder image {builder} has no {BUILDER_ORDER_LABEL} label"))?;
-    let groups: Vec<Group> = serde_json::from_str(&label)
-        .map_err(|e| format!("the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"))?;
-    Ok(groups
-        .into_iter()
-        .map(|g| OrderGroup {
-            group: g
-                .group
-                .into_iter()
-                .map(|e| OrderEntry {
-                    id: e.id,
-                    version: e.version,
-                    optional: e.optional,
-                })
-                .collect(),
-        })
-        .collect())
+    serde_json::from_str(&label)
+        .map_err(|e| format!("the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"))
 }

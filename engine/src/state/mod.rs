@@ -20,9 +20,13 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 pub use build::{Build, BuildId, BuildStatus, Failure, NewBuild, Outcome, UnknownStatus};
 pub use lock::{writer_alive, LockError, StateLock, LOCK_FILE};
 
-/// The file in the state directory that [`State::add_trigger`] writes after recording a
-/// trigger, so that a running `kpackd watch` (watching it) reconciles at once.
+/// The file in the state directory that [`State::ring_doorbell`] writes after triggers are
+/// recorded from outside watch, so that a running `kpackd watch` reconciles at once.
 pub const DOORBELL_FILE: &str = "triggered";
+
+/// The SQL condition on `builds` of a build that has not ended (see
+/// [`BuildStatus::is_end`]).
+const RUNNING: &str = "status NOT IN ('succeeded', 'failed', 'canceled', 'interrupted')";
 
 /// The database's name in the state directory.
 pub const DATABASE_FILE: &str = "state.db";
@@ -191,15 +195,14 @@ impl State {
                 output: build.output,
             });
         }
-        let mut triggers = self.conn.prepare(if orphans_released {
-            "SELECT image, count(*) FROM triggers
-             WHERE claimed_by IS NULL
-                OR claimed_by IN (SELECT id FROM builds WHERE status NOT IN
-                                  ('succeeded', 'failed', 'canceled', 'interrupted'))
-             GROUP BY image"
+        let pending = if orphans_released {
+            format!("claimed_by IS NULL OR claimed_by IN (SELECT id FROM builds WHERE {RUNNING})")
         } else {
-            "SELECT image, count(*) FROM triggers WHERE claimed_by IS NULL GROUP BY image"
-        })?;
+            "claimed_by IS NULL".to_string()
+        };
+        let mut triggers = self.conn.prepare(&format!(
+            "SELECT image, count(*) FROM triggers WHERE {pending} GROUP BY image"
+        ))?;
         for row in triggers.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))? {
             let (image, count) = row?;
             images.entry(image).or_default().pending_triggers = count;
@@ -338,10 +341,7 @@ impl State {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let running: Vec<BuildId> = {
-            let mut stmt = tx.prepare(
-                "SELECT id FROM builds
-                 WHERE status NOT IN ('succeeded', 'failed', 'canceled', 'interrupted')",
-            )?;
+            let mut stmt = tx.prepare(&format!("SELECT id FROM builds WHERE {RUNNING}"))?;
             let ids = stmt.query_map([], |row| row.get(0).map(BuildId))?;
             ids.collect::<Result<_, _>>()?
         };
@@ -378,13 +378,19 @@ impl State {
         )?;
         tx.commit()?;
         tracing::info!(image, "trigger recorded");
-        // A running `kpackd watch` watches this file: it answers the trigger now rather
-        // than at its next wake. Best effort: the trigger is recorded either way.
+        Ok(())
+    }
+
+    /// Tells a `kpackd watch` running on this state, if any, that triggers were recorded
+    /// from outside it (`kpackd trigger`): it watches [`DOORBELL_FILE`] and reconciles at
+    /// once rather than at its next wake. Best effort: the triggers are recorded either
+    /// way. Watch's own triggers (`POST /images/<name>/trigger`) do not ring: it wakes
+    /// itself.
+    pub fn ring_doorbell(&self) {
         let doorbell = self.dir.join(DOORBELL_FILE);
-        if let Err(e) = std::fs::write(&doorbell, format!("{image}\n")) {
+        if let Err(e) = std::fs::write(&doorbell, b"") {
             tracing::debug!(path = %doorbell.display(), error = %e, "cannot ring the doorbell");
         }
-        Ok(())
     }
 
     /// The images the state knows of, by name.

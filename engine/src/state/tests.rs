@@ -443,3 +443,19 @@ fn many_opens_of_a_new_state_at_once_all_succeed() {
         assert!(lineages.iter().all(|l| *l == lineages[0]), "{lineages:?}");
     }
 }
+
+/// The SQL form of "has not ended" agrees with [`BuildStatus::is_end`] for every status.
+#[test]
+fn the_sql_running_condition_matches_is_end() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    for status in BuildStatus::ALL {
+        let running: bool = conn
+            .query_row(
+                &format!("SELECT {RUNNING} FROM (SELECT ?1 AS status)"),
+                [status.as_str()],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(running, !status.is_end(), "{status}");
+    }
+}

@@ -32,6 +32,13 @@ use crate::oci::{unpack, ContainerConfig, ImageConfig, ImageStore, OciError, Unp
 /// The cache metadata file, as the reference lifecycle names it.
 const METADATA_FILE: &str = "io.buildpacks.lifecycle.cache.metadata";
 
+/// Beside the metadata: each cached blob's digest and size by diffID, so that a cache
+/// image's manifest is written without reading the blobs again.
+const DIGESTS_FILE: &str = "blob-digests.json";
+
+/// diffID → (blob digest, blob size), as strings for a plain JSON file.
+type BlobDigests = BTreeMap<String, (String, u64)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache {}: {source}", path.display())]
@@ -145,6 +152,15 @@ impl CacheDir {
                 path: self.dir.join("lock"),
                 source: io::Error::other(e.to_string()),
             })
+    }
+
+    /// What [`DIGESTS_FILE`] says of the committed blobs; empty when unreadable (the
+    /// blobs are then hashed when needed).
+    fn blob_digests(&self) -> BlobDigests {
+        fs::read(self.committed().join(DIGESTS_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
     }
 
     /// The committed metadata; empty when there is none or it cannot be read.
@@ -462,6 +478,8 @@ pub async fn save(
     logs: &dyn LogSink,
 ) -> Result<CacheMetadata, CacheError> {
     let staging = cache.fresh_staging()?;
+    let committed_digests = cache.blob_digests();
+    let mut digests = BlobDigests::new();
     let mut metadata = CacheMetadata::default();
     for bp in group {
         let mut bp_md = BuildpackLayers {
@@ -495,9 +513,15 @@ pub async fn save(
             };
             let target = staging.join(blob_name(&written.diff_id));
             let committed = cache.layer_path(&written.diff_id);
+            let key = written.diff_id.to_string();
             let source = if committed.is_file() {
+                // Its bytes may have come from a cache image: its own digest holds.
+                if let Some(known) = committed_digests.get(&key) {
+                    digests.insert(key, known.clone());
+                }
                 committed
             } else {
+                digests.insert(key, (written.digest.to_string(), written.size));
                 written.path.clone()
             };
             if !target.exists() {
@@ -519,7 +543,7 @@ pub async fn save(
             metadata.buildpacks.push(bp_md);
         }
     }
-    commit(cache, &metadata)?;
+    commit(cache, &metadata, &digests)?;
     Ok(metadata)
 }
 
@@ -572,6 +596,8 @@ pub async fn pull_image(
         }
     };
     let staging = cache.fresh_staging()?;
+    let committed_digests = cache.blob_digests();
+    let mut digests = BlobDigests::new();
     let mut downloaded = 0;
     for (diff_id, blob) in found
         .config
@@ -583,6 +609,9 @@ pub async fn pull_image(
         let target = staging.join(blob_name(diff_id));
         let local = cache.layer_path(diff_id);
         if local.is_file() && fs::hard_link(&local, &target).is_ok() {
+            if let Some(known) = committed_digests.get(&diff_id.to_string()) {
+                digests.insert(diff_id.to_string(), known.clone());
+            }
             continue;
         }
         let mut stream = match store.open_blob(image, blob).await {
@@ -624,9 +653,10 @@ pub async fn pull_image(
             .map_err(io_err(&partial))?;
         drop(file);
         fs::rename(&partial, &target).map_err(io_err(&target))?;
+        digests.insert(diff_id.to_string(), (blob.digest.to_string(), blob.size));
         downloaded += 1;
     }
-    commit(cache, &metadata)?;
+    commit(cache, &metadata, &digests)?;
     logs.line(
         Phase::Restore,
         None,
@@ -664,9 +694,23 @@ pub async fn push_image(
             }
         }
     }
+    let known = cache.blob_digests();
     let mut layers = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
         let path = cache.layer_path(&diff_id);
+        let recorded = known
+            .get(&diff_id.to_string())
+            .and_then(|(digest, size)| Some((Digest::parse(digest).ok()?, *size)));
+        if let Some((digest, size)) = recorded {
+            layers.push(WrittenLayer {
+                diff_id,
+                digest,
+                size,
+                path,
+            });
+            continue;
+        }
+        // A blob cached before digests were recorded: hashed once here.
         let hashed = path.clone();
         let (digest, size) = tokio::task::spawn_blocking(move || -> io::Result<(Digest, u64)> {
             let mut reader = HashingReader {
@@ -742,15 +786,21 @@ async fn write_layer(
     .expect("writing a layer does not panic")
 }
 
-/// Writes `metadata` into `staging`, then `committed` → `committed-backup`, `staging` →
+/// Writes `metadata` and the blob `digests` into `staging`, then `committed` → `committed-backup`, `staging` →
 /// `committed`, and the backup goes.
-fn commit(cache: &CacheDir, metadata: &CacheMetadata) -> Result<(), CacheError> {
-    let md_path = cache.dir.join("staging").join(METADATA_FILE);
-    fs::write(
-        &md_path,
-        serde_json::to_vec(metadata).expect("cache metadata serialises"),
-    )
-    .map_err(io_err(&md_path))?;
+fn commit(
+    cache: &CacheDir,
+    metadata: &CacheMetadata,
+    digests: &BlobDigests,
+) -> Result<(), CacheError> {
+    let staging = cache.dir.join("staging");
+    for (file, json) in [
+        (METADATA_FILE, serde_json::to_vec(metadata)),
+        (DIGESTS_FILE, serde_json::to_vec(digests)),
+    ] {
+        let path = staging.join(file);
+        fs::write(&path, json.expect("cache metadata serialises")).map_err(io_err(&path))?;
+    }
     let committed = cache.committed();
     let backup = cache.dir.join("committed-backup");
     if backup.exists() {

@@ -300,6 +300,25 @@ impl PreviousImage {
     fn layer(&self, diff_id: &Digest) -> Option<(&ImageRef, &Descriptor)> {
         Some((self.reference.as_ref()?, self.layers.get(diff_id)?))
     }
+
+    /// The layer with this diffID as the new image takes it over from this one (its
+    /// blob copied, never rewritten), if this image has it. `local` is a copy on disk, if
+    /// one was written anyway.
+    fn reused(
+        &self,
+        diff_id: &Digest,
+        created_by: String,
+        local: Option<WrittenLayer>,
+    ) -> Option<ImageLayer> {
+        let (from, descriptor) = self.layer(diff_id)?;
+        Some(ImageLayer {
+            diff_id: diff_id.clone(),
+            descriptor: descriptor.clone(),
+            blob: Blob::Copied { from: from.clone() },
+            created_by,
+            local,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -477,23 +496,20 @@ pub async fn export(
                         )
                     })?;
                 let diff_id = Digest::parse(&sha).map_err(|e| layer_err(e.to_string()))?;
-                let (from, descriptor) = req.previous.layer(&diff_id).ok_or_else(|| {
-                    layer_err(format!(
-                        "cannot reuse it: the previous image has no layer {diff_id}"
-                    ))
-                })?;
+                let reused = req
+                    .previous
+                    .reused(&diff_id, created_by, None)
+                    .ok_or_else(|| {
+                        layer_err(format!(
+                            "cannot reuse it: the previous image has no layer {diff_id}"
+                        ))
+                    })?;
                 logs.line(
                     Phase::Export,
                     None,
                     &format!("Reusing layer '{}:{}'", bp.id, layer.name),
                 );
-                ImageLayer {
-                    diff_id,
-                    descriptor: descriptor.clone(),
-                    blob: Blob::Copied { from: from.clone() },
-                    created_by,
-                    local: None,
-                }
+                reused
             };
             bp_md.layers.insert(
                 layer.name.clone(),
@@ -769,19 +785,10 @@ impl LayerWriter<'_> {
         .map_err(|e| write_err(&created_by, e))?;
         Ok(match outcome {
             Ok(written) => self.reuse_or_write(written, created_by),
-            Err(diff_id) => {
-                let (from, descriptor) = self
-                    .previous
-                    .layer(&diff_id)
-                    .expect("the previous image has this diffID: checked above");
-                ImageLayer {
-                    diff_id,
-                    descriptor: descriptor.clone(),
-                    blob: Blob::Copied { from: from.clone() },
-                    created_by,
-                    local: None,
-                }
-            }
+            Err(diff_id) => self
+                .previous
+                .reused(&diff_id, created_by, None)
+                .expect("the previous image has this diffID: checked above"),
         })
     }
 
@@ -789,21 +796,18 @@ impl LayerWriter<'_> {
     /// has the same diffID, else the new one.
     fn reuse_or_write(&self, written: WrittenLayer, created_by: String) -> ImageLayer {
         let diff_id = written.diff_id.clone();
-        match self.previous.layer(&diff_id) {
-            Some((from, descriptor)) => ImageLayer {
-                diff_id,
-                descriptor: descriptor.clone(),
-                blob: Blob::Copied { from: from.clone() },
-                created_by,
-                local: Some(written),
-            },
-            None => ImageLayer {
-                diff_id,
-                descriptor: written.descriptor(),
-                blob: Blob::Written(written.clone()),
-                created_by,
-                local: Some(written),
-            },
+        if self.previous.layer(&diff_id).is_some() {
+            return self
+                .previous
+                .reused(&diff_id, created_by, Some(written))
+                .expect("the previous image has this diffID: checked above");
+        }
+        ImageLayer {
+            diff_id,
+            descriptor: written.descriptor(),
+            blob: Blob::Written(written.clone()),
+            created_by,
+            local: Some(written),
         }
     }
 }
