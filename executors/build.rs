@@ -1,4 +1,4 @@
-//! Compiles the launcher (launcher/src/main.rs, std only) with rustc alone into a static
+//! Compiles the launcher (crates/launcher/src/main.rs, std only) with rustc alone into a static
 //! executable, so that it runs in any run image, even one without a libc; the crate embeds
 //! it as `launcher_binary()` and the exporter writes it as /cnb/lifecycle/launcher.
 
@@ -9,7 +9,7 @@ use std::process::Command;
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let sources = manifest_dir.join("launcher").join("src");
+    let sources = manifest_dir.join("../crates/launcher/src");
     let output =
         PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("launcher");
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());

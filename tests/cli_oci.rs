@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use executors::oci::Platform;
+use imageref::Platform;
 use oci_support::*;
 use testkit::registry::Registry;
 

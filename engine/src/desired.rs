@@ -2,8 +2,8 @@
 //! configuration hash (the CONFIG reason), its source's identity, its builder and stack,
 //! and the buildpacks the builder provides now.
 
+use imageref::Target;
 use planner::diff::Desired;
-use planner::plan::Target;
 use planner::{BuilderKind, Config, Image};
 
 use crate::resolve::{builder_stack_key, Resolution};

@@ -20,14 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executors::oci::{
-    sha256_digest, CredentialSource, ImageConfig, ImageStore, Manifest, OciError, Platform,
-    RawManifest, StoreSettings,
+    sha256_digest, CredentialSource, ImageConfig, ImageStore, Manifest, OciError, RawManifest,
+    StoreSettings,
 };
 use executors::source::{blob, git, path};
 use futures::StreamExt as _;
+use imageref::Target;
 use imageref::{Digest, ImageRef};
 use planner::diff::{Observed, SourceVersion};
-use planner::plan::{Target, Upstream, UpstreamFailure};
+use planner::plan::{Upstream, UpstreamFailure};
 use planner::{BuilderKind, BuildpackSource, Config, DirectoryBuildpack, Group, Image, Source};
 use serde::{Deserialize, Serialize};
 
@@ -82,12 +83,7 @@ impl ResolveOptions {
 /// platform), with credentials from the docker config.
 pub fn image_store(config: &Config) -> ImageStore {
     let settings = &config.settings;
-    let platform = Platform::parse(&settings.platform.to_string()).unwrap_or_else(|| Platform {
-        architecture: settings.platform.architecture.clone(),
-        os: settings.platform.os.clone(),
-        os_version: None,
-        variant: settings.platform.variant.clone(),
-    });
+    let platform = settings.platform.clone();
     ImageStore::new(StoreSettings {
         insecure_registries: settings.insecure_registries.clone(),
         platform,

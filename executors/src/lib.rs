@@ -5,7 +5,7 @@ pub mod rebase;
 pub mod sandbox;
 pub mod source;
 
-/// The launcher, a static executable (built from executors/launcher by build.rs) that app
+/// The launcher, a static executable (built from crates/launcher by build.rs) that app
 /// images get as `/cnb/lifecycle/launcher`.
 pub fn launcher_binary() -> &'static [u8] {
     include_bytes!(concat!(env!("OUT_DIR"), "/launcher"))

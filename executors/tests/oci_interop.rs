@@ -232,7 +232,7 @@ async fn umoci_unpacks_links_as_kpackd_wrote_them() {
     store()
         .push_image(
             &r,
-            config(&executors::oci::Platform::linux_amd64(), &[]),
+            config(&imageref::Platform::linux_amd64(), &[]),
             &[layer],
         )
         .await

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use base64::Engine;
 use executors::oci::{
     copy_image, unpack_image, BlobTransfer, CredentialSource, ImageIndex, Manifest, OciError,
-    Platform, RawManifest, UnpackOptions,
+    RawManifest, UnpackOptions,
 };
+use imageref::Platform;
 use oci_support::*;
 use testkit::registry::{Fault, FaultyProxy, Registry};
 

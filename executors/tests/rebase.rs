@@ -13,11 +13,12 @@ use std::sync::OnceLock;
 use executors::oci::layer::{LayerBuilder, WrittenLayer};
 use executors::oci::{
     media_type, unpack_image, ContainerConfig, CredentialSource, Descriptor, ImageConfig,
-    ImageIndex, ImageStore, Manifest, Platform, RawManifest, UnpackOptions,
+    ImageIndex, ImageStore, Manifest, RawManifest, UnpackOptions,
 };
 use executors::rebase::{rebase, RebaseError, RebaseRequest, LIFECYCLE_LABEL};
 use executors::sandbox::{prepare_mount_points, Sandbox};
 use imageref::ImageRef;
+use imageref::Platform;
 use oci_support::{parse, store, store_for};
 use serde_json::{json, Value};
 use testkit::registry::Registry;

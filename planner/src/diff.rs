@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use imageref::Target;
+
 use crate::plan::{
-    Action, Change, Detail, Inputs, Note, Plan, Summary, Target, Upstream, UpstreamFailure,
-    FORMAT_VERSION,
+    Action, Change, Detail, Inputs, Note, Plan, Summary, Upstream, UpstreamFailure, FORMAT_VERSION,
 };
 use crate::Reason;
 

@@ -23,7 +23,7 @@ pub use diagnostic::{did_you_mean, ConfigError, InvalidConfig, Problem, Span};
 pub use graph::{Cycle, Graph, Node, NodeKind};
 pub use model::{
     Builder, BuilderKind, BuildpackSource, Cache, Config, History, Image, ImageConfig, ImageSpans,
-    Platform, Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
+    Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
 };
 pub use reason::Reason;
 pub use validate::{DEFAULT_REVISION, NAME_PATTERN};

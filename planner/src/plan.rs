@@ -8,6 +8,8 @@ use std::fmt::{self, Write as _};
 use owo_colors::{OwoColorize, Style};
 use serde::{Deserialize, Serialize};
 
+use imageref::Target;
+
 use crate::Reason;
 
 /// The version of the plan's JSON form; bumped only by incompatible changes.
@@ -171,25 +173,6 @@ impl TryFrom<InputsJson> for Inputs {
             target: json.target,
             last_image: json.last_image,
         })
-    }
-}
-
-/// The platform an image is built for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Target {
-    pub os: String,
-    pub arch: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        match &self.variant {
-            Some(variant) => write!(f, "/{variant}"),
-            None => Ok(()),
-        }
     }
 }
 

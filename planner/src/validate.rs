@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use imageref::{ImageRef, LayoutRef};
+use imageref::{ImageRef, LayoutRef, Platform};
 use toml::Spanned;
 
 use crate::buildpack::{self, BuildpackRef, DescriptorError, Group};
@@ -18,8 +18,8 @@ use crate::config::{
 use crate::decode::Decoded;
 use crate::diagnostic::{did_you_mean, list, Problem, Span};
 use crate::model::{
-    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, Platform, Settings,
-    Source, Stack, StackSpans, Store, StoreBuildpack,
+    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, Settings, Source,
+    Stack, StackSpans, Store, StoreBuildpack,
 };
 use crate::Reason;
 
@@ -164,7 +164,7 @@ impl Validator<'_> {
             .platform
             .as_ref()
             .and_then(|p| {
-                let parsed = parse_platform(p.get_ref());
+                let parsed = Platform::parse(p.get_ref());
                 if parsed.is_none() {
                     self.report(
                         Problem::new(format!("invalid platform `{}`", p.get_ref()))
@@ -995,23 +995,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn parse_platform(s: &str) -> Option<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let part_ok = |p: &&str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
-    if !(2..=3).contains(&parts.len()) || !parts.iter().all(part_ok) {
-        return None;
-    }
-    Some(Platform {
-        os: parts[0].to_string(),
-        architecture: parts[1].to_string(),
-        variant: parts.get(2).map(|v| v.to_string()),
-    })
 }
 
 fn is_git_url(url: &str) -> bool {

@@ -30,7 +30,7 @@ fn minimal_gets_defaults() {
     assert_eq!(s.state_dir, fixtures().join(".kpackd"));
     assert_eq!(s.concurrency.get(), 2);
     assert_eq!(s.poll_interval, Duration::from_secs(60));
-    assert_eq!(s.platform, planner::Platform::host());
+    assert_eq!(s.platform, imageref::Platform::host());
     assert!(s.insecure_registries.is_empty());
 
     let image = &config.images["hello"];

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write as _};
 use std::sync::{Arc, Mutex};
 
-use executors::oci::{copy_image, BlobTransfer, CopyProgress, Descriptor, Platform};
+use executors::oci::{copy_image, BlobTransfer, CopyProgress, Descriptor};
 use imageref::Digest;
+use imageref::Platform;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use miette::{Context, IntoDiagnostic};
 

@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use executors::oci::{ImageStore, Inspection, Platform, StoreSettings};
+use executors::oci::{ImageStore, Inspection, StoreSettings};
 use imageref::ImageRef;
+use imageref::Platform;
 use indicatif::HumanBytes;
 use miette::{Context, IntoDiagnostic};
 

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 
-use planner::plan::{Detail, Inputs, Target};
+use imageref::Target;
+use planner::plan::{Detail, Inputs};
 use planner::Reason;
 
 use super::*;

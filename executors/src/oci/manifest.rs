@@ -3,10 +3,9 @@
 //! families parse into the same types; unknown config fields survive a round trip.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use bytes::Bytes;
-use imageref::Digest;
+use imageref::{Digest, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -81,67 +80,6 @@ impl Descriptor {
             .as_ref()
             .and_then(|a| a.get(REF_NAME_ANNOTATION))
             .map(String::as_str)
-    }
-}
-
-/// An operating system and CPU architecture, as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub os_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn linux_amd64() -> Platform {
-        Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            os_version: None,
-            variant: None,
-        }
-    }
-
-    /// Parses `os/arch[/variant]`, e.g. `linux/arm64/v8`.
-    pub fn parse(s: &str) -> Option<Platform> {
-        let mut parts = s.split('/');
-        let os = parts.next().filter(|p| !p.is_empty())?;
-        let architecture = parts.next().filter(|p| !p.is_empty())?;
-        let variant = parts.next().map(str::to_string);
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(Platform {
-            architecture: architecture.into(),
-            os: os.into(),
-            os_version: None,
-            variant,
-        })
-    }
-
-    /// Whether an index entry for `candidate` serves this (wanted) platform: os and
-    /// architecture equal, and the variant too when this one names a variant.
-    pub fn matches(&self, candidate: &Platform) -> bool {
-        self.os == candidate.os
-            && self.architecture == candidate.architecture
-            && (self.variant.is_none() || self.variant == candidate.variant)
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
     }
 }
 

@@ -48,7 +48,7 @@ pub use inspect::{
 pub use layout::Layout;
 pub use manifest::{
     media_type, sha256_digest, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest,
-    Manifest, Platform, RawManifest, RootFs, REF_NAME_ANNOTATION,
+    Manifest, RawManifest, RootFs, REF_NAME_ANNOTATION,
 };
 pub use retry::RetryPolicy;
 pub use store::{BlobTransfer, Image, ImageStore, Resolved, StoreSettings};

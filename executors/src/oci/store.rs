@@ -8,12 +8,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use imageref::{Digest, ImageRef, LayoutRef, RegistryRef};
 
+use imageref::Platform;
+
 use super::blob::{verified, BlobStream};
 use super::layer::WrittenLayer;
 use super::layout::Layout;
 use super::manifest::{
-    media_type, sha256_digest, Descriptor, ImageConfig, ImageManifest, Manifest, Platform,
-    RawManifest, RootFs,
+    media_type, sha256_digest, Descriptor, ImageConfig, ImageManifest, Manifest, RawManifest,
+    RootFs,
 };
 use super::registry::Registries;
 use super::{CredentialSource, OciError, RetryPolicy};

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use executors::oci::layer::{LayerBuilder, WrittenLayer};
 use executors::oci::{
-    ContainerConfig, CredentialSource, ImageConfig, ImageStore, Platform, RetryPolicy,
-    StoreSettings,
+    ContainerConfig, CredentialSource, ImageConfig, ImageStore, RetryPolicy, StoreSettings,
 };
 use imageref::ImageRef;
+use imageref::Platform;
 
 /// A store with no credentials and quick retries, choosing `platform`.
 pub fn store_for(platform: Platform, credentials: CredentialSource) -> ImageStore {

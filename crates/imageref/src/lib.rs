@@ -2,12 +2,17 @@
 //!
 //! One type, [`ImageRef`], serves the whole program: the planner validates the
 //! references written in kpack.toml with it, and the executors resolve, pull and push
-//! with it. It has no dependencies so that both sides can share it.
+//! with it. It depends on nothing but serde so that both sides can share it; [`Platform`]
+//! and [`Target`] live here for the same reason.
 //!
 //! Two forms are understood:
 //! - the registry form familiar from docker (`host[:port]/repo[:tag][@sha256:…]`,
 //!   optionally prefixed `docker://`), with the `docker.io` and `library/` defaults;
 //! - `oci:<dir>[:<ref-name>]`, an OCI image layout on disk, as skopeo writes it.
+
+mod platform;
+
+pub use platform::{Platform, Target};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
