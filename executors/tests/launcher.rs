@@ -1,6 +1,8 @@
 //! The embedded launcher, run for real in the sandbox over a minimal root: an app image's
 //! `/layers` and `/workspace` laid out as the exporter writes them, started through
-//! `/cnb/process/<type>`, the default process and user commands.
+//! `/cnb/process/<type>` and user commands. Where the platform spec leaves room, the
+//! expected behaviour is the reference launcher's (its `launch/` package and launcher
+//! acceptance cases).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -32,11 +34,24 @@ buildpack-id = "examples/hello"
 
 [[processes]]
 type = "shell"
-command = ["echo \"$GREETING\" from-profile=$FROM_PROFILE from-profile.d=$FROM_PROFILE_D"]
-args = ["$HOME"]
+command = ["echo \"$GREETING\" from-profile=$FROM_PROFILE from-profile.d=$FROM_PROFILE_D cwd=$PWD"]
 direct = false
 buildpack-id = "examples/legacy"
 working-dir = "/layers"
+
+[[processes]]
+type = "legacy-words"
+command = ["echo"]
+args = ["$HOME"]
+direct = false
+buildpack-id = "examples/legacy"
+
+[[processes]]
+type = "exec.d-checker"
+command = ["printf"]
+args = ['FROM_EXEC_D: "%s"', "$FROM_EXEC_D"]
+direct = false
+buildpack-id = "examples/hello"
 "#;
 
 struct App {
@@ -75,7 +90,7 @@ fn app() -> App {
     minimal_rootfs(&root, &[]).expect("minimal rootfs");
     prepare_mount_points(&root, &[Path::new("/layers"), Path::new("/workspace")])
         .expect("mount points");
-    install_launcher(&root, &["web", "shell"]);
+    install_launcher(&root, &["web", "shell", "legacy-words", "exec.d-checker"]);
 
     let layers = dir.path().join("layers");
     write(&layers.join("config/metadata.toml"), METADATA, 0o644);
@@ -174,41 +189,96 @@ async fn user_args_replace_the_process_args() {
 }
 
 #[tokio::test]
-async fn launcher_without_arguments_runs_the_default_process() {
+async fn launcher_without_arguments_needs_a_command() {
+    // The reference launcher chooses a process only through argv[0]: the image's
+    // entrypoint is /cnb/process/<default>, and the bare launcher needs a command.
     let app = app();
     let output = run(&app, "/cnb/lifecycle/launcher", &[], &[]).await;
-    assert_eq!(
-        stdout(&output),
-        "hello from a layer, args: default-arg, exec.d: yes, cwd: /workspace\n"
+    assert_eq!(output.status.code(), Some(82));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("when there is no default process a command is required"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
 #[tokio::test]
-async fn shell_process_sources_profiles_and_appends_user_args() {
+async fn cnb_process_type_selects_nothing_and_warns() {
+    // Platform API 0.12: CNB_PROCESS_TYPE no longer selects a process; the launcher says
+    // how to run it instead (the reference launcher's acceptance case).
     let app = app();
-    let output = run(&app, "/cnb/process/shell", &["extra arg"], &[]).await;
-    assert_eq!(
-        stdout(&output),
-        "hello from a layer from-profile=1 from-profile.d=1 /home/cnb extra arg\n"
-    );
-    // CNB_PROCESS_TYPE selects the same process through the launcher itself.
     let output = run(
         &app,
         "/cnb/lifecycle/launcher",
         &[],
-        &[("CNB_PROCESS_TYPE", "shell")],
+        &[("CNB_PROCESS_TYPE", "shell"), ("CNB_PLATFORM_API", "0.12")],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(82), "{stderr}");
+    assert!(
+        stderr.contains("Warning: CNB_PROCESS_TYPE is not supported in Platform API 0.12"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Warning: Run with ENTRYPOINT 'shell' to invoke the 'shell' process type"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("when there is no default process a command is required"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_process_without_arguments_is_a_script_run_after_the_profiles() {
+    let app = app();
+    let output = run(&app, "/cnb/process/shell", &[], &[]).await;
+    assert_eq!(
+        stdout(&output),
+        "hello from a layer from-profile=1 from-profile.d=1 cwd=/layers\n"
+    );
+}
+
+#[tokio::test]
+async fn each_shell_word_is_evaluated_like_eval_echo() {
+    let app = app();
+    // An older buildpack's process: the user's arguments extend its own, each one word.
+    // `eval echo \"$1\"` re-splits a word before echo joins it again, so runs of spaces
+    // inside a word become one, as with the reference launcher.
+    let output = run(&app, "/cnb/process/legacy-words", &["extra  arg"], &[]).await;
+    assert_eq!(stdout(&output), "/home/cnb extra arg\n");
+    // The exec.d acceptance case: quotes inside a word are removed, variables expand.
+    let output = run(&app, "/cnb/process/exec.d-checker", &[], &[]).await;
+    assert_eq!(stdout(&output), "FROM_EXEC_D: yes");
+    // A user command through the shell: command substitution runs in each word.
+    let output = run(
+        &app,
+        "/cnb/lifecycle/launcher",
+        &["echo", "say \"hi\" to $GREETING", "$(echo substituted)"],
+        &[],
     )
     .await;
     assert_eq!(
         stdout(&output),
-        "hello from a layer from-profile=1 from-profile.d=1 /home/cnb\n"
+        "say hi to hello from a layer substituted\n"
     );
 }
 
 #[tokio::test]
 async fn user_command_gets_the_launch_environment() {
     let app = app();
-    let output = run(&app, "/cnb/lifecycle/launcher", &["--", "env"], &[]).await;
+    let output = run(
+        &app,
+        "/cnb/lifecycle/launcher",
+        &["--", "env"],
+        &[
+            ("CNB_PLATFORM_API", "0.12"),
+            ("CNB_DEPRECATION_MODE", "quiet"),
+        ],
+    )
+    .await;
     let env: BTreeMap<String, String> = stdout(&output)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -218,10 +288,16 @@ async fn user_command_gets_the_launch_environment() {
     assert_eq!(env["FROM_EXEC_D"], "yes");
     assert_eq!(
         env["PATH"],
-        "/layers/examples_hello/greeter/bin:/cnb/lifecycle:/usr/bin:/bin"
+        "/layers/examples_hello/greeter/bin:/usr/bin:/bin"
     );
     assert_eq!(env["HOME"], "/home/cnb");
-    for launcher_only in ["CNB_LAYERS_DIR", "CNB_APP_DIR", "CNB_PROCESS_TYPE"] {
+    for launcher_only in [
+        "CNB_LAYERS_DIR",
+        "CNB_APP_DIR",
+        "CNB_PROCESS_TYPE",
+        "CNB_PLATFORM_API",
+        "CNB_DEPRECATION_MODE",
+    ] {
         assert!(!env.contains_key(launcher_only), "{launcher_only} leaked");
     }
 
@@ -238,17 +314,11 @@ async fn user_command_gets_the_launch_environment() {
 #[tokio::test]
 async fn errors_are_one_line_and_a_launch_exit_code() {
     let app = app();
-    let output = run(
-        &app,
-        "/cnb/lifecycle/launcher",
-        &[],
-        &[("CNB_PROCESS_TYPE", "nope")],
-    )
-    .await;
+    let output = run(&app, "/cnb/lifecycle/launcher", &["--"], &[]).await;
     assert_eq!(output.status.code(), Some(82));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "launcher: process type `nope` is not defined in this image\n"
+        "launcher: when there is no default process a command is required: give a command, or run a process type through /cnb/process/<type>\n"
     );
 }
 

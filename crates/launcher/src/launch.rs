@@ -19,16 +19,28 @@ use crate::process::{self, Invocation, Launch};
 use crate::shell;
 
 /// Variables the launcher reads that the process must not inherit (platform spec, "Launch
-/// Environment").
-const LAUNCHER_ONLY: [&str; 3] = ["CNB_APP_DIR", "CNB_LAYERS_DIR", "CNB_PROCESS_TYPE"];
+/// Environment"; the reference launcher's exclude list).
+const LAUNCHER_ONLY: [&str; 5] = [
+    "CNB_APP_DIR",
+    "CNB_LAYERS_DIR",
+    "CNB_PROCESS_TYPE",
+    "CNB_PLATFORM_API",
+    "CNB_DEPRECATION_MODE",
+];
+
+/// The launcher's own directories, dropped from the process's PATH.
+const LAUNCHER_PATH_DIRS: [&str; 2] = ["/cnb/process", "/cnb/lifecycle"];
+
+/// The Platform API named in warnings when the image sets none.
+const DEFAULT_PLATFORM_API: &str = "0.12";
 
 /// Runs the launcher with its own argv and environment; returns only on failure.
 pub fn launch() -> Result<Infallible, Error> {
     let mut argv = std::env::args_os();
-    let name = argv
-        .next()
-        .map(PathBuf::from)
-        .and_then(|argv0| argv0.file_name().map(|n| n.to_string_lossy().into_owned()))
+    let caller = argv.next().unwrap_or_else(|| OsString::from("launcher"));
+    let name = Path::new(&caller)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let args = argv
         .map(|a| {
@@ -39,12 +51,19 @@ pub fn launch() -> Result<Infallible, Error> {
     let (mut env, foreign) = inherited_env();
     let layers_dir = PathBuf::from(take(&mut env, "CNB_LAYERS_DIR", "/layers"));
     let app_dir = PathBuf::from(take(&mut env, "CNB_APP_DIR", "/workspace"));
+    let platform_api = take(&mut env, "CNB_PLATFORM_API", DEFAULT_PLATFORM_API);
+    env.remove("CNB_DEPRECATION_MODE");
+    if let Some(process_type) = env.remove("CNB_PROCESS_TYPE").filter(|t| !t.is_empty()) {
+        eprintln!(
+            "{}",
+            process::process_type_warning(&process_type, &platform_api)
+        );
+    }
     let metadata = Metadata::read(&layers_dir.join("config").join("metadata.toml"))?;
     let launch = process::select(
         &metadata,
         Invocation {
             name,
-            process_type: env.remove("CNB_PROCESS_TYPE").filter(|t| !t.is_empty()),
             exec_env: env
                 .get("CNB_EXEC_ENV")
                 .cloned()
@@ -66,13 +85,16 @@ pub fn launch() -> Result<Infallible, Error> {
     for program in layer_files(&layers, "exec.d", process_type)? {
         exec_d::run(&program, &mut env, &app_dir)?;
     }
-    let mut command = command(&launch, &env, &layers, &app_dir)?;
-    command.env_clear().envs(&env).envs(foreign).current_dir(
-        launch
-            .working_dir
-            .as_deref()
-            .map_or(app_dir.as_path(), Path::new),
-    );
+    let working_dir = launch
+        .working_dir
+        .as_deref()
+        .map_or(app_dir.as_path(), Path::new);
+    let mut command = command(&launch, &env, &layers, &app_dir, working_dir, &caller)?;
+    command
+        .env_clear()
+        .envs(&env)
+        .envs(foreign)
+        .current_dir(working_dir);
     let error = command.exec();
     Err(Error(format!(
         "cannot execute `{}`: {error}",
@@ -80,9 +102,9 @@ pub fn launch() -> Result<Infallible, Error> {
     )))
 }
 
-/// The launcher's environment, which the process inherits, without what only the launcher
-/// reads and with `/cnb/process` dropped from the front of PATH. Variables that are not
-/// UTF-8 are passed through untouched (second element); layering never involves them.
+/// The launcher's environment, which the process inherits, with `/cnb/process` and
+/// `/cnb/lifecycle` dropped from PATH. Variables that are not UTF-8 are passed through
+/// untouched (second element); layering never involves them.
 fn inherited_env() -> (Env, Vec<(OsString, OsString)>) {
     let mut env = Env::new();
     let mut foreign = Vec::new();
@@ -98,11 +120,11 @@ fn inherited_env() -> (Env, Vec<(OsString, OsString)>) {
         }
     }
     if let Some(path) = env.get_mut("PATH") {
-        if let Some(rest) = path.strip_prefix("/cnb/process") {
-            if rest.is_empty() || rest.starts_with(':') {
-                *path = rest.trim_start_matches(':').to_owned();
-            }
-        }
+        *path = path
+            .split(':')
+            .filter(|dir| !LAUNCHER_PATH_DIRS.contains(dir))
+            .collect::<Vec<_>>()
+            .join(":");
     }
     (env, foreign)
 }
@@ -173,12 +195,15 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// The command that runs the process: the program itself when direct, otherwise bash
-/// sourcing the profiles (or `/bin/sh` without them when the image has no bash).
+/// sourcing the profiles (or `/bin/sh` without them when the image has no bash), with the
+/// command and arguments in the shell's [`Form`](shell::Form).
 fn command(
     launch: &Launch,
     env: &Env,
     layers: &[Vec<PathBuf>],
     app_dir: &Path,
+    working_dir: &Path,
+    caller: &OsString,
 ) -> Result<Command, Error> {
     let path = env.get("PATH").map_or("", String::as_str);
     if launch.direct {
@@ -192,10 +217,17 @@ fn command(
         command.arg0(&launch.command).args(&launch.args);
         return Ok(command);
     }
-    let line = shell::command_line(&launch.command, &launch.args);
+    let form = shell::Form::of(&launch.args);
     let Some(bash) = find_program("bash", path).or_else(|| find_program("/bin/bash", "")) else {
         let mut command = Command::new("/bin/sh");
-        command.arg("-c").arg(line);
+        match form {
+            shell::Form::Script => command.arg("-c").arg(&launch.command),
+            shell::Form::Words(words) => command
+                .arg("-c")
+                .arg(shell::words_program(words))
+                .arg(&launch.command)
+                .args(&launch.args),
+        };
         return Ok(command);
     };
     let mut profiles = layer_files(layers, "profile.d", launch.process_type.as_deref())?;
@@ -207,9 +239,10 @@ fn command(
     command
         .arg0("bash")
         .arg("-c")
-        .arg(shell::profile_script(&bash, &profiles))
-        .arg("launcher")
-        .arg(line);
+        .arg(shell::profile_script(&bash, &profiles, working_dir, form))
+        .arg(caller)
+        .arg(&launch.command)
+        .args(&launch.args);
     Ok(command)
 }
 

@@ -1,6 +1,8 @@
 //! Which process the launcher starts and with which arguments (platform spec, "launcher"):
-//! a process type named by argv[0] (`/cnb/process/<type>`) or `CNB_PROCESS_TYPE`, the
-//! image's default process, or a command given by the user.
+//! a process type named by argv[0] (`/cnb/process/<type>`), or else a command given by the
+//! user. As in the reference launcher under Platform API 0.12, `CNB_PROCESS_TYPE` selects
+//! nothing (the launcher warns about it), and the image's default process is reached only
+//! through its `/cnb/process/<type>` entrypoint.
 
 use crate::error::Error;
 use crate::metadata::{Metadata, Process};
@@ -10,8 +12,6 @@ use crate::metadata::{Metadata, Process};
 pub struct Invocation {
     /// The last path element of argv[0].
     pub name: String,
-    /// `CNB_PROCESS_TYPE`, when set and not empty.
-    pub process_type: Option<String>,
     /// `CNB_EXEC_ENV`, `production` when unset.
     pub exec_env: String,
     /// The arguments after argv[0].
@@ -31,20 +31,13 @@ pub struct Launch {
     pub working_dir: Option<String>,
 }
 
-/// Picks the process. A process type is taken from argv[0] when it names one, else from
-/// `CNB_PROCESS_TYPE`, else, when no arguments are given, the default process. Without a
-/// process type the arguments are the command: `-- cmd args…` runs `cmd` directly,
-/// `cmd args…` runs through the shell.
+/// Picks the process: the process type argv[0] names, with the user's arguments; else the
+/// arguments are the command: `-- cmd args…` runs `cmd` directly, `cmd args…` through the
+/// shell.
 pub fn select(metadata: &Metadata, invocation: Invocation) -> Result<Launch, Error> {
     let named = (invocation.name != "launcher")
         .then_some(invocation.name.as_str())
-        .filter(|name| metadata.processes.iter().any(|p| p.process_type == *name))
-        .or(invocation.process_type.as_deref())
-        .or(if invocation.args.is_empty() {
-            metadata.default_process.as_deref()
-        } else {
-            None
-        });
+        .filter(|name| metadata.processes.iter().any(|p| p.process_type == *name));
     match named {
         Some(process_type) => {
             let process = eligible(metadata, process_type, &invocation.exec_env)?;
@@ -52,6 +45,14 @@ pub fn select(metadata: &Metadata, invocation: Invocation) -> Result<Launch, Err
         }
         None => user_command(invocation.args),
     }
+}
+
+/// The warning printed when `CNB_PROCESS_TYPE` is set: it selects nothing any more.
+pub fn process_type_warning(process_type: &str, platform_api: &str) -> String {
+    format!(
+        "Warning: CNB_PROCESS_TYPE is not supported in Platform API {platform_api}\n\
+         Warning: Run with ENTRYPOINT '{process_type}' to invoke the '{process_type}' process type"
+    )
 }
 
 fn eligible<'m>(
@@ -80,9 +81,9 @@ fn eligible<'m>(
         })
 }
 
-/// Buildpacks from API 0.9 declare direct processes whose `args` the user's arguments
-/// replace; older ones declare shell or direct processes whose `args` they extend.
-/// Command elements after the first are always passed.
+/// The user's arguments replace the `args` of a process from a Buildpack API 0.9+
+/// buildpack and extend those of an older one; command elements after the first are always
+/// passed. Whether the process runs directly or through the shell is what its metadata says.
 fn with_user_args(
     metadata: &Metadata,
     process: &Process,
@@ -107,7 +108,7 @@ fn with_user_args(
         process_type: Some(process.process_type.clone()),
         command: command.clone(),
         args,
-        direct: process.direct || modern,
+        direct: process.direct,
         working_dir: process.working_dir.clone(),
     })
 }
@@ -119,7 +120,7 @@ fn user_command(mut args: Vec<String>) -> Result<Launch, Error> {
     }
     if args.is_empty() {
         return Err(Error(
-            "nothing to run: give a command, or a process type through /cnb/process/<type> or CNB_PROCESS_TYPE (the image has no default process)".to_owned(),
+            "when there is no default process a command is required: give a command, or run a process type through /cnb/process/<type>".to_owned(),
         ));
     }
     let command = args.remove(0);
@@ -172,6 +173,10 @@ mod tests {
                 process("shell", &["run $X"], &["a"], "old", &[]),
                 process("test", &["tests"], &[], "new", &["test"]),
                 process("any", &["any"], &[], "new", &["*"]),
+                Process {
+                    direct: false,
+                    ..process("printf", &["printf"], &["%s", "$X"], "new", &[])
+                },
             ],
         }
     }
@@ -191,7 +196,6 @@ mod tests {
         struct Case {
             name: &'static str,
             argv0: &'static str,
-            env_type: Option<&'static str>,
             exec_env: &'static str,
             args: &'static [&'static str],
             want: Result<Launch, &'static str>,
@@ -200,7 +204,6 @@ mod tests {
             Case {
                 name: "argv0 names a process",
                 argv0: "web",
-                env_type: None,
                 exec_env: "production",
                 args: &[],
                 want: Ok(launch(Some("web"), "server", &["--port", "80"], true)),
@@ -208,7 +211,6 @@ mod tests {
             Case {
                 name: "user args replace the args of an API 0.9+ process",
                 argv0: "web",
-                env_type: None,
                 exec_env: "production",
                 args: &["--port", "90"],
                 want: Ok(launch(Some("web"), "server", &["--port", "90"], true)),
@@ -216,7 +218,6 @@ mod tests {
             Case {
                 name: "command elements after the first are always passed",
                 argv0: "always",
-                env_type: None,
                 exec_env: "production",
                 args: &["x"],
                 want: Ok(launch(
@@ -229,7 +230,6 @@ mod tests {
             Case {
                 name: "without user args the default args follow the always-passed ones",
                 argv0: "always",
-                env_type: None,
                 exec_env: "production",
                 args: &[],
                 want: Ok(launch(
@@ -242,39 +242,27 @@ mod tests {
             Case {
                 name: "user args extend the args of an older buildpack's shell process",
                 argv0: "shell",
-                env_type: None,
                 exec_env: "production",
                 args: &["b"],
                 want: Ok(launch(Some("shell"), "run $X", &["a", "b"], false)),
             },
             Case {
-                name: "CNB_PROCESS_TYPE selects when argv0 is the launcher",
+                name: "the default process is not chosen when argv[0] names no process",
                 argv0: "launcher",
-                env_type: Some("shell"),
                 exec_env: "production",
                 args: &[],
-                want: Ok(launch(Some("shell"), "run $X", &["a"], false)),
+                want: Err("when there is no default process a command is required: give a command, or run a process type through /cnb/process/<type>"),
             },
             Case {
-                name: "argv0 wins over CNB_PROCESS_TYPE",
-                argv0: "web",
-                env_type: Some("shell"),
+                name: "an API 0.9+ process whose metadata says not direct runs through the shell",
+                argv0: "printf",
                 exec_env: "production",
                 args: &[],
-                want: Ok(launch(Some("web"), "server", &["--port", "80"], true)),
-            },
-            Case {
-                name: "the default process when nothing is named",
-                argv0: "launcher",
-                env_type: None,
-                exec_env: "production",
-                args: &[],
-                want: Ok(launch(Some("web"), "server", &["--port", "80"], true)),
+                want: Ok(launch(Some("printf"), "printf", &["%s", "$X"], false)),
             },
             Case {
                 name: "a user command runs through the shell",
                 argv0: "launcher",
-                env_type: None,
                 exec_env: "production",
                 args: &["echo", "$HOME"],
                 want: Ok(launch(None, "echo", &["$HOME"], false)),
@@ -282,7 +270,6 @@ mod tests {
             Case {
                 name: "a user command after -- runs directly",
                 argv0: "launcher",
-                env_type: None,
                 exec_env: "production",
                 args: &["--", "echo", "hi"],
                 want: Ok(launch(None, "echo", &["hi"], true)),
@@ -290,23 +277,13 @@ mod tests {
             Case {
                 name: "an unknown argv0 is not a process type",
                 argv0: "unknown",
-                env_type: None,
                 exec_env: "production",
                 args: &["--", "ls"],
                 want: Ok(launch(None, "ls", &[], true)),
             },
             Case {
-                name: "an unknown CNB_PROCESS_TYPE fails",
-                argv0: "launcher",
-                env_type: Some("nope"),
-                exec_env: "production",
-                args: &[],
-                want: Err("process type `nope` is not defined in this image"),
-            },
-            Case {
                 name: "a process restricted to another exec env fails",
                 argv0: "test",
-                env_type: None,
                 exec_env: "production",
                 args: &[],
                 want: Err(
@@ -316,7 +293,6 @@ mod tests {
             Case {
                 name: "a process restricted to this exec env runs",
                 argv0: "test",
-                env_type: None,
                 exec_env: "test",
                 args: &[],
                 want: Ok(launch(Some("test"), "tests", &[], true)),
@@ -324,7 +300,6 @@ mod tests {
             Case {
                 name: "* is every exec env",
                 argv0: "any",
-                env_type: None,
                 exec_env: "development",
                 args: &[],
                 want: Ok(launch(Some("any"), "any", &[], true)),
@@ -335,7 +310,6 @@ mod tests {
                 &metadata(),
                 Invocation {
                     name: case.argv0.into(),
-                    process_type: case.env_type.map(Into::into),
                     exec_env: case.exec_env.into(),
                     args: case.args.iter().map(|s| s.to_string()).collect(),
                 },
@@ -352,12 +326,13 @@ mod tests {
                 &metadata,
                 Invocation {
                     name: "launcher".into(),
-                    process_type: None,
                     exec_env: "production".into(),
                     args,
                 },
             );
-            assert!(got.is_err_and(|e| e.0.starts_with("nothing to run")));
+            assert!(got.is_err_and(|e| e
+                .0
+                .starts_with("when there is no default process a command is required")));
         }
     }
 }
