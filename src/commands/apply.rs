@@ -61,8 +61,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
         .map_or(args.file.clone(), |f| f.config_path.clone());
     let config = planner::load(&config_path)?;
     let dir = planning::state_dir(&config, args.state_dir.as_deref());
-    let _lock = StateLock::acquire(&dir, args.lock_timeout)
-        .map_err(|e| miette!(help = "wait for it, or pass --lock-timeout to wait", "{e}"))?;
+    let _lock = StateLock::acquire(&dir, args.lock_timeout).map_err(super::lock_error)?;
     let mut state = State::open(&dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("open the state in {}", dir.display()))?;

@@ -148,3 +148,14 @@ pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
         }
     }
 }
+
+/// A writer lock that could not be taken: only a lock held by another kpackd gets the hint
+/// to wait; anything else keeps its cause.
+fn lock_error(e: engine::state::LockError) -> miette::Report {
+    match e {
+        engine::state::LockError::Locked { .. } => {
+            miette::miette!(help = "wait for it, or pass --lock-timeout to wait", "{e}")
+        }
+        other => miette::Report::from_err(other),
+    }
+}

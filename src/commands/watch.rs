@@ -90,7 +90,7 @@ fn reconciler(
 ) -> miette::Result<Watched> {
     let loaded = planner::load(config)?;
     let dir = engine::planning::state_dir(&loaded, state_dir);
-    let lock = StateLock::acquire(&dir, lock_timeout).map_err(|e| miette!("{e}"))?;
+    let lock = StateLock::acquire(&dir, lock_timeout).map_err(super::lock_error)?;
     let observer = Arc::new(Progress::new(true));
     Ok(Watched {
         _lock: lock,

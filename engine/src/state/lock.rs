@@ -19,6 +19,15 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 pub enum LockError {
     #[error("state is locked by {holder}")]
     Locked { holder: String },
+    #[error(
+        "the state directory {dir} is not writable: kpackd records every build there; \
+         make it writable or choose another with --state-dir"
+    )]
+    NotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("lock {path}")]
     Io {
         path: PathBuf,
@@ -39,9 +48,21 @@ impl StateLock {
     /// writer to finish; without `wait`, refuses at once.
     pub fn acquire(dir: &Path, wait: Option<Duration>) -> Result<StateLock, LockError> {
         let path = dir.join(LOCK_FILE);
-        let io = |source| LockError::Io {
-            path: path.clone(),
-            source,
+        let io = |source: std::io::Error| {
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) {
+                LockError::NotWritable {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            } else {
+                LockError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         // Not truncated on open: until the lock is ours, the holder's name is not ours to erase.

@@ -42,6 +42,27 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the state directory {dir} is not writable: kpackd records every build there; \
+         make it writable or choose another with --state-dir"
+    )]
+    NotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is empty (0 bytes) although it holds the state: it was truncated, and the \
+         recorded builds are gone. Restore it from a backup, or delete it to start a new \
+         state (every image is then built afresh)"
+    )]
+    EmptyDatabase { path: PathBuf },
+    #[error("write the state in {dir}: the disk is full")]
+    DiskFull {
+        dir: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("use the state database")]
     Database(#[from] rusqlite::Error),
     #[error(
@@ -82,9 +103,18 @@ impl State {
     /// Opens the state in `dir`, creating the directory and the database (readable by
     /// its owner only) when missing and bringing an older schema up to date.
     pub fn open(dir: &Path) -> Result<State, StateError> {
-        let create_err = |source| StateError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
+        let create_err = |source: std::io::Error| {
+            if is_not_writable(&source) {
+                StateError::NotWritable {
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            } else {
+                StateError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                }
+            }
         };
         DirBuilder::new()
             .recursive(true)
@@ -93,14 +123,31 @@ impl State {
             .map_err(create_err)?;
         let path = dir.join(DATABASE_FILE);
         // SQLite gives its -wal and -shm files the database's mode.
-        OpenOptions::new()
+        let created = match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(create_err)?;
-        let mut conn = Connection::open(&path)?;
+        {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(create_err(e)),
+        };
+        if !created {
+            refuse_truncated(&path)?;
+        }
+        // SQLite says only "unable to open database file", "attempt to write a readonly
+        // database" or "disk I/O error" when the directory cannot be written or its disk is
+        // full (it makes the -wal and -shm files): say which.
+        let not_writable =
+            |e: rusqlite::Error| match rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+                Err(errno) => StateError::NotWritable {
+                    dir: dir.to_path_buf(),
+                    source: errno.into(),
+                },
+                Ok(()) => explain_write_error(dir, e),
+            };
+        let mut conn = Connection::open(&path).map_err(not_writable)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Switching a new database to WAL, and the first reads of a WAL database another
         // process is setting up, answer SQLITE_BUSY at once, without the busy handler:
@@ -114,6 +161,7 @@ impl State {
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                Err(StateError::Database(e)) => return Err(not_writable(e)),
                 result => break result?,
             }
         };
@@ -221,7 +269,7 @@ impl State {
         if !matches!(new.action, Action::Build | Action::Rebase) {
             return Err(StateError::NotABuild(new.action));
         }
-        let tx = write(&mut self.conn)?;
+        let tx = write(&mut self.conn, &self.dir)?;
         tx.execute(
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [new.image],
@@ -260,7 +308,7 @@ impl State {
             )?;
         }
         let build = find(&tx, &self.dir, id)?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::info!(image = new.image, number = build.number, action = %new.action, "build queued");
         Ok(build)
     }
@@ -272,7 +320,7 @@ impl State {
             let build = find(&self.conn, &self.dir, id)?;
             return Err(refused(&build, to));
         }
-        let tx = write(&mut self.conn)?;
+        let tx = write(&mut self.conn, &self.dir)?;
         let build = find(&tx, &self.dir, id)?;
         if !build.status.can_transition_to(to, build.action) {
             return Err(refused(&build, to));
@@ -282,7 +330,7 @@ impl State {
             params![to.as_str(), millis(SystemTime::now()), id.0],
         )?;
         let build = find(&tx, &self.dir, id)?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::info!(image = %build.image, number = build.number, status = %to, "build moved");
         Ok(build)
     }
@@ -290,7 +338,7 @@ impl State {
     /// Ends a build: its output after a success, the step it failed in and why after
     /// a failure.
     pub fn finish(&mut self, id: BuildId, outcome: Outcome) -> Result<Build, StateError> {
-        let tx = write(&mut self.conn)?;
+        let tx = write(&mut self.conn, &self.dir)?;
         let build = find(&tx, &self.dir, id)?;
         let to = outcome.status();
         if !build.status.can_transition_to(to, build.action) {
@@ -328,7 +376,7 @@ impl State {
         };
         settle_triggers(&tx, id, to)?;
         let build = find(&tx, &self.dir, id)?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::info!(image = %build.image, number = build.number, status = %to, "build ended");
         Ok(build)
     }
@@ -361,13 +409,13 @@ impl State {
             tracing::warn!(image = %build.image, number = build.number, "build interrupted");
             interrupted.push(build);
         }
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         Ok(interrupted)
     }
 
     /// Records `kpackd trigger IMAGE`: the image's next plan builds it (TRIGGER).
     pub fn add_trigger(&mut self, image: &str) -> Result<(), StateError> {
-        let tx = write(&mut self.conn)?;
+        let tx = write(&mut self.conn, &self.dir)?;
         tx.execute(
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [image],
@@ -376,7 +424,7 @@ impl State {
             "INSERT INTO triggers (image, requested_at) VALUES (?1, ?2)",
             params![image, millis(SystemTime::now())],
         )?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::info!(image, "trigger recorded");
         Ok(())
     }
@@ -418,12 +466,12 @@ impl State {
     /// Drops everything recorded about an image (registry tags are left alone).
     /// Returns the log files of its builds, for the caller to delete.
     pub fn forget(&mut self, image: &str) -> Result<Vec<PathBuf>, StateError> {
-        let tx = write(&mut self.conn)?;
+        let tx = write(&mut self.conn, &self.dir)?;
         let logs = logs_of(&tx, &self.dir, "image = ?1", params![image])?;
         tx.execute("DELETE FROM triggers WHERE image = ?1", [image])?;
         tx.execute("DELETE FROM builds WHERE image = ?1", [image])?;
         tx.execute("DELETE FROM images WHERE name = ?1", [image])?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::info!(image, "image forgotten");
         Ok(logs)
     }
@@ -462,17 +510,87 @@ impl State {
             args,
         )?;
         tx.execute(&format!("DELETE FROM builds WHERE {OLD}"), args)?;
-        tx.commit()?;
+        commit(tx, &self.dir)?;
         tracing::debug!(image, dropped = logs.len(), "history pruned");
         Ok(logs)
     }
 }
 
 /// Opens a write transaction and moves the serial in it.
-fn write(conn: &mut Connection) -> Result<Transaction<'_>, StateError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    bump_serial(&tx)?;
+fn write<'c>(conn: &'c mut Connection, dir: &Path) -> Result<Transaction<'c>, StateError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| explain_write_error(dir, e))?;
+    bump_serial(&tx).map_err(|e| match e {
+        StateError::Database(e) => explain_write_error(dir, e),
+        other => other,
+    })?;
     Ok(tx)
+}
+
+/// Commits a write transaction.
+fn commit(tx: Transaction<'_>, dir: &Path) -> Result<(), StateError> {
+    tx.commit().map_err(|e| explain_write_error(dir, e))
+}
+
+/// A failed write, told apart when the cause is a full disk: SQLite reports that as
+/// "database or disk is full" at best and as "disk I/O error" when the WAL cannot grow.
+fn explain_write_error(dir: &Path, source: rusqlite::Error) -> StateError {
+    let disk_error = matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+    );
+    if disk_error && disk_is_full(dir) {
+        StateError::DiskFull {
+            dir: dir.to_path_buf(),
+            source,
+        }
+    } else {
+        StateError::Database(source)
+    }
+}
+
+/// Whether the file system holding `dir` has (next to) no room left for a write.
+fn disk_is_full(dir: &Path) -> bool {
+    /// Less room than this is full for SQLite, which grows the WAL by pages.
+    const ROOM: u64 = 64 * 1024;
+    rustix::fs::statvfs(dir)
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize) < ROOM)
+        .unwrap_or(false)
+}
+
+/// Whether an I/O error says the state directory cannot be written at all.
+fn is_not_writable(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Refuses an existing database file that is empty: SQLite would take it for a new
+/// database and the recorded history would be lost without a word. A database that
+/// another kpackd is creating at this moment is empty only for as long as that takes.
+fn refuse_truncated(path: &Path) -> Result<(), StateError> {
+    const CREATING: Duration = Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + CREATING;
+    loop {
+        let empty = std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(false);
+        let wal = path.with_extension("db-wal");
+        let wal_empty = std::fs::metadata(&wal)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        if !(empty && wal_empty) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(StateError::EmptyDatabase {
+                path: path.to_path_buf(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn bump_serial(tx: &Transaction<'_>) -> Result<(), StateError> {
