@@ -228,12 +228,13 @@ fn buildpack_entry(uri: &str, input_dir: &Path, output_dir: &Path) -> Result<Sto
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     let looks_like_path = path.starts_with('.') || path.starts_with('/') || !path.contains(':');
     if looks_like_path {
-        let full = input_dir.join(path);
+        let full = super::normalize(&input_dir.join(path));
+        let written = relative_to(&full, output_dir);
         if full.is_dir() {
             if !full.join("buildpack.toml").is_file() {
-                return Err(format!("`{}` holds no buildpack.toml", full.display()));
+                return Err(format!("`{written}` holds no buildpack.toml"));
             }
-            return Ok(StoreEntry::Directory(relative_to(&full, output_dir)));
+            return Ok(StoreEntry::Directory(written));
         }
         if full.is_file() {
             return Err(
@@ -242,7 +243,7 @@ fn buildpack_entry(uri: &str, input_dir: &Path, output_dir: &Path) -> Result<Sto
             );
         }
         if path.starts_with('.') || path.starts_with('/') || uri.starts_with("file://") {
-            return Err(format!("`{}` does not exist", full.display()));
+            return Err(format!("`{written}` does not exist"));
         }
     }
     Ok(StoreEntry::Image(uri.to_string()))
@@ -275,11 +276,11 @@ pub(crate) fn summary(value: &Value) -> String {
     match value {
         Value::String(s) => format!("`{}`", s.replace(['\n', '\r'], " ")),
         Value::Array(items) => format!(
-            "{} item{}",
+            "({} item{})",
             items.len(),
             if items.len() == 1 { "" } else { "s" }
         ),
-        Value::Table(_) => "a table".to_string(),
+        Value::Table(_) => "(a table)".to_string(),
         other => format!("`{other}`"),
     }
 }

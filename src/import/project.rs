@@ -64,9 +64,19 @@ pub fn read(
     let mut notes = Vec::new();
     let mut env = Vec::new();
     let mut builder = None;
+    // 0.1 has [[build.env]]; 0.2 has [[io.buildpacks.build.env]].
+    let mut entries: Vec<(String, &Value)> = Vec::new();
     for (key, value) in build.into_iter().flatten() {
+        match (prefix, key.as_str(), value.as_table()) {
+            ("io.buildpacks", "build", Some(inner)) => {
+                entries.extend(inner.iter().map(|(k, v)| (format!("build.{k}"), v)));
+            }
+            _ => entries.push((key.clone(), value)),
+        }
+    }
+    for (key, value) in entries {
         match key.as_str() {
-            "env" => {
+            "env" | "build.env" => {
                 for var in value.as_array().into_iter().flatten() {
                     let name = var.get("name").and_then(Value::as_str).unwrap_or_default();
                     let value = var.get("value").and_then(Value::as_str).unwrap_or_default();

@@ -63,11 +63,11 @@ impl Node {
                 }
             }
             Value::Seq(items) => format!(
-                "{} item{}",
+                "({} item{})",
                 items.len(),
                 if items.len() == 1 { "" } else { "s" }
             ),
-            Value::Map(_) => "a mapping".to_string(),
+            Value::Map(_) => "(a mapping)".to_string(),
         }
     }
 }
