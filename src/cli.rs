@@ -168,6 +168,26 @@ pub enum Command {
     },
     /// Print the JSON Schema of kpack.toml
     Schema,
+    /// Turn kpack resources, a pack builder.toml or project.toml files into kpack.toml tables
+    #[command(
+        long_about = "Reads what kpack and pack users already have and prints the \
+                  equivalent kpack.toml tables: kpack resources in YAML (ClusterStack, \
+                  ClusterStore, ClusterBuilder, Builder, Buildpack, ClusterBuildpack, \
+                  ClusterLifecycle, Image; several documents or a `kind: List`), a pack \
+                  builder.toml, and project.toml files. Each file is recognised by its \
+                  content. What has no equivalent in kpackd becomes a comment saying why. \
+                  Relative paths are written against the current directory, or against \
+                  the directory of the --into file."
+    )]
+    Import {
+        /// The files to read; `-` reads stdin
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Add the tables to this kpack.toml (its text and comments are kept as they
+        /// are) instead of printing them
+        #[arg(long, value_name = "FILE")]
+        into: Option<PathBuf>,
+    },
 }
 
 /// How registries are reached by the commands that talk to them directly.

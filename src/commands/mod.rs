@@ -106,6 +106,7 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
             destination,
             registries,
         } => copy::run(&source, &destination, &registries, cli.global.quiet),
+        Command::Import { files, into } => import::run(&files, into.as_deref()),
     }
 }
 
@@ -113,6 +114,7 @@ mod apply;
 mod builds;
 mod copy;
 mod graph;
+mod import;
 mod inspect;
 mod logs;
 mod plan;
