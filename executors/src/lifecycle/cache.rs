@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::descriptor::{escape_id, write_toml, GroupBuildpack};
-use super::detect::LAYERS_DIR;
 use super::export::{
     buildpack_layers, BuildpackLayers, ExportError, LayerMetadata, LayersMetadata, PreviousImage,
     LIFECYCLE_LABEL,
 };
+use super::phase::LAYERS_DIR;
 use super::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
 use crate::oci::{unpack, ContainerConfig, ImageConfig, ImageStore, OciError, UnpackOptions};

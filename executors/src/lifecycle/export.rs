@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use super::descriptor::{
     escape_id, Group, GroupBuildpack, Label, LayerMetadata as LayerToml, Process, Slice, Store,
 };
-use super::detect::{APP_DIR, LAYERS_DIR};
+use super::phase::{APP_DIR, LAYERS_DIR};
 use super::stack::RunImage;
 use super::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
