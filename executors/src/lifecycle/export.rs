@@ -1198,26 +1198,13 @@ fn image_config(
     config
 }
 
-/// `1980-01-01T00:00:01Z` from seconds since the epoch.
+/// `1980-01-01T00:00:01Z` from seconds since the epoch. RFC 3339 has four-digit years:
+/// later times are written as the last second of 9999.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    /// 10000-01-01T00:00:00Z.
+    const YEAR_10000: u64 = 253_402_300_800;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(YEAR_10000 - 1));
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 struct Pushed {
@@ -1514,6 +1501,11 @@ mod tests {
         assert_eq!(rfc3339(NORMALISED_CREATED), "1980-01-01T00:00:01Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_709_251_200), "2024-03-01T00:00:00Z");
+        assert_eq!(rfc3339(315_532_801), "1980-01-01T00:00:01Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]
