@@ -27,10 +27,12 @@ use super::descriptor::{
     escape_id, write_toml, ApiVersion, BuildToml, DescriptorError, GroupBuildpack, Label, Launch,
     LayerMetadata, LayerTypes, Process, Slice, Store, Table, MIN_BUILDPACK_API,
 };
-use super::detect::{
-    base_env, buildpack_env, phase_sandbox, refuse_symlink, run_program, scratch_dir, DetectError,
-    DetectOutcome, Env, OperatorEnv, PhaseContext, ProgramError, LAYERS_DIR, PLATFORM_DIR,
-};
+use super::detect::DetectOutcome;
+use super::phase::context::{refuse_symlink, scratch_dir};
+use super::phase::env::{base_env, buildpack_env, OperatorEnv};
+use super::phase::program::run_program;
+use super::phase::sandbox::phase_sandbox;
+use super::phase::{Env, PhaseContext, PhaseError, ProgramError, LAYERS_DIR, PLATFORM_DIR};
 use super::{LogSink, Phase};
 
 /// What the buildpacks made, for export.
@@ -105,7 +107,7 @@ pub enum BuildError {
         source: DescriptorError,
     },
     #[error("build: {0}")]
-    Prepare(#[from] DetectError),
+    Phase(#[from] PhaseError),
     #[error("build: buildpack {id}: {source}")]
     Program {
         id: String,

@@ -12,19 +12,21 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 
 use imageref::{Digest, ImageRef};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::hashing::HashingReader;
+
 use super::descriptor::{escape_id, write_toml, GroupBuildpack};
-use super::detect::LAYERS_DIR;
 use super::export::{
     buildpack_layers, BuildpackLayers, ExportError, LayerMetadata, LayersMetadata, PreviousImage,
     LIFECYCLE_LABEL,
 };
+use super::phase::LAYERS_DIR;
 use super::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
 use crate::oci::{unpack, ContainerConfig, ImageConfig, ImageStore, OciError, UnpackOptions};
@@ -450,19 +452,6 @@ async fn restore_contents(
         fs::create_dir_all(&target).map_err(io_err(&target))?;
     }
     Ok(())
-}
-
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Commits the `cache = true` layers of `group` in `layers_dir` to the cache: layers export

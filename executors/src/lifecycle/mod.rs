@@ -12,6 +12,7 @@ pub mod cache;
 pub mod descriptor;
 pub mod detect;
 pub mod export;
+pub mod phase;
 pub mod run;
 pub mod stack;
 

@@ -12,7 +12,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::detect::{Target, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR};
+use super::phase::{Target, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR};
 use super::{LogSink, Phase};
 use crate::oci::{self, Image, ImageConfig, ImageStore, OciError, UnpackOptions};
 use crate::sandbox;

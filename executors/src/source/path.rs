@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::hashing::HashingReader;
+
 use super::app_dir::{confined_path, AppDir};
 use super::{digest_string, hashing_copy, EntryError};
 
@@ -112,20 +114,6 @@ impl TreeHasher {
 
     fn finish(self) -> String {
         digest_string(self.0)
-    }
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: io::Read> io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }
 

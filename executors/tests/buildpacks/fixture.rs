@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
-use executors::lifecycle::detect::{BuildpackDir, PhaseContext, Target};
+use executors::lifecycle::phase::{BuildpackDir, PhaseContext, Target};
 use executors::lifecycle::{LogSink, Phase};
 use testkit::rootfs::{minimal_rootfs, CNB_GID, CNB_UID};
 
