@@ -573,3 +573,20 @@ async fn builder_order(
     serde_json::from_str(&label)
         .map_err(|e| format!("the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chains_name_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not list the refs of x")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            error_chain(&e),
+            "could not list the refs of x: connection refused"
+        );
+    }
+}
