@@ -169,6 +169,7 @@ async fn start(setup: Setup) -> Harness {
         webhook_secret: setup.secret,
         debounce: Duration::from_millis(100),
         grace: Duration::from_secs(5),
+        ..WatchOptions::default()
     })
     .await
     .unwrap();

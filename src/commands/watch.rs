@@ -28,17 +28,16 @@ pub fn run(
         .enable_all()
         .build()
         .into_diagnostic()?;
+    let options = WatchOptions {
+        listen: Some(listen),
+        webhook_secret: webhook_secret()?,
+        ..WatchOptions::default()
+    };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let reconciler = Arc::new(reconciler(config, state_dir, lock_timeout)?);
-        let options = WatchOptions {
-            listen: Some(listen),
-            webhook_secret: std::env::var(WEBHOOK_SECRET_ENV)
-                .ok()
-                .filter(|s| !s.is_empty()),
-            ..WatchOptions::default()
-        };
+        // Binding first: a blank secret or a busy port is refused before the state lock.
         let watch = Watch::bind(options).await.into_diagnostic()?;
+        let reconciler = Arc::new(reconciler(config, state_dir, lock_timeout)?);
         tokio::spawn(stop_on_signals(shutdown.clone()));
         match watch.run(reconciler, shutdown).await {
             Ok(()) => Ok(Outcome::Success),
@@ -47,6 +46,19 @@ pub fn run(
             Err(error) => Err(error).into_diagnostic(),
         }
     })
+}
+
+/// The webhook secret from the environment: None when unset. A value that is not
+/// UTF-8 is refused (a blank one is refused by [`Watch::bind`]): neither may silently
+/// mean "no authentication".
+fn webhook_secret() -> miette::Result<Option<String>> {
+    match std::env::var(WEBHOOK_SECRET_ENV) {
+        Ok(secret) => Ok(Some(secret)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(miette!("{WEBHOOK_SECRET_ENV} is not valid UTF-8"))
+        }
+    }
 }
 
 /// The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.

@@ -35,6 +35,7 @@ pub(crate) async fn run<R: Reconciler>(
             reconciler: reconciler.clone(),
             commands,
             secret: options.webhook_secret.clone(),
+            limits: options.http,
         });
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving webhooks, triggers, status and metrics");

@@ -9,6 +9,21 @@
 //! | `GET /status` | the reconciler's status JSON, with a `watch` member added |
 //! | `GET /healthz` | 200 `ok` |
 //! | `GET /metrics` | Prometheus text |
+//!
+//! # What a client can hold
+//!
+//! Connections are capped and must send their headers, and then their body, within
+//! [`HttpLimits`]; see [`super::limits`].
+//!
+//! # Browsers
+//!
+//! No web page is a client of these endpoints, so `POST` requests that a browser could
+//! send on a page's behalf are refused, secret or not: any `Origin` header (403; browsers
+//! send one on every `POST` a page makes, and a DNS-rebinding page would even show the
+//! server's own host in it), and a `Content-Type` other than `application/json` (415;
+//! an HTML form can only send `application/x-www-form-urlencoded`, `multipart/form-data`
+//! or `text/plain`). Webhooks, `curl -X POST` (no body, no `Content-Type`) and scripts
+//! sending JSON pass.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,15 +31,16 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::limits::{Connections, HttpLimits};
 use super::reconciler::{Cause, Reconciler, TriggerError, Upstream};
 use super::webhook;
 
@@ -57,6 +73,7 @@ pub(crate) struct Endpoints<R> {
     pub commands: mpsc::Sender<Command>,
     /// KPACKD_WEBHOOK_SECRET: when set, POST requests must prove they know it.
     pub secret: Option<String>,
+    pub limits: HttpLimits,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -69,6 +86,11 @@ pub(crate) async fn serve<R: Reconciler>(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    let connections = Connections::new(endpoints.limits.max_connections);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(endpoints.limits.header_timeout);
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -82,17 +104,29 @@ pub(crate) async fn serve<R: Reconciler>(
                 }
             },
         };
+        let Some(ticket) = connections.admit() else {
+            tracing::warn!(%peer, "every connection is busy with a request; closing a new one");
+            continue;
+        };
+        let ticket = Arc::new(ticket);
         let endpoints = endpoints.clone();
+        let for_service = ticket.clone();
         let service = hyper::service::service_fn(move |request| {
             let endpoints = endpoints.clone();
-            async move { Ok::<_, Infallible>(endpoints.handle(request).await) }
+            let handling = for_service.handling();
+            async move {
+                let reply = endpoints.handle(request).await;
+                drop(handling);
+                Ok::<_, Infallible>(reply)
+            }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, "http connection: {error}");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%peer, "http connection: {error}");
+                },
+                () = ticket.evicted() => tracing::debug!(%peer, "closed an idle connection"),
             }
         });
     }
@@ -133,6 +167,10 @@ impl<R: Reconciler> Endpoints<R> {
 
     async fn post(&self, request: Request<Incoming>, route: Route) -> Reply {
         let (parts, body) = request.into_parts();
+        if let Err(refusal) = not_from_a_browser(&parts.headers) {
+            tracing::warn!(path = %parts.uri.path(), "refused a request a browser could send: {refusal}");
+            return refusal.reply();
+        }
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -141,10 +179,20 @@ impl<R: Reconciler> Endpoints<R> {
         if declared.is_some_and(|n| n > MAX_BODY as u64) {
             return too_large();
         }
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+        let reading = Limited::new(body, MAX_BODY).collect();
+        let body = match tokio::time::timeout(self.limits.body_timeout, reading).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the body did not arrive within {:?}",
+                        self.limits.body_timeout
+                    ),
+                )
+            }
         };
         if let Some(secret) = &self.secret {
             if !webhook::authorized(secret, &parts.headers, &body) {
@@ -246,6 +294,42 @@ enum Route {
     Trigger(String),
 }
 
+/// Why a `POST` looks like it came from a web page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BrowserRefusal {
+    #[error("it carries an Origin header ({0}); no web page may call kpackd")]
+    Origin(String),
+    #[error("its Content-Type is {0:?}; send application/json, or no body")]
+    ContentType(String),
+}
+
+impl BrowserRefusal {
+    fn reply(&self) -> Reply {
+        let status = match self {
+            BrowserRefusal::Origin(_) => StatusCode::FORBIDDEN,
+            BrowserRefusal::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        };
+        error(status, &self.to_string())
+    }
+}
+
+/// Refuses what a browser sends for a page: any `Origin`, and a `Content-Type` other
+/// than JSON (`application/json`, parameters allowed). No `Content-Type` passes.
+fn not_from_a_browser(headers: &HeaderMap) -> Result<(), BrowserRefusal> {
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        return Err(BrowserRefusal::Origin(origin));
+    }
+    for value in headers.get_all(CONTENT_TYPE) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        let essence = text.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(BrowserRefusal::ContentType(text.into_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// `<name>` of `/images/<name>/trigger`.
 fn trigger_image(path: &str) -> Option<&str> {
     let name = path.strip_prefix("/images/")?.strip_suffix("/trigger")?;
@@ -290,4 +374,45 @@ fn internal() -> Reply {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn what_a_browser_sends_is_refused() {
+        assert_eq!(not_from_a_browser(&headers(&[])), Ok(()));
+        for json in ["application/json", "Application/JSON; charset=utf-8"] {
+            assert_eq!(
+                not_from_a_browser(&headers(&[("content-type", json)])),
+                Ok(())
+            );
+        }
+        for form in [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+        ] {
+            assert!(matches!(
+                not_from_a_browser(&headers(&[("content-type", form)])),
+                Err(BrowserRefusal::ContentType(_))
+            ));
+        }
+        for origin in ["http://evil.example", "null", "http://127.0.0.1:8080"] {
+            let sent = headers(&[("content-type", "application/json"), ("origin", origin)]);
+            assert_eq!(
+                not_from_a_browser(&sent),
+                Err(BrowserRefusal::Origin(origin.to_string()))
+            );
+        }
+    }
 }

@@ -41,6 +41,7 @@
 mod daemon;
 mod files;
 mod http;
+mod limits;
 mod metrics;
 mod poll;
 mod reconciler;
@@ -54,6 +55,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use http::MAX_BODY;
+pub use limits::HttpLimits;
 pub use poll::{backoff, jitter, MAX_BACKOFF};
 pub use reconciler::{
     BuildOutcome, BuildReport, Cause, ConfigSummary, ReconcileReport, Reconciler, TriggerError,
@@ -74,8 +76,11 @@ pub const WEBHOOK_SECRET_ENV: &str = "KPACKD_WEBHOOK_SECRET";
 pub struct WatchOptions {
     /// Where to serve HTTP; None serves nothing.
     pub listen: Option<SocketAddr>,
-    /// When set, `POST` requests must carry it (see [`WEBHOOK_SECRET_ENV`]).
+    /// When set, `POST` requests must carry it (see [`WEBHOOK_SECRET_ENV`]); an empty
+    /// or blank one is refused by [`Watch::bind`].
     pub webhook_secret: Option<String>,
+    /// What one HTTP client can hold: connections, header and body timeouts.
+    pub http: HttpLimits,
     /// How long file changes must be quiet before they count.
     pub debounce: Duration,
     /// How long a running reconcile gets to end after shutdown starts.
@@ -87,6 +92,7 @@ impl Default for WatchOptions {
         WatchOptions {
             listen: None,
             webhook_secret: None,
+            http: HttpLimits::default(),
             debounce: Duration::from_millis(200),
             grace: Duration::from_secs(30),
         }
@@ -99,6 +105,13 @@ pub enum WatchError {
     /// The configuration is invalid at start; the text is its rendered diagnostic.
     #[error("{0}")]
     Config(String),
+    /// A webhook secret that is empty or only whitespace: most likely a templating or
+    /// secret-store mistake, and running without authentication would hide it.
+    #[error(
+        "{WEBHOOK_SECRET_ENV} is set but blank; set it to the secret, or unset it to serve \
+         the endpoints without authentication"
+    )]
+    BlankSecret,
     #[error("failed to listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -118,7 +131,15 @@ pub struct Watch {
 
 impl Watch {
     /// Binds the HTTP listener now, so that a busy port is an error before anything runs.
+    /// A blank webhook secret is refused here too.
     pub async fn bind(options: WatchOptions) -> Result<Watch, WatchError> {
+        if options
+            .webhook_secret
+            .as_deref()
+            .is_some_and(|secret| secret.trim().is_empty())
+        {
+            return Err(WatchError::BlankSecret);
+        }
         let listener = match options.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
