@@ -2,14 +2,16 @@
 //! else lives in the `planner`, `engine` and `executors` crates.
 
 mod cli;
+mod color;
 mod commands;
 mod import;
+mod render;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, ColorChoice};
+use cli::Cli;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let color = setup_color(cli.global.color);
+    let color = color::setup(cli.global.color);
     setup_tracing(cli.global.verbose, cli.global.quiet, color);
     match commands::run(cli) {
         Ok(outcome) => outcome.exit_code(),
@@ -34,35 +36,6 @@ fn main() -> ExitCode {
             ExitCode::from(commands::EXIT_ERROR)
         }
     }
-}
-
-/// Sets colours for every output (anstream, miette) and says whether stderr gets them.
-fn setup_color(choice: ColorChoice) -> bool {
-    let anstream_choice = match choice {
-        ColorChoice::Auto => anstream::ColorChoice::Auto,
-        ColorChoice::Always => anstream::ColorChoice::Always,
-        ColorChoice::Never => anstream::ColorChoice::Never,
-    };
-    anstream_choice.write_global();
-    let color = match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::IsTerminal::is_terminal(&std::io::stderr())
-        }
-    };
-    // The hook can only be installed once per process, and this is the only place.
-    let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(
-            miette::MietteHandlerOpts::new()
-                .color(color)
-                .unicode(color)
-                .terminal_links(false)
-                .build(),
-        )
-    }));
-    color
 }
 
 fn setup_tracing(verbose: u8, quiet: bool, color: bool) {

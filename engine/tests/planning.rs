@@ -11,7 +11,7 @@ use engine::state::{BuildStatus, NewBuild, Outcome, State};
 use executors::oci::{ContainerConfig, ImageConfig, ImageStore, StoreSettings};
 use imageref::ImageRef;
 use planner::diff::SourceVersion;
-use planner::plan::{Action, Upstream};
+use planner::plan::{Action, Summary, Upstream};
 use planner::Reason;
 use testkit::git::BareRepo;
 use testkit::registry::Registry;
@@ -212,7 +212,7 @@ async fn build_everything(fleet: &Fleet) {
     let planned = fleet.plan().await;
     apply_all(&mut fleet.state(), &planned);
     let again = fleet.plan().await;
-    assert!(!again.plan.has_changes(), "{}", again.plan.render(false));
+    assert!(!again.plan.has_changes(), "{:#?}", again.plan.changes);
 }
 
 #[tokio::test]
@@ -221,7 +221,7 @@ async fn a_fresh_state_builds_everything_for_its_first_build() {
     let planned = fleet.plan().await;
     let plan = &planned.plan;
     assert!(plan.errors.is_empty(), "{:?}", plan.errors);
-    assert_eq!(plan.summary.build, 3, "{}", plan.render(false));
+    assert_eq!(plan.summary.build, 3, "{:#?}", plan.changes);
     for change in &plan.changes {
         assert_eq!(change.action, Action::Build);
         assert_eq!(change.reasons, [Reason::Config]);
@@ -245,14 +245,14 @@ async fn a_fresh_state_builds_everything_for_its_first_build() {
     ));
     assert!(app.stack.unwrap().run_image_digest.starts_with("sha256:"));
     assert_eq!(plan.lineage, fleet.state().lineage());
-    let render = plan.render(false);
-    assert!(
-        render.contains("+ image \"whole\" will be built"),
-        "{render}"
-    );
-    assert!(
-        render.contains("Plan: 3 to build, 0 to rebuild, 0 to rebase, 0 to forget, 0 unchanged."),
-        "{render}"
+    // Built for the first time: no build to follow, nothing else to do.
+    assert!(plan.changes.iter().all(|c| c.last_build.is_none()));
+    assert_eq!(
+        plan.summary,
+        Summary {
+            build: 3,
+            ..Summary::default()
+        }
     );
 }
 
@@ -275,11 +275,8 @@ async fn a_new_commit_is_commit_but_not_for_a_sub_path_it_does_not_touch() {
     assert_eq!(whole.details[0].new.as_deref(), Some(commit.as_str()));
     assert_eq!(change(&planned, "app").action, Action::Noop);
     assert_eq!(change(&planned, "local").action, Action::Noop);
-    let render = planned.plan.render(false);
-    assert!(
-        render.contains("source commit: ") && render.contains(&commit[..7]),
-        "{render}"
-    );
+    // The change shows as `source commit: OLD → NEW`.
+    assert!(whole.details[0].old.is_some(), "{:#?}", whole.details);
 
     fleet
         .repo
@@ -328,10 +325,9 @@ async fn a_new_run_image_in_a_layout_is_a_rebase() {
     let new = push_stack_image(&fleet.absolute("oci:stacks:run"), "run-2").await;
     let planned = fleet.plan().await;
     assert_eq!(
-        planned.plan.summary.rebase,
-        3,
-        "{}",
-        planned.plan.render(false)
+        planned.plan.summary.rebase, 3,
+        "{:#?}",
+        planned.plan.changes
     );
     let whole = change(&planned, "whole");
     assert_eq!(whole.reasons, [Reason::Stack]);
@@ -373,10 +369,9 @@ async fn a_new_run_image_in_a_registry_is_a_rebase() {
     let new = push_stack_image(&run, "run-2").await;
     let planned = fleet.plan().await;
     assert_eq!(
-        planned.plan.summary.rebase,
-        3,
-        "{}",
-        planned.plan.render(false)
+        planned.plan.summary.rebase, 3,
+        "{:#?}",
+        planned.plan.changes
     );
     assert_eq!(
         change(&planned, "app").inputs.as_ref().unwrap().run_image,

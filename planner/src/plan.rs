@@ -1,11 +1,10 @@
 //! The Plan as data: what `kpackd plan` decided for every image, the inputs it pinned,
 //! and the state it was computed against. It serialises to the stable JSON of
-//! `kpackd plan --json` (saved with `--out`, applied later) and renders for people.
+//! `kpackd plan --json` (saved with `--out`, applied later).
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
-use owo_colors::{OwoColorize, Style};
 use serde::{Deserialize, Serialize};
 
 use imageref::Target;
@@ -260,209 +259,12 @@ impl Summary {
     }
 }
 
-/// Headlines are padded to this width so the reasons line up, as in terraform's plans.
-const HEADLINE_WIDTH: usize = 45;
-
 impl Plan {
     /// Whether applying the plan would do anything.
     pub fn has_changes(&self) -> bool {
         self.changes
             .iter()
             .any(|c| matches!(c.action, Action::Build | Action::Rebase | Action::Forget))
-    }
-
-    /// The plan for people, terraform-like; ANSI colours only when `color`.
-    pub fn render(&self, color: bool) -> String {
-        let paint = Painter { color };
-        let mut out = String::new();
-        let shown: Vec<&Change> = self
-            .changes
-            .iter()
-            .filter(|c| c.action != Action::Noop)
-            .collect();
-        if !shown.is_empty() {
-            out.push_str("kpackd will perform the following actions:\n\n");
-        }
-        let headlines: Vec<(String, Style)> = shown.iter().map(|c| headline(c)).collect();
-        let width = headlines
-            .iter()
-            .map(|(h, _)| h.chars().count() + 2)
-            .max()
-            .unwrap_or(0)
-            .max(HEADLINE_WIDTH);
-        for (change, (headline, style)) in shown.iter().zip(headlines) {
-            let pad = width - headline.chars().count();
-            let _ = write!(out, "{}", paint.style(&headline, style));
-            match change.action {
-                Action::Blocked => {
-                    out.push('\n');
-                    for cause in &change.blocked_by {
-                        let _ = writeln!(out, "      {cause}");
-                    }
-                }
-                Action::Forget => {
-                    let _ = writeln!(
-                        out,
-                        "{:pad$}{}",
-                        "",
-                        paint.dim("(not in kpack.toml; its tags stay in the registry)")
-                    );
-                }
-                _ => {
-                    let _ = writeln!(out, "{:pad$}({})", "", reasons_text(change));
-                }
-            }
-            for detail in &change.details {
-                if let (Some(old), Some(new)) = (&detail.old, &detail.new) {
-                    let _ = writeln!(
-                        out,
-                        "      {}: {} → {}",
-                        detail.what,
-                        paint.dim(&short(old)),
-                        short(new)
-                    );
-                }
-            }
-        }
-        if !self.notes.is_empty() {
-            if !shown.is_empty() {
-                out.push('\n');
-            }
-            for note in &self.notes {
-                let _ = writeln!(
-                    out,
-                    "  {} stack \"{}\": {}: {} → {} (no work now; the next build of {} uses it)",
-                    paint.style("#", Style::new().dimmed()),
-                    note.stack,
-                    note.what,
-                    short(&note.old),
-                    short(&note.new),
-                    quoted_list(&note.images)
-                );
-            }
-        }
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        if !self.has_changes() && self.summary.blocked == 0 {
-            out.push_str(&paint.bold("No changes. The fleet is up to date."));
-            out.push('\n');
-            return out;
-        }
-        let first_builds = self
-            .changes
-            .iter()
-            .filter(|c| c.action == Action::Build && c.last_build.is_none())
-            .count();
-        let _ = write!(
-            out,
-            "{} {} to build, {} to rebuild, {} to rebase, {} to forget, {} unchanged",
-            paint.bold("Plan:"),
-            first_builds,
-            self.summary.build - first_builds,
-            self.summary.rebase,
-            self.summary.forget,
-            self.summary.noop
-        );
-        if self.summary.blocked > 0 {
-            let blocked = format!("{} blocked", self.summary.blocked);
-            let _ = write!(
-                out,
-                ", {}",
-                paint.style(&blocked, Style::new().red().bold())
-            );
-        }
-        out.push_str(".\n");
-        out
-    }
-}
-
-/// `  ~ image "hello" will be rebuilt`, and the style of its symbol.
-fn headline(change: &Change) -> (String, Style) {
-    let (symbol, verb, style) = match change.action {
-        Action::Build if change.last_build.is_none() => {
-            ("+", "will be built", Style::new().green())
-        }
-        Action::Build => ("~", "will be rebuilt", Style::new().yellow()),
-        Action::Rebase => ("↻", "will be rebased", Style::new().cyan()),
-        Action::Forget => ("-", "will be forgotten", Style::new().red()),
-        Action::Blocked => ("!", "is blocked", Style::new().red().bold()),
-        Action::Noop => (" ", "is unchanged", Style::new()),
-    };
-    (
-        format!("  {symbol} image \"{}\" {verb}", change.image),
-        style,
-    )
-}
-
-/// `COMMIT, STACK`, with the notes of details that are not a change of value:
-/// `CONFIG: first build`.
-fn reasons_text(change: &Change) -> String {
-    let parts: Vec<String> = change
-        .reasons
-        .iter()
-        .map(|reason| {
-            let notes: Vec<&str> = change
-                .details
-                .iter()
-                .filter(|d| d.reason == *reason && d.old.is_none() && d.new.is_none())
-                .map(|d| d.what.as_str())
-                .collect();
-            if notes.is_empty() {
-                reason.to_string()
-            } else {
-                format!("{reason}: {}", notes.join(", "))
-            }
-        })
-        .collect();
-    parts.join(", ")
-}
-
-fn quoted_list(names: &[String]) -> String {
-    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
-    quoted.join(", ")
-}
-
-/// A value as people want to read it in a plan: `sha256:1a2b…` for digests, seven
-/// characters for commit and tree ids, anything else as it is.
-pub fn short(value: &str) -> String {
-    const DIGEST_HEX: usize = 4;
-    const COMMIT_HEX: usize = 7;
-    if let Some((algorithm, hex)) = value.split_once(':') {
-        if is_hex(hex) && hex.len() > DIGEST_HEX {
-            return format!("{algorithm}:{}…", &hex[..DIGEST_HEX]);
-        }
-    }
-    if is_hex(value) && value.len() >= 40 {
-        return value[..COMMIT_HEX].to_string();
-    }
-    value.to_string()
-}
-
-fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Applies styles only when colours were asked for.
-struct Painter {
-    color: bool,
-}
-
-impl Painter {
-    fn style(&self, text: &str, style: Style) -> String {
-        if self.color {
-            text.style(style).to_string()
-        } else {
-            text.to_string()
-        }
-    }
-
-    fn dim(&self, text: &str) -> String {
-        self.style(text, Style::new().dimmed())
-    }
-
-    fn bold(&self, text: &str) -> String {
-        self.style(text, Style::new().bold())
     }
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
 use super::Outcome;
+use crate::render;
 
 pub struct Args {
     pub file: PathBuf,
@@ -80,7 +81,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
     let blocked = planned.plan.summary.blocked > 0 || !planned.plan.errors.is_empty();
     if !args.json {
         let mut out = anstream::stdout();
-        let _ = write!(out, "{}", planned.plan.render(args.color));
+        let _ = write!(out, "{}", render::plan::render(&planned.plan, args.color));
         let _ = writeln!(out);
     }
     if !planned.plan.has_changes() {

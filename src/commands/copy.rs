@@ -12,7 +12,7 @@ use imageref::Platform;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use miette::{Context, IntoDiagnostic};
 
-use super::inspect::{image_store, parse_ref, runtime};
+use super::shared::{image_store, parse_ref, runtime};
 use super::Outcome;
 use crate::cli::RegistryArgs;
 

@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use executors::oci::{ImageStore, Inspection, StoreSettings};
-use imageref::ImageRef;
+use executors::oci::Inspection;
 use imageref::Platform;
 use indicatif::HumanBytes;
 use miette::{Context, IntoDiagnostic};
 
+use super::shared::{image_store, parse_ref, runtime};
 use super::Outcome;
 use crate::cli::RegistryArgs;
 
@@ -47,35 +47,6 @@ pub fn run(
         .write_all(out.as_bytes())
         .into_diagnostic()?;
     Ok(Outcome::Success)
-}
-
-/// An image reference from the command line, with a diagnostic that says what is wrong.
-pub(super) fn parse_ref(reference: &str) -> miette::Result<ImageRef> {
-    ImageRef::parse(reference).map_err(|e| {
-        miette::miette!(
-            help = "write `host[:port]/repository[:tag][@sha256:…]` or `oci:<dir>[:<ref-name>]`",
-            "invalid image reference `{reference}`: {e}"
-        )
-    })
-}
-
-/// The store the OCI commands use: docker config credentials, the given insecure
-/// registries and platform.
-pub(super) fn image_store(registries: &RegistryArgs, platform: Platform) -> ImageStore {
-    ImageStore::new(StoreSettings {
-        insecure_registries: registries.insecure_registries.clone(),
-        platform,
-        ..StoreSettings::default()
-    })
-}
-
-/// A runtime for one command's registry and file I/O.
-pub(super) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .into_diagnostic()
-        .wrap_err("failed to start the async runtime")
 }
 
 /// The human form: one `Key: value` block after another.

@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
             detailed_exitcode,
             targets,
             state_dir: cli.global.state_dir,
-            color: color_enabled(cli.global.color),
+            color: crate::color::enabled(cli.global.color, &std::io::stdout()),
         }),
         Command::Status { config, json } => {
             status::run(&config, json, cli.global.state_dir.as_deref())
@@ -72,14 +72,14 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
             lock_timeout,
             state_dir: cli.global.state_dir.clone(),
             verbose: cli.global.verbose > 0,
-            color: color_enabled(cli.global.color),
+            color: crate::color::enabled(cli.global.color, &std::io::stdout()),
         }),
         Command::Logs {
             image,
             number,
             follow,
         } => logs::run(
-            &logs_state_dir(cli.global.state_dir.as_deref())?,
+            &shared::state_dir_without_config(cli.global.state_dir.as_deref())?,
             &image,
             number,
             follow,
@@ -120,37 +120,11 @@ mod logs;
 mod plan;
 mod progress;
 mod schema;
+mod shared;
 mod status;
 mod trigger;
 mod validate;
 mod watch;
-
-/// The state directory of commands that take no CONFIG: `--state-dir`, else the one
-/// `./kpack.toml` names, else `./.kpackd`.
-fn logs_state_dir(cli: Option<&std::path::Path>) -> miette::Result<std::path::PathBuf> {
-    if let Some(dir) = cli {
-        return Ok(dir.to_path_buf());
-    }
-    let default = std::path::Path::new("kpack.toml");
-    if default.is_file() {
-        return Ok(planner::load(default)?.settings.state_dir);
-    }
-    Ok(std::path::PathBuf::from(".kpackd"))
-}
-
-/// Whether stdout output gets colours: `--color`, else a terminal without `NO_COLOR`.
-pub fn color_enabled(choice: crate::cli::ColorChoice) -> bool {
-    use crate::cli::ColorChoice;
-    match choice {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::IsTerminal::is_terminal(&std::io::stdout())
-        }
-    }
-}
-
 /// A writer lock that could not be taken: only a lock held by another kpackd gets the hint
 /// to wait; anything else keeps its cause.
 fn lock_error(e: engine::state::LockError) -> miette::Report {

@@ -8,7 +8,9 @@ use engine::planning;
 use engine::state::State;
 use miette::{IntoDiagnostic, WrapErr};
 
+use super::shared::closed_pipe_is_fine;
 use super::Outcome;
+use crate::render;
 
 pub struct Args {
     pub config: PathBuf,
@@ -48,16 +50,18 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout))
     } else {
-        write!(stdout, "{}", plan.render(args.color)).and_then(|()| match &args.out {
-            Some(out) => writeln!(
-                stdout,
-                "\nSaved the plan to {0}; run `kpackd apply {0}` to carry it out.",
-                out.display()
-            ),
-            None => Ok(()),
+        write!(stdout, "{}", render::plan::render(plan, args.color)).and_then(|()| {
+            match &args.out {
+                Some(out) => writeln!(
+                    stdout,
+                    "\nSaved the plan to {0}; run `kpackd apply {0}` to carry it out.",
+                    out.display()
+                ),
+                None => Ok(()),
+            }
         })
     };
-    super::plan::closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written)
         .into_diagnostic()
         .wrap_err("write the plan")?;
     if !plan.errors.is_empty() || plan.summary.blocked > 0 {
@@ -73,12 +77,4 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
         return Ok(Outcome::Changes);
     }
     Ok(Outcome::Success)
-}
-
-/// A reader that stopped reading (`kpackd plan | head`) is not an error.
-pub(super) fn closed_pipe_is_fine(written: std::io::Result<()>) -> std::io::Result<()> {
-    match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
 }

@@ -10,6 +10,8 @@ use engine::apply::Observer;
 use engine::state::{Build, BuildStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::render::short;
+
 /// Shows progress on stderr.
 pub struct Progress {
     bars: Option<Bars>,
@@ -50,7 +52,7 @@ fn step(build: &Build) -> String {
     match build.status {
         BuildStatus::Queued => format!("queued ({})", build.action),
         BuildStatus::Succeeded => match &build.output {
-            Some(digest) => format!("succeeded {}", planner::plan::short(digest)),
+            Some(digest) => format!("succeeded {}", short(digest)),
             None => "succeeded".into(),
         },
         BuildStatus::Failed => match &build.failure {

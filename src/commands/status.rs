@@ -10,8 +10,10 @@ use engine::state::{Build, BuildStatus, State};
 use miette::{IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
-use super::builds::{age, build_json, reasons, time_json};
+use super::shared::closed_pipe_is_fine;
 use super::Outcome;
+use crate::render::builds::{age, build_json, reasons, time_json};
+use crate::render::{short, table};
 
 pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Result<Outcome> {
     let config = planner::load(config)?;
@@ -71,7 +73,7 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
         write!(
             stdout,
             "{}",
-            render_table(
+            table(
                 &[
                     "IMAGE",
                     "TAG",
@@ -85,7 +87,7 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
             )
         )
     };
-    super::plan::closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written)
         .into_diagnostic()
         .wrap_err("write the status")?;
     Ok(Outcome::Success)
@@ -121,7 +123,7 @@ impl Entry<'_> {
             self.tag.clone().unwrap_or_else(dash),
             self.last_success
                 .and_then(|b| b.output.as_deref())
-                .map_or_else(dash, planner::plan::short),
+                .map_or_else(dash, short),
             self.last
                 .map_or_else(dash, |b| format!("#{} {}", b.number, b.action)),
             status,
@@ -142,29 +144,4 @@ impl Entry<'_> {
             "last_build": self.last.map(build_json),
         })
     }
-}
-
-/// Columns padded to their widest cell, two spaces apart.
-pub(super) fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (cell, width) in cells.zip(&widths) {
-            text.push_str(cell);
-            text.extend(std::iter::repeat_n(' ', width + 2 - cell.chars().count()));
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
 }

@@ -1,5 +1,4 @@
-//! The plan as people and programs read it: snapshots of both forms of a plan holding
-//! every kind of change.
+//! The plan as programs read it: the JSON of a plan holding every kind of change.
 
 use super::*;
 
@@ -108,54 +107,6 @@ fn representative() -> Plan {
 }
 
 #[test]
-fn human_rendering() {
-    insta::assert_snapshot!(representative().render(false));
-}
-
-#[test]
-fn human_rendering_of_the_example_in_the_semantics() {
-    let mut plan = representative();
-    plan.changes
-        .retain(|c| matches!(c.action, Action::Build | Action::Rebase | Action::Noop));
-    plan.changes.sort_by_key(|c| match c.action {
-        Action::Build if c.last_build.is_some() => 0,
-        Action::Rebase => 1,
-        _ => 2,
-    });
-    plan.notes.clear();
-    plan.summary = Summary::of(&plan.changes);
-    insta::assert_snapshot!(plan.render(false), @r#"
-    kpackd will perform the following actions:
-
-      ~ image "hello" will be rebuilt            (COMMIT)
-          source commit: 3f2a9c1 → 8d04e77
-      ↻ image "docs" will be rebased             (STACK)
-          run image: sha256:1a2b… → sha256:9f8e…
-      + image "api" will be built                (CONFIG: first build)
-
-    Plan: 1 to build, 1 to rebuild, 1 to rebase, 0 to forget, 7 unchanged.
-    "#);
-}
-
-#[test]
-fn colours_only_when_asked() {
-    let plan = representative();
-    assert!(!plan.render(false).contains('\u{1b}'));
-    assert!(plan.render(true).contains('\u{1b}'));
-}
-
-#[test]
-fn nothing_to_do() {
-    let mut plan = representative();
-    plan.changes.retain(|c| c.action == Action::Noop);
-    plan.summary = Summary::of(&plan.changes);
-    plan.errors.clear();
-    plan.notes.clear();
-    assert!(!plan.has_changes());
-    assert_eq!(plan.render(false), "No changes. The fleet is up to date.\n");
-}
-
-#[test]
 fn json_form() {
     insta::assert_json_snapshot!(representative());
 }
@@ -174,12 +125,4 @@ fn buildpacks_without_digests_are_refused() {
     json["buildpacks"] = serde_json::json!(["examples/python@0.1.0", "examples/go@0.3.0"]);
     let err = serde_json::from_value::<Inputs>(json).unwrap_err();
     assert!(err.to_string().contains("examples/go@0.3.0"), "{err}");
-}
-
-#[test]
-fn short_forms() {
-    assert_eq!(short(RUN1), "sha256:1a2b…");
-    assert_eq!(short(C1), "3f2a9c1");
-    assert_eq!(short("default"), "default");
-    assert_eq!(short("linux/amd64"), "linux/amd64");
 }
