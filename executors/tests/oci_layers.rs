@@ -9,9 +9,12 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+mod oci_support;
+
 use executors::oci::layer::{LayerBuilder, NORMALISED_MTIME};
 use executors::oci::unpack::unpack_layer;
-use executors::oci::{OciError, UnpackOptions};
+use executors::oci::{unpack_image, OciError, UnpackOptions};
+use sha2::{Digest as _, Sha256};
 
 /// Builds the same tree in `dir`, creating files in the given order, with `mtime` on
 /// every file.
@@ -119,6 +122,15 @@ struct RawEntry<'a> {
     kind: tar::EntryType,
     link: &'a str,
     data: &'a [u8],
+    /// The mode in the header; `None` for 0755 on directories, 0644 on the rest.
+    mode: Option<u32>,
+}
+
+impl RawEntry<'_> {
+    fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
 }
 
 fn file<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
@@ -127,6 +139,7 @@ fn file<'a>(name: &'a str, data: &'a [u8]) -> RawEntry<'a> {
         kind: tar::EntryType::Regular,
         link: "",
         data,
+        mode: None,
     }
 }
 
@@ -136,6 +149,7 @@ fn dir(name: &str) -> RawEntry<'_> {
         kind: tar::EntryType::Directory,
         link: "",
         data: b"",
+        mode: None,
     }
 }
 
@@ -145,6 +159,7 @@ fn link<'a>(name: &'a str, kind: tar::EntryType, target: &'a str) -> RawEntry<'a
         kind,
         link: target,
         data: b"",
+        mode: None,
     }
 }
 
@@ -158,11 +173,11 @@ fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
             old.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
         }
         header.set_entry_type(e.kind);
-        header.set_mode(if e.kind == tar::EntryType::Directory {
+        header.set_mode(e.mode.unwrap_or(if e.kind == tar::EntryType::Directory {
             0o755
         } else {
             0o644
-        });
+        }));
         header.set_size(e.data.len() as u64);
         header.set_mtime(NORMALISED_MTIME);
         header.set_uid(0);
@@ -398,4 +413,248 @@ fn a_layer_is_read_to_its_end() {
     let mut reader = Counting(&tar, 0);
     unpack_layer(&mut reader, &scene.root(), &UnpackOptions { chown: false }).unwrap();
     assert_eq!(reader.1, tar.len());
+}
+
+/// The mode bits of `path`, not following a symlink.
+fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn directory_modes_are_not_set_through_a_later_symlink() {
+    // `x/d` is made, then `x` becomes a symlink to a directory outside that also has a
+    // `d`: the directory modes applied at the end must not reach it.
+    let scene = Scene::new();
+    let target_d = scene.outside().join("d");
+    fs::create_dir(&target_d).unwrap();
+    fs::set_permissions(&target_d, fs::Permissions::from_mode(0o700)).unwrap();
+    let outside = scene.outside().display().to_string();
+    let before = scene.outside_listing();
+    let tar = raw_tar(&[
+        dir("x/"),
+        dir("x/d/").mode(0o777),
+        link("x", tar::EntryType::Symlink, &outside),
+    ]);
+    unpack_layer(
+        tar.as_slice(),
+        &scene.root(),
+        &UnpackOptions { chown: false },
+    )
+    .unwrap();
+    assert_eq!(
+        mode_of(&target_d),
+        0o700,
+        "the outside directory's mode changed"
+    );
+    assert_eq!(scene.outside_listing(), before);
+    assert_eq!(
+        fs::read_link(scene.root().join("x")).unwrap(),
+        scene.outside()
+    );
+}
+
+#[test]
+fn a_whiteout_of_dot_dot_is_refused() {
+    let scene = Scene::new();
+    let err = scene.refuses(raw_tar(&[file(".wh...", b"")]), ".wh...");
+    assert!(err.contains("whiteout"), "{err}");
+    assert!(scene.root().is_dir(), "the root survives");
+
+    // One level down, `..` is the root itself.
+    let scene = Scene::new();
+    fs::write(scene.root().join("kept"), "k").unwrap();
+    scene.refuses(raw_tar(&[dir("a/"), file("a/.wh...", b"")]), "a/.wh...");
+    assert!(scene.root().join("kept").exists());
+
+    for bad in [".wh..", ".wh."] {
+        let scene = Scene::new();
+        fs::write(scene.root().join("kept"), "k").unwrap();
+        scene.refuses(raw_tar(&[file(bad, b"")]), bad);
+        assert!(scene.root().join("kept").exists(), "{bad}");
+    }
+}
+
+#[test]
+fn a_whiteout_through_a_symlink_stays_inside() {
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    let tar = raw_tar(&[
+        link("out", tar::EntryType::Symlink, &outside),
+        file("out/.wh.secret", b""),
+        file("out/.wh..wh..opq", b""),
+    ]);
+    let before = scene.outside_listing();
+    unpack_layer(
+        tar.as_slice(),
+        &scene.root(),
+        &UnpackOptions { chown: false },
+    )
+    .unwrap();
+    assert_eq!(scene.outside_listing(), before);
+    scene.refuses(
+        raw_tar(&[
+            link("up", tar::EntryType::Symlink, "../outside"),
+            file("up/.wh.secret", b""),
+        ]),
+        "up/.wh.secret",
+    );
+}
+
+#[test]
+fn set_id_bits_are_dropped() {
+    let scene = Scene::new();
+    let tar = raw_tar(&[
+        dir("bin/").mode(0o2755),
+        file("bin/suid", b"#!/bin/sh\n").mode(0o4755),
+        file("bin/sgid", b"#!/bin/sh\n").mode(0o2711),
+        file("bin/sticky", b"x").mode(0o1644),
+        dir("tmp/").mode(0o1777),
+    ]);
+    unpack_layer(
+        tar.as_slice(),
+        &scene.root(),
+        &UnpackOptions { chown: false },
+    )
+    .unwrap();
+    let root = scene.root();
+    assert_eq!(mode_of(&root.join("bin/suid")), 0o755);
+    assert_eq!(mode_of(&root.join("bin/sgid")), 0o711);
+    assert_eq!(mode_of(&root.join("bin/sticky")), 0o644);
+    assert_eq!(mode_of(&root.join("bin")), 0o755);
+    assert_eq!(
+        mode_of(&root.join("tmp")),
+        0o1777,
+        "sticky directories stay"
+    );
+}
+
+#[test]
+fn a_hard_link_through_a_climbing_symlink_is_refused() {
+    let scene = Scene::new();
+    scene.refuses(
+        raw_tar(&[
+            link("up", tar::EntryType::Symlink, "../outside"),
+            link("stolen", tar::EntryType::Link, "up/secret"),
+        ]),
+        "stolen",
+    );
+    let scene = Scene::new();
+    scene.refuses(
+        raw_tar(&[link(
+            "stolen",
+            tar::EntryType::Link,
+            "a/../../outside/secret",
+        )]),
+        "stolen",
+    );
+    assert!(!scene.root().join("stolen").exists());
+}
+
+#[test]
+fn a_symlink_escape_cannot_be_written_through() {
+    // Absolute and climbing symlinks are kept as data, but nothing goes through them:
+    // not a directory, a file, nor a hard link.
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    scene.refuses(
+        raw_tar(&[
+            link("abs", tar::EntryType::Symlink, &outside),
+            dir("abs/made/"),
+        ]),
+        "abs/made/",
+    );
+    assert!(!scene.outside().join("made").exists());
+    let scene = Scene::new();
+    scene.refuses(
+        raw_tar(&[
+            dir("a/"),
+            link("a/b", tar::EntryType::Symlink, "../../outside/"),
+            link("a/b/secret-link", tar::EntryType::Link, "a/b/secret"),
+        ]),
+        "a/b/secret-link",
+    );
+}
+
+/// Writes `blob` into `layout` as a blob of the given digest.
+fn put_blob(layout: &Path, digest: &str, blob: &[u8]) {
+    let dir = layout.join("blobs/sha256");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(digest), blob).unwrap();
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn a_layer_whose_digest_does_not_match_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let honest = raw_tar(&[file("good.txt", b"honest")]);
+    let evil = raw_tar(&[file("evil.txt", b"pwned!")]);
+    assert_eq!(honest.len(), evil.len());
+    let layer = sha256(&honest);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer}")]},
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": format!("sha256:{}", sha256(config.as_bytes())),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": format!("sha256:{layer}"),
+            "size": honest.len(),
+        }],
+    })
+    .to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", sha256(manifest.as_bytes())),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "app"},
+        }],
+    })
+    .to_string();
+    fs::create_dir_all(&layout).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    fs::write(layout.join("index.json"), index).unwrap();
+    put_blob(&layout, &sha256(config.as_bytes()), config.as_bytes());
+    put_blob(&layout, &sha256(manifest.as_bytes()), manifest.as_bytes());
+    put_blob(&layout, &layer, &evil); // swapped under the honest digest
+
+    let store = oci_support::store();
+    let r = oci_support::parse(&format!("oci:{}:app", layout.display()));
+    let root = work.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let err = unpack_image(&store, &r, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("digest"), "{err}");
+    assert_eq!(
+        fs::read_dir(&root).unwrap().count(),
+        0,
+        "the target changed"
+    );
+
+    // The honest blob unpacks.
+    put_blob(&layout, &layer, &honest);
+    unpack_image(&store, &r, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap();
+    assert_eq!(fs::read(root.join("good.txt")).unwrap(), b"honest");
 }

@@ -418,7 +418,9 @@ async fn materialise_source(
     let work = work.to_path_buf();
     let app_dir = app_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&work).map_err(|e| format!("create {}: {e}", work.display()))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&work)
+            .map_err(|e| format!("create {}: {e}", work.display()))?;
         match &pin {
             SourcePin::Git {
                 url,

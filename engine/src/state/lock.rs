@@ -64,7 +64,9 @@ impl StateLock {
                 }
             }
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(io)?;
         // Not truncated on open: until the lock is ours, the holder's name is not ours to erase.
         let mut file = OpenOptions::new()
             .read(true)

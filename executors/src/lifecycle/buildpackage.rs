@@ -90,7 +90,9 @@ pub async fn materialise(
         .join(escape_id(id))
         .join(version);
     if !root.is_dir() {
-        fs::create_dir_all(&cache).map_err(io("create", &cache))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&cache)
+            .map_err(io("create", &cache))?;
         let lock_path = cache.join(format!("{}.lock", digest.hex()));
         let _lock = lock_file(&lock_path)
             .await

@@ -147,7 +147,9 @@ impl CacheDir {
 
     /// Locks the cache against other builds of the same image until the file is dropped.
     pub async fn lock(&self) -> Result<File, CacheError> {
-        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)
+            .map_err(io_err(&self.dir))?;
         super::stack::lock_file(&self.dir.join("lock"))
             .await
             .map_err(|e| CacheError::Io {

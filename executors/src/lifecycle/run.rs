@@ -130,7 +130,9 @@ pub async fn build_image(
     }
 
     let work_root = req.state_dir.join("work");
-    fs::create_dir_all(&work_root).map_err(io_err(format!("create {}", work_root.display())))?;
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&work_root)
+        .map_err(io_err(format!("create {}", work_root.display())))?;
     let work = tempfile::Builder::new()
         .prefix("build-")
         .tempdir_in(&work_root)

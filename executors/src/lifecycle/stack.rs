@@ -166,7 +166,9 @@ pub async fn prepare(
     if dir.is_dir() {
         tracing::debug!(image = %r, rootfs = %rootfs.display(), "build image already unpacked");
     } else {
-        fs::create_dir_all(&stacks).map_err(io_err(&stacks))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&stacks)
+            .map_err(io_err(&stacks))?;
         let lock_path = stacks.join(format!("{}.lock", digest.hex()));
         let _lock = lock_file(&lock_path).await?;
         if !dir.is_dir() {

@@ -26,6 +26,7 @@
 //! carrying the registry's message. Credentials never appear in logs or errors.
 
 mod auth;
+mod beneath;
 mod blob;
 mod copy;
 mod error;
