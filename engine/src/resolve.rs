@@ -38,10 +38,10 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Labels read from stack, buildpackage and builder images.
-const BASE_ID_LABEL: &str = "io.buildpacks.base.id";
-const STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
-const BUILDPACK_LAYERS_LABEL: &str = "io.buildpacks.buildpack.layers";
-const BUILDER_METADATA_LABEL: &str = "io.buildpacks.builder.metadata";
+use cnb::labels::{
+    BASE_ID as BASE_ID_LABEL, BUILDER_METADATA as BUILDER_METADATA_LABEL,
+    BUILDPACK_LAYERS as BUILDPACK_LAYERS_LABEL, STACK_ID as STACK_ID_LABEL,
+};
 
 /// The key under which a builder image's stack is observed: a builder image brings its
 /// own build image (itself) and names its run image. Stack names cannot hold `:`.
@@ -842,16 +842,16 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
             facts.pinned
         ));
     };
-    let layers: BTreeMap<String, BTreeMap<String, LayerInfo>> = serde_json::from_str(label)
-        .map_err(|e| format!("{}: invalid {BUILDPACK_LAYERS_LABEL}: {e}", facts.pinned))?;
+    let layers: cnb::labels::BuildpackLayers = cnb::labels::parse(BUILDPACK_LAYERS_LABEL, label)
+        .map_err(|e| format!("{}: {e}", facts.pinned))?;
     let mut pins = BTreeMap::new();
     for (id, versions) in layers {
         for (version, info) in versions {
             pins.insert(
                 format!("{id}@{version}"),
                 BuildpackPin {
-                    id: id.clone(),
-                    version,
+                    id: id.to_string(),
+                    version: version.to_string(),
                     digest: info.layer_diff_id,
                     location: BuildpackLocation::Image {
                         reference: facts.pinned.clone(),
@@ -863,24 +863,15 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
     Ok(pins)
 }
 
-#[derive(Deserialize)]
-struct LayerInfo {
-    #[serde(rename = "layerDiffID")]
-    layer_diff_id: String,
-}
-
 /// The run image a builder image names in its metadata.
 fn builder_run_image(facts: &ImageFacts) -> Result<Option<ImageRef>, String> {
     let Some(label) = facts.labels.get(BUILDER_METADATA_LABEL) else {
         return Ok(None);
     };
-    let metadata: serde_json::Value = serde_json::from_str(label)
-        .map_err(|e| format!("{}: invalid {BUILDER_METADATA_LABEL}: {e}", facts.pinned))?;
-    let named = metadata
-        .pointer("/images/0/image")
-        .or_else(|| metadata.pointer("/stack/runImage/image"))
-        .and_then(|v| v.as_str());
-    named
+    let metadata: cnb::labels::BuilderMetadata = cnb::labels::parse(BUILDER_METADATA_LABEL, label)
+        .map_err(|e| format!("{}: {e}", facts.pinned))?;
+    metadata
+        .run_image()
         .map(|s| ImageRef::parse(s).map_err(|e| format!("run image `{s}`: {e}")))
         .transpose()
 }
@@ -996,6 +987,10 @@ mod tests {
         );
         assert!(image_buildpacks(&facts(&[])).is_err());
         assert!(image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, "nope")])).is_err());
+        let escaping = r#"{"tests/a":{"../../dir":{"layerDiffID":"sha256:a1"}}}"#;
+        let err = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, escaping)])).unwrap_err();
+        assert!(err.contains(BUILDPACK_LAYERS_LABEL), "{err}");
+        assert!(err.contains("`../../dir`"), "{err}");
     }
 
     #[test]

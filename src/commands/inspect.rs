@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use executors::oci::{ImageStore, Inspection, StoreSettings};
+use executors::inspect::Inspection;
+use executors::oci::{ImageStore, StoreSettings};
 use imageref::ImageRef;
 use imageref::Platform;
 use indicatif::HumanBytes;
