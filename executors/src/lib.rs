@@ -1,5 +1,6 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
 mod hashing;
+pub mod inspect;
 pub mod lifecycle;
 pub mod oci;
 pub mod rebase;

@@ -32,18 +32,15 @@ use crate::oci::{
     Manifest, OciError, RawManifest,
 };
 
-/// The label holding the lifecycle's metadata, with `runImage.topLayer`.
-pub const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
-/// `"false"` on an image that must not be rebased.
-pub const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
-/// The legacy stack id, on run images and the app images built on them.
-pub const STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
 /// Labels that describe the base image; a rebase takes them from the new run image.
-const BASE_LABEL_PREFIXES: [&str; 2] = ["io.buildpacks.base.", "io.buildpacks.stack."];
-const DISTRO_LABELS: [&str; 2] = [
-    "io.buildpacks.base.distro.name",
-    "io.buildpacks.base.distro.version",
-];
+use cnb::labels::BASE_LABEL_PREFIXES;
+/// The label holding the lifecycle's metadata, with `runImage.topLayer`; `"false"` in
+/// the rebasable label on an image that must not be rebased; the legacy stack id, on
+/// run images and the app images built on them.
+pub use cnb::labels::{
+    LIFECYCLE_METADATA as LIFECYCLE_LABEL, REBASABLE as REBASABLE_LABEL, STACK_ID as STACK_ID_LABEL,
+};
+const DISTRO_LABELS: [&str; 2] = [cnb::labels::DISTRO_NAME, cnb::labels::DISTRO_VERSION];
 /// Manifest annotations naming the base image, updated when present.
 const BASE_DIGEST_ANNOTATION: &str = "org.opencontainers.image.base.digest";
 const BASE_NAME_ANNOTATION: &str = "org.opencontainers.image.base.name";

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use executors::oci::Inspection;
+use executors::inspect::Inspection;
 use imageref::Platform;
 use indicatif::HumanBytes;
 use miette::{Context, IntoDiagnostic};

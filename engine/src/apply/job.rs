@@ -554,7 +554,7 @@ fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
 }
 
 /// The label a builder image keeps its order in (platform spec: builder image).
-const BUILDER_ORDER_LABEL: &str = "io.buildpacks.buildpack.order";
+const BUILDER_ORDER_LABEL: &str = cnb::labels::BUILDPACK_ORDER;
 
 /// The order of the builder image `builder`, from its `io.buildpacks.buildpack.order`
 /// label (the shape of `order.toml`'s groups, as JSON).

@@ -8,7 +8,6 @@ use imageref::ImageRef;
 use planner::diff::SourceVersion;
 use planner::plan::{Upstream, UpstreamFailure};
 use planner::{BuilderKind, Config, DirectoryBuildpack, Group, Image, Source, Stack};
-use serde::Deserialize;
 
 use super::jobs::{Done, ImageFacts, Job, Output};
 use super::{
@@ -17,10 +16,10 @@ use super::{
 };
 
 /// Labels read from stack, buildpackage and builder images.
-pub(super) const BASE_ID_LABEL: &str = "io.buildpacks.base.id";
-pub(super) const STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
-pub(super) const BUILDPACK_LAYERS_LABEL: &str = "io.buildpacks.buildpack.layers";
-pub(super) const BUILDER_METADATA_LABEL: &str = "io.buildpacks.builder.metadata";
+pub(super) use cnb::labels::{
+    BASE_ID as BASE_ID_LABEL, BUILDER_METADATA as BUILDER_METADATA_LABEL,
+    BUILDPACK_LAYERS as BUILDPACK_LAYERS_LABEL, STACK_ID as STACK_ID_LABEL,
+};
 
 /// The resolution being put together, with the upstreams that failed.
 struct Assembly<'d> {
@@ -347,8 +346,10 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
             label: BUILDPACK_LAYERS_LABEL,
         });
     };
-    let layers: BTreeMap<String, BTreeMap<String, LayerInfo>> = serde_json::from_str(label)
-        .map_err(|e| ResolveError::InvalidLabel {
+    // Ids and versions are validated names: a version like `../../dir` fails here, before
+    // it can become a directory.
+    let layers: cnb::labels::BuildpackLayers =
+        serde_json::from_str(label).map_err(|e| ResolveError::InvalidLabel {
             reference: facts.pinned.clone(),
             label: BUILDPACK_LAYERS_LABEL,
             source: std::sync::Arc::new(e),
@@ -359,8 +360,8 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
             pins.insert(
                 format!("{id}@{version}"),
                 BuildpackPin {
-                    id: id.clone(),
-                    version,
+                    id: id.to_string(),
+                    version: version.to_string(),
                     digest: info.layer_diff_id,
                     location: BuildpackLocation::Image {
                         reference: facts.pinned.clone(),
@@ -372,28 +373,19 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
     Ok(pins)
 }
 
-#[derive(Deserialize)]
-struct LayerInfo {
-    #[serde(rename = "layerDiffID")]
-    layer_diff_id: String,
-}
-
 /// The run image a builder image names in its metadata.
 pub(super) fn builder_run_image(facts: &ImageFacts) -> Result<Option<ImageRef>, ResolveError> {
     let Some(label) = facts.labels.get(BUILDER_METADATA_LABEL) else {
         return Ok(None);
     };
-    let metadata: serde_json::Value =
+    let metadata: cnb::labels::BuilderMetadata =
         serde_json::from_str(label).map_err(|e| ResolveError::InvalidLabel {
             reference: facts.pinned.clone(),
             label: BUILDER_METADATA_LABEL,
             source: std::sync::Arc::new(e),
         })?;
-    let named = metadata
-        .pointer("/images/0/image")
-        .or_else(|| metadata.pointer("/stack/runImage/image"))
-        .and_then(|v| v.as_str());
-    named
+    metadata
+        .run_image()
         .map(|s| {
             ImageRef::parse(s).map_err(|source| ResolveError::InvalidRunImage {
                 name: s.to_string(),
@@ -532,6 +524,12 @@ mod tests {
             ),
             "{invalid}"
         );
+        let escaping = r#"{"tests/a":{"../../dir":{"layerDiffID":"sha256:a1"}}}"#;
+        let err = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, escaping)]))
+            .unwrap_err()
+            .message();
+        assert!(err.contains(BUILDPACK_LAYERS_LABEL), "{err}");
+        assert!(err.contains("`../../dir`"), "{err}");
     }
 
     #[test]

@@ -9,15 +9,25 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use cnb::labels::BUILDPACK_LAYERS;
+use cnb::{BuildpackId, BuildpackVersion, NameError};
 use imageref::{Digest, ImageRef};
 
-use super::descriptor::escape_id;
 use super::stack::lock_file;
 use super::{LogSink, Phase};
 use crate::oci::{self, blocking_reader, ImageStore, OciError, UnpackOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildpackageError {
+    /// The id or version the image's label gives would not name a directory of the
+    /// buildpackage (`..`, `/`, …): refused before any path is made of it.
+    #[error("buildpack from {image}: invalid label {label}: {source}")]
+    Name {
+        image: String,
+        label: &'static str,
+        #[source]
+        source: NameError,
+    },
     #[error("buildpack {id}@{version} from {image}: {source}")]
     Image {
         id: String,
@@ -57,6 +67,8 @@ const BUILDPACKS_CACHE: &str = "buildpacks";
 /// The directory of buildpack `id@version`, whose layer in `image` has the diffID
 /// `diff_id`: extracted into `<state_dir>/buildpacks/<diffID hex>/` unless a build before
 /// did (safe against concurrent builds), then found at `cnb/buildpacks/<id>/<version>`.
+/// `id` and `version` come from the image's `io.buildpacks.buildpack.layers` label, so
+/// they are checked before they become a path.
 pub async fn materialise(
     store: &ImageStore,
     image: &ImageRef,
@@ -82,13 +94,20 @@ pub async fn materialise(
         image: image.to_string(),
         diff_id: diff_id.into(),
     };
+    let bad_name = |source| BuildpackageError::Name {
+        image: image.to_string(),
+        label: BUILDPACK_LAYERS,
+        source,
+    };
+    let checked_id = BuildpackId::parse(id).map_err(bad_name)?;
+    let checked_version = BuildpackVersion::parse(version).map_err(bad_name)?;
     let digest = Digest::parse(diff_id).map_err(|_| no_layer())?;
     let cache = state_dir.join(BUILDPACKS_CACHE);
     let root = cache.join(digest.hex());
     let dir = root
         .join("cnb/buildpacks")
-        .join(escape_id(id))
-        .join(version);
+        .join(checked_id.dir_name())
+        .join(checked_version.as_str());
     if !root.is_dir() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&cache)
@@ -122,7 +141,10 @@ pub async fn materialise(
             id: id.into(),
             version: version.into(),
             image: image.to_string(),
-            expected: format!("/cnb/buildpacks/{}/{version}/buildpack.toml", escape_id(id)),
+            expected: format!(
+                "/cnb/buildpacks/{}/{version}/buildpack.toml",
+                checked_id.dir_name()
+            ),
         });
     }
     Ok(dir)

@@ -19,9 +19,10 @@ use crate::sandbox;
 use imageref::{Digest, ImageRef};
 
 /// Labels of the run and build images the lifecycle reads.
-pub const STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
-pub const DISTRO_NAME_LABEL: &str = "io.buildpacks.base.distro.name";
-pub const DISTRO_VERSION_LABEL: &str = "io.buildpacks.base.distro.version";
+pub use cnb::labels::{
+    DISTRO_NAME as DISTRO_NAME_LABEL, DISTRO_VERSION as DISTRO_VERSION_LABEL,
+    STACK_ID as STACK_ID_LABEL,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

@@ -1,40 +1,9 @@
-//! What `kpackd inspect` shows of an image: digest, platform, layers, runtime config
-//! and, for an image built with Cloud Native Buildpacks, the metadata its labels carry.
+//! The generic parts of an image summary: its layers and runtime config. What its
+//! labels mean to Cloud Native Buildpacks is read elsewhere (`crate::inspect`).
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
 use super::Image;
-
-/// The CNB labels read here.
-const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
-const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
-const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
-const BUILDER_LABEL: &str = "io.buildpacks.builder.metadata";
-const BASE_ID_LABEL: &str = "io.buildpacks.base.id";
-const LEGACY_STACK_ID_LABEL: &str = "io.buildpacks.stack.id";
-const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
-
-/// A summary of one image, stable as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Inspection {
-    pub reference: String,
-    /// The image manifest's digest.
-    pub digest: String,
-    /// The index it was chosen from, when the reference named one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index_digest: Option<String>,
-    pub media_type: String,
-    pub platform: String,
-    pub layers: Vec<LayerInfo>,
-    pub config: RuntimeConfig,
-    pub labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cnb: Option<CnbMetadata>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,242 +25,35 @@ pub struct RuntimeConfig {
     pub working_dir: String,
 }
 
-/// What the CNB labels say; each part is absent when its label is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CnbMetadata {
-    /// The stack (base) id: `io.buildpacks.base.id`, or the legacy
-    /// `io.buildpacks.stack.id`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stack_id: Option<String>,
-    /// `io.buildpacks.rebasable`, when set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rebasable: Option<bool>,
-    pub buildpacks: Vec<BuildpackRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_image: Option<RunImageInfo>,
-    pub processes: Vec<ProcessInfo>,
-    /// The process type the image starts by default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_process: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub launcher: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<Value>,
-    /// For a CNB builder image, what `io.buildpacks.builder.metadata` says (description,
-    /// stack, lifecycle, buildpacks, created by).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BuildpackRef {
-    pub id: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub homepage: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunImageInfo {
-    /// The diffID of the run image's top layer: where a rebase cuts.
-    #[serde(default)]
-    pub top_layer: String,
-    /// The run image the app was built on, pinned (`repo@sha256:…`).
-    #[serde(default)]
-    pub reference: String,
-    /// The run image as the stack names it, and its mirrors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProcessInfo {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub command: Vec<String>,
-    pub args: Vec<String>,
-    pub default: bool,
-}
-
-impl Inspection {
-    pub fn of(image: &Image) -> Inspection {
-        let config = image.config.config.clone().unwrap_or_default();
-        let labels = image.config.labels();
+impl LayerInfo {
+    /// The image's layers, in order, with their diffIDs where the config lists them.
+    pub fn of(image: &Image) -> Vec<LayerInfo> {
         let diff_ids = &image.config.rootfs.diff_ids;
-        Inspection {
-            reference: image.source.to_string(),
-            digest: image.digest().to_string(),
-            index_digest: image.index_digest.as_ref().map(ToString::to_string),
-            media_type: image.raw_manifest.media_type.clone(),
-            platform: image.config.platform().to_string(),
-            layers: image
-                .manifest
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, l)| LayerInfo {
-                    digest: l.digest.to_string(),
-                    size: l.size,
-                    media_type: l.media_type.clone(),
-                    diff_id: diff_ids.get(i).map(ToString::to_string),
-                })
-                .collect(),
-            config: RuntimeConfig {
-                env: config.env.unwrap_or_default(),
-                user: config.user.unwrap_or_default(),
-                entrypoint: config.entrypoint.unwrap_or_default(),
-                cmd: config.cmd.unwrap_or_default(),
-                working_dir: config.working_dir.unwrap_or_default(),
-            },
-            cnb: CnbMetadata::from_labels(&labels),
-            labels,
-        }
-    }
-}
-
-impl CnbMetadata {
-    /// Reads the CNB labels; malformed parts are left out rather than failing an
-    /// inspection.
-    pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<CnbMetadata> {
-        let json = |key: &str| -> Option<Value> {
-            let text = labels.get(key)?;
-            serde_json::from_str(text)
-                .inspect_err(|e| tracing::warn!(label = key, error = %e, "label is not JSON"))
-                .ok()
-        };
-        let lifecycle = json(LIFECYCLE_LABEL);
-        let build = json(BUILD_LABEL);
-        let project = json(PROJECT_LABEL);
-        let builder = json(BUILDER_LABEL);
-        let stack_id = labels
-            .get(BASE_ID_LABEL)
-            .or_else(|| labels.get(LEGACY_STACK_ID_LABEL))
-            .cloned();
-        let rebasable = labels.get(REBASABLE_LABEL).map(|v| v != "false");
-        if lifecycle.is_none()
-            && build.is_none()
-            && project.is_none()
-            && builder.is_none()
-            && stack_id.is_none()
-        {
-            return None;
-        }
-        let field = |v: &Option<Value>, key: &str| v.as_ref().and_then(|v| v.get(key)).cloned();
-        let buildpacks = field(&build, "buildpacks")
-            .and_then(|v| serde_json::from_value(v).ok())
-            .or_else(|| {
-                // The lifecycle label names a buildpack's id `key`.
-                field(&lifecycle, "buildpacks").and_then(|v| {
-                    let list: Vec<Value> = serde_json::from_value(v).ok()?;
-                    list.into_iter()
-                        .map(|b| {
-                            Some(BuildpackRef {
-                                id: b.get("key")?.as_str()?.to_string(),
-                                version: b
-                                    .get("version")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default()
-                                    .to_string(),
-                                homepage: None,
-                            })
-                        })
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
-        let processes = field(&build, "processes")
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        image
+            .manifest
+            .layers
             .iter()
-            .filter_map(process)
-            .collect();
-        Some(CnbMetadata {
-            stack_id,
-            rebasable,
-            buildpacks,
-            run_image: field(&lifecycle, "runImage").and_then(|v| serde_json::from_value(v).ok()),
-            processes,
-            default_process: field(&build, "buildpack-default-process-type")
-                .and_then(|v| v.as_str().map(str::to_string)),
-            launcher: field(&build, "launcher"),
-            source: project.and_then(|p| p.get("source").cloned()),
-            builder,
-        })
+            .enumerate()
+            .map(|(i, l)| LayerInfo {
+                digest: l.digest.to_string(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: diff_ids.get(i).map(ToString::to_string),
+            })
+            .collect()
     }
 }
 
-/// A process from the build label; `command` is a string in older platform APIs and
-/// a list in newer ones.
-fn process(v: &Value) -> Option<ProcessInfo> {
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        match v {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
+impl RuntimeConfig {
+    /// The image config's runtime part, empty fields for what it does not set.
+    pub fn of(image: &Image) -> RuntimeConfig {
+        let config = image.config.config.clone().unwrap_or_default();
+        RuntimeConfig {
+            env: config.env.unwrap_or_default(),
+            user: config.user.unwrap_or_default(),
+            entrypoint: config.entrypoint.unwrap_or_default(),
+            cmd: config.cmd.unwrap_or_default(),
+            working_dir: config.working_dir.unwrap_or_default(),
         }
-    };
-    Some(ProcessInfo {
-        kind: v.get("type")?.as_str()?.to_string(),
-        command: strings(v.get("command")),
-        args: strings(v.get("args")),
-        default: v.get("default").and_then(Value::as_bool).unwrap_or(false),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_cnb_labels() {
-        let labels = BTreeMap::from([
-            (
-                LIFECYCLE_LABEL.to_string(),
-                r#"{"buildpacks":[{"key":"example/node","version":"1.0.0"}],"runImage":{"topLayer":"sha256:aa","reference":"reg/run@sha256:bb"}}"#.to_string(),
-            ),
-            (
-                BUILD_LABEL.to_string(),
-                r#"{"processes":[{"type":"web","command":["node","app.js"],"args":["--port"],"default":true},{"type":"worker","command":"run"}],"launcher":{"version":"0.1.0"},"buildpack-default-process-type":"web"}"#.to_string(),
-            ),
-            (BASE_ID_LABEL.to_string(), "io.kpackd.stacks.test".to_string()),
-            (
-                PROJECT_LABEL.to_string(),
-                r#"{"source":{"type":"git","version":{"commit":"abc"}}}"#.to_string(),
-            ),
-        ]);
-        let cnb = CnbMetadata::from_labels(&labels).unwrap();
-        assert_eq!(cnb.buildpacks[0].id, "example/node");
-        assert_eq!(cnb.run_image.unwrap().top_layer, "sha256:aa");
-        assert_eq!(cnb.processes[0].command, ["node", "app.js"]);
-        assert_eq!(cnb.processes[1].command, ["run"]);
-        assert_eq!(cnb.source.unwrap()["version"]["commit"], "abc");
-        assert_eq!(cnb.default_process.as_deref(), Some("web"));
-        assert_eq!(cnb.stack_id.as_deref(), Some("io.kpackd.stacks.test"));
-        assert_eq!(cnb.rebasable, None);
-        assert!(CnbMetadata::from_labels(&BTreeMap::new()).is_none());
-
-        let builder = BTreeMap::from([
-            (
-                LEGACY_STACK_ID_LABEL.to_string(),
-                "io.buildpacks.stacks.jammy".to_string(),
-            ),
-            (
-                BUILDER_LABEL.to_string(),
-                r#"{"description":"a builder","createdBy":{"name":"kpackd"}}"#.to_string(),
-            ),
-            (REBASABLE_LABEL.to_string(), "false".to_string()),
-        ]);
-        let cnb = CnbMetadata::from_labels(&builder).unwrap();
-        assert_eq!(cnb.stack_id.as_deref(), Some("io.buildpacks.stacks.jammy"));
-        assert_eq!(cnb.builder.unwrap()["description"], "a builder");
-        assert_eq!(cnb.rebasable, Some(false));
     }
 }

@@ -16,7 +16,8 @@
 //!   `copy_blob` mounts across repositories of one registry), then the manifest with
 //!   its exact bytes ([`ImageStore::push_manifest`]: by digest, then the tag or layout
 //!   name);
-//! - whole images: [`copy_image`], [`unpack_image`], [`Inspection`];
+//! - whole images: [`copy_image`], [`unpack_image`], [`LayerInfo`] and
+//!   [`RuntimeConfig`] (for a summary);
 //! - layers: [`layer::LayerBuilder`] writes a CNB-normalised `tar+gzip` from files on
 //!   disk; [`unpack::unpack_layer`] applies one to a directory, refusing any entry that
 //!   would write outside it.
@@ -43,9 +44,7 @@ pub use auth::{Credential, CredentialSource};
 pub use blob::{blocking_reader, BlobStream};
 pub use copy::{copy_image, CopyProgress, CopyReport};
 pub use error::OciError;
-pub use inspect::{
-    BuildpackRef, CnbMetadata, Inspection, LayerInfo, ProcessInfo, RunImageInfo, RuntimeConfig,
-};
+pub use inspect::{LayerInfo, RuntimeConfig};
 pub use layout::Layout;
 pub use manifest::{
     media_type, sha256_digest, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest,

@@ -1,0 +1,110 @@
+use super::*;
+
+/// A label as export writes it: field order and skipped fields are part of the image
+/// digest.
+const EXPORTED: &str = r#"{"app":[{"sha":"sha256:a1"}],"buildpacks":[{"key":"example/node","version":"1.0.0","layers":{"deps":{"sha":"sha256:d1","data":{"k":"v"},"build":false,"launch":true,"cache":true}},"store":{"metadata":{"s":1}}}],"config":{"sha":"sha256:c1"},"launcher":{"sha":"sha256:l1"},"process-types":{"sha":"sha256:p1"},"runImage":{"topLayer":"sha256:t1","reference":"reg/run@sha256:r1","image":"reg/run:1"}}"#;
+
+fn sample() -> LayersMetadata {
+    LayersMetadata {
+        app: vec![Sha {
+            sha: "sha256:a1".into(),
+        }],
+        sbom: None,
+        buildpacks: vec![BuildpackLayersMetadata {
+            key: "example/node".into(),
+            version: "1.0.0".into(),
+            layers: BTreeMap::from([(
+                "deps".to_string(),
+                LayerMetadata {
+                    sha: "sha256:d1".into(),
+                    data: serde_json::json!({"k": "v"}),
+                    build: false,
+                    launch: true,
+                    cache: true,
+                },
+            )]),
+            store: Some(StoreMetadata {
+                metadata: Map::from_iter([("s".to_string(), Value::from(1))]),
+            }),
+        }],
+        config: Sha {
+            sha: "sha256:c1".into(),
+        },
+        launcher: Sha {
+            sha: "sha256:l1".into(),
+        },
+        process_types: Sha {
+            sha: "sha256:p1".into(),
+        },
+        run_image: RunImageMetadata {
+            top_layer: "sha256:t1".into(),
+            reference: "reg/run@sha256:r1".into(),
+            image: "reg/run:1".into(),
+            mirrors: Vec::new(),
+        },
+        stack: None,
+        extra: Map::new(),
+    }
+}
+
+#[test]
+fn lifecycle_metadata_serialises_as_export_writes_it() {
+    assert_eq!(serde_json::to_string(&sample()).unwrap(), EXPORTED);
+    let back: LayersMetadata = parse(LIFECYCLE_METADATA, EXPORTED).unwrap();
+    assert_eq!(back, sample());
+}
+
+#[test]
+fn unknown_fields_round_trip_unchanged() {
+    let text = format!(
+        "{},\"bom\":null,\"zz-other-tool\":{{\"x\":[1,2]}}}}",
+        &EXPORTED[..EXPORTED.len() - 1]
+    );
+    let parsed: LayersMetadata = parse(LIFECYCLE_METADATA, &text).unwrap();
+    assert_eq!(parsed.extra.len(), 2);
+    assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+}
+
+#[test]
+fn buildpack_layers_validate_names() {
+    let good = r#"{"example/node":{"1.0.0":{"layerDiffID":"sha256:aa","api":"0.10"}}}"#;
+    let layers: BuildpackLayers = parse(BUILDPACK_LAYERS, good).unwrap();
+    let (id, versions) = layers.iter().next().unwrap();
+    assert_eq!(id.dir_name(), "example_node");
+    assert_eq!(versions.values().next().unwrap().layer_diff_id, "sha256:aa");
+
+    let bad = r#"{"example/node":{"../../dir":{"layerDiffID":"sha256:aa"}}}"#;
+    let err = parse::<BuildpackLayers>(BUILDPACK_LAYERS, bad).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(BUILDPACK_LAYERS), "{text}");
+    assert!(text.contains("`../../dir`"), "{text}");
+    let bad_id = r#"{"../x":{"1.0.0":{"layerDiffID":"sha256:aa"}}}"#;
+    assert!(parse::<BuildpackLayers>(BUILDPACK_LAYERS, bad_id).is_err());
+}
+
+#[test]
+fn builder_run_image() {
+    let m: BuilderMetadata = parse(
+        BUILDER_METADATA,
+        r#"{"images":[{"image":"reg/run:1"}],"stack":{"runImage":{"image":"reg/old"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(m.run_image(), Some("reg/run:1"));
+    let m: BuilderMetadata = parse(
+        BUILDER_METADATA,
+        r#"{"stack":{"runImage":{"image":"reg/old"}},"description":"d"}"#,
+    )
+    .unwrap();
+    assert_eq!(m.run_image(), Some("reg/old"));
+    let m: BuilderMetadata = parse(BUILDER_METADATA, "{}").unwrap();
+    assert_eq!(m.run_image(), None);
+}
+
+#[test]
+fn stack_id_prefers_the_base_id() {
+    let labels = BTreeMap::from([
+        (STACK_ID.to_string(), "legacy".to_string()),
+        (BASE_ID.to_string(), "base".to_string()),
+    ]);
+    assert_eq!(stack_id(&labels).map(String::as_str), Some("base"));
+}
