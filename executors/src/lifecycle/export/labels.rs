@@ -1,0 +1,161 @@
+//! The labels export writes and analyze reads back: `io.buildpacks.lifecycle.metadata`
+//! (lc:platform/files LayersMetadata, also the shape of the cache metadata without the
+//! image-only parts) and the names of the other `io.buildpacks.*` labels.
+
+use std::collections::BTreeMap;
+
+use imageref::Digest;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::lifecycle::descriptor::LayerMetadata as LayerToml;
+
+pub const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
+pub const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
+pub const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
+pub const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayersMetadata {
+    #[serde(default)]
+    pub app: Vec<Sha>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Sha>,
+    #[serde(default)]
+    pub buildpacks: Vec<BuildpackLayers>,
+    #[serde(default)]
+    pub config: Sha,
+    #[serde(default)]
+    pub launcher: Sha,
+    #[serde(rename = "process-types", default)]
+    pub process_types: Sha,
+    #[serde(rename = "runImage", default)]
+    pub run_image: RunImageMetadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackMetadata>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sha {
+    #[serde(default)]
+    pub sha: String,
+}
+
+/// One buildpack's layers; `key` is the buildpack id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildpackLayers {
+    pub key: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub layers: BTreeMap<String, LayerMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreMetadata>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreMetadata {
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, Value>,
+}
+
+/// A layer as labels and cache metadata record it: its diffID, `[metadata]` and types.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerMetadata {
+    #[serde(default)]
+    pub sha: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default)]
+    pub build: bool,
+    #[serde(default)]
+    pub launch: bool,
+    #[serde(default)]
+    pub cache: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunImageMetadata {
+    #[serde(rename = "topLayer", default)]
+    pub top_layer: String,
+    #[serde(default)]
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackMetadata {
+    #[serde(rename = "runImage", default)]
+    pub run_image: RunImageRef,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunImageRef {
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+}
+
+impl LayerMetadata {
+    /// What the label records of a layer with this diffID and `<layer>.toml`.
+    pub fn new(diff_id: &Digest, toml: &LayerToml) -> LayerMetadata {
+        LayerMetadata {
+            sha: diff_id.to_string(),
+            data: table_json(&toml.metadata),
+            build: toml.types.build,
+            launch: toml.types.launch,
+            cache: toml.types.cache,
+        }
+    }
+}
+
+impl LayersMetadata {
+    /// The layers a buildpack had, by id.
+    pub fn buildpack(&self, id: &str) -> Option<&BuildpackLayers> {
+        self.buildpacks.iter().find(|b| b.key == id)
+    }
+}
+
+/// A TOML table as label JSON.
+pub fn table_json(table: &toml::Table) -> Value {
+    serde_json::to_value(table).unwrap_or_else(|_| json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_label_shape() {
+        let mut md = LayersMetadata::default();
+        md.app.push(Sha {
+            sha: "sha256:aa".into(),
+        });
+        md.buildpacks.push(BuildpackLayers {
+            key: "a/b".into(),
+            version: "1".into(),
+            layers: BTreeMap::from([(
+                "deps".into(),
+                LayerMetadata {
+                    sha: "sha256:bb".into(),
+                    data: json!({"k": "v"}),
+                    launch: true,
+                    ..Default::default()
+                },
+            )]),
+            store: None,
+        });
+        md.run_image.top_layer = "sha256:cc".into();
+        let v = serde_json::to_value(&md).unwrap();
+        assert_eq!(v["buildpacks"][0]["layers"]["deps"]["data"]["k"], "v");
+        assert_eq!(v["runImage"]["topLayer"], "sha256:cc");
+        assert!(v.get("process-types").is_some());
+        assert!(v.get("sbom").is_none());
+        let back: LayersMetadata = serde_json::from_value(v).unwrap();
+        assert_eq!(back, md);
+    }
+}
