@@ -220,15 +220,7 @@ impl Sandbox {
             Some(network) => {
                 let mut command = tokio::process::Command::new("/bin/sh");
                 command.args(network.shell_args(&bwrap));
-                let guard = network.start().map_err(SandboxError::Network)?;
-                // SAFETY: the hook does nothing in the child; it only keeps the guard alive
-                // as long as the command.
-                unsafe {
-                    command.pre_exec(move || {
-                        let _guard = &guard;
-                        Ok(())
-                    });
-                }
+                network.start().map_err(SandboxError::Network)?;
                 command
             }
             None => tokio::process::Command::new(bwrap),

@@ -228,21 +228,6 @@ async fn gone(dir: &Path) -> bool {
 }
 
 #[tokio::test]
-async fn a_network_command_dropped_unspawned_leaves_nothing_behind() {
-    testkit::require("slirp4netns", "slirp4netns");
-    let fixture = fixture();
-    let command = fixture
-        .sandbox()
-        .network(true)
-        .command(Path::new("/bin/true"), &[], &env(&[]), Path::new("/"))
-        .expect("command");
-    let dir = network_dir(&command);
-    assert!(dir.exists());
-    drop(command);
-    assert!(gone(&dir).await, "the network helper still runs");
-}
-
-#[tokio::test]
 async fn a_killed_network_sandbox_stops_its_network() {
     testkit::require("slirp4netns", "slirp4netns");
     let fixture = fixture();

@@ -10,28 +10,17 @@
 //!
 //! If attaching fails the sandbox's process is killed before it runs the program: a build
 //! that asked for network fails rather than running without it (or with the host's).
-//!
-//! The helper thread blocks opening the FIFOs until `sh` opens their other ends. So that
-//! it does not wait forever when the command is dropped without being spawned (or is
-//! killed before `sh` got there), the command holds a [`Guard`]; a watchdog thread waits
-//! for it to be dropped and then opens both FIFOs itself, which lets the helper through
-//! to an empty status stream and its end.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 /// What `sh` runs: open the FIFOs as fds 3 and 4, then become bwrap.
 const SCRIPT: &str = r#"status=$1; block=$2; shift 2; exec "$@" 3>"$status" 4<"$block""#;
 
 /// slirp4netns's fixed addresses: its DNS forwarder inside the default 10.0.2.0/24.
 const DNS: &str = "10.0.2.3";
-
-/// Held by the sandbox's command; dropping it releases the network helper if `sh` never
-/// opened the FIFOs.
-pub(super) struct Guard(#[allow(dead_code)] mpsc::Sender<()>);
 
 /// One sandbox's network, prepared before its command is spawned.
 pub(super) struct Attach {
@@ -79,34 +68,15 @@ impl Attach {
         ]
     }
 
-    /// Starts the helper thread; it owns the FIFOs' directory until bwrap ends. The
-    /// returned guard belongs to the command: dropping it releases a helper still waiting
-    /// for `sh`.
-    pub(super) fn start(self) -> io::Result<Guard> {
-        let fifos = [
-            self.dir.path().join("status"),
-            self.dir.path().join("block"),
-        ];
-        let (guard, dropped) = mpsc::channel::<()>();
-        let helper = std::thread::Builder::new()
+    /// Starts the helper thread; it owns the FIFOs' directory until bwrap ends.
+    ///
+    /// The thread waits for `sh` to open the FIFOs: a command dropped without being
+    /// spawned leaves it waiting.
+    pub(super) fn start(self) -> io::Result<()> {
+        std::thread::Builder::new()
             .name("sandbox-network".into())
             .spawn(move || self.run())?;
-        std::thread::Builder::new()
-            .name("sandbox-network-watchdog".into())
-            .spawn(move || {
-                // Err once the guard is dropped.
-                let _ = dropped.recv();
-                // Read-write opens of a FIFO never block (and fail once the helper is done).
-                // The block FIFO stays open until the helper ends so that the helper's own
-                // open of it cannot wait; the status FIFO is closed at once so that the
-                // helper reads its end.
-                let [status, block] = fifos;
-                let block = OpenOptions::new().read(true).write(true).open(block);
-                drop(OpenOptions::new().read(true).write(true).open(status));
-                let _ = helper.join();
-                drop(block);
-            })?;
-        Ok(Guard(guard))
+        Ok(())
     }
 
     fn run(self) {
@@ -148,7 +118,7 @@ impl Attach {
                 }
             }
             (pid, block) => {
-                // The command was dropped or killed before bwrap started.
+                // The command was killed before bwrap started.
                 tracing::debug!(?pid, ok = block.is_ok(), "the sandbox did not start");
                 None
             }
