@@ -162,9 +162,101 @@ async fn network_is_off_unless_asked() {
         off, "refused\nlo\n",
         "only an isolated loopback without network"
     );
+}
 
-    let on = stdout(&run(&fixture.sandbox().network(true), &script, &[]).await);
-    assert!(on.starts_with("connected\n"), "{on}");
+#[tokio::test]
+async fn with_network_the_host_loopback_is_out_of_reach() {
+    testkit::require("slirp4netns", "slirp4netns");
+    let fixture = fixture();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = listener.local_addr().expect("address").port();
+    // The root's resolv.conf, replaced by the sandbox's.
+    std::fs::write(
+        fixture.root.join("etc/resolv.conf"),
+        "nameserver 127.0.0.53\n",
+    )
+    .expect("write resolv.conf");
+    // Only addresses of this machine: loopback, and 10.0.2.2, the address slirp4netns
+    // maps to the host's loopback unless told not to.
+    let script = format!(
+        "for host in 127.0.0.1 10.0.2.2; do \
+           (echo > /dev/tcp/$host/{port}) 2>/dev/null && echo \"$host connected\" || echo \"$host refused\"; \
+         done; \
+         cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; \
+         grep -c '^nameserver' /etc/resolv.conf"
+    );
+    let on = stdout(
+        &run(
+            &fixture.sandbox().network(true),
+            &script,
+            &[("PATH", "/usr/bin:/bin")],
+        )
+        .await,
+    );
+    let lines: Vec<&str> = on.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["127.0.0.1 refused", "10.0.2.2 refused"],
+        "{on}"
+    );
+    assert_eq!(lines[2].trim(), "lo tap0", "an interface besides lo: {on}");
+    assert_eq!(lines[3], "1", "a DNS server: {on}");
+    drop(listener);
+}
+
+/// The private directory holding a network sandbox's FIFOs, from `sh`'s arguments.
+fn network_dir(command: &tokio::process::Command) -> PathBuf {
+    command
+        .as_std()
+        .get_args()
+        .map(Path::new)
+        .find(|arg| arg.ends_with("status"))
+        .and_then(Path::parent)
+        .expect("the status FIFO among the arguments")
+        .to_path_buf()
+}
+
+/// Waits up to 10 s for `dir` to be removed (its helper thread has ended).
+async fn gone(dir: &Path) -> bool {
+    for _ in 0..100 {
+        if !dir.exists() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_killed_network_sandbox_stops_its_network() {
+    testkit::require("slirp4netns", "slirp4netns");
+    let fixture = fixture();
+    let marker = "sleep 3217";
+    let mut command = fixture
+        .sandbox()
+        .network(true)
+        .command(
+            Path::new("/bin/bash"),
+            &["-c".to_owned(), format!("echo up; exec {marker}")],
+            &env(&[("PATH", "/usr/bin:/bin")]),
+            Path::new("/"),
+        )
+        .expect("command");
+    command.stdout(std::process::Stdio::piped());
+    let dir = network_dir(&command);
+    let mut child = command.spawn().expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 3];
+    tokio::io::AsyncReadExt::read_exact(&mut out, &mut first)
+        .await
+        .expect("the program runs");
+    assert_eq!(&first, b"up\n");
+    drop(child);
+    drop(command);
+    assert!(
+        gone(&dir).await,
+        "the network helper or slirp4netns still runs"
+    );
 }
 
 #[tokio::test]
