@@ -340,9 +340,19 @@ impl Registries {
             .settings
             .retry
             .run("resolve", || async {
-                let response = self
+                let response = match self
                     .read_request(r, reqwest::Method::HEAD, &manifest_path(r), &accept())
-                    .await?;
+                    .await
+                {
+                    Ok(response) => response,
+                    // A HEAD's error has no body: a GET brings the registry's message
+                    // (or, from a registry that only fails HEADs, the manifest).
+                    Err(e) if answered(&e) => {
+                        let (bytes, _) = self.fetch_manifest_once(r, MAX_MANIFEST_SIZE).await?;
+                        return Ok(Some(RawManifest::from_bytes(bytes)?.digest));
+                    }
+                    Err(e) => return Err(e),
+                };
                 match response.headers().get("docker-content-digest") {
                     Some(v) => Ok(Some(parse_digest(v.to_str().unwrap_or_default(), r)?)),
                     None => Ok(None),
@@ -372,27 +382,7 @@ impl Registries {
         let (bytes, header) = self
             .settings
             .retry
-            .run("fetch manifest", || async {
-                let response = self
-                    .read_request(r, reqwest::Method::GET, &manifest_path(r), &accept())
-                    .await?;
-                let header = response
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
-                let bytes = read_capped(
-                    response,
-                    cap,
-                    self.settings.read_timeout,
-                    deadline,
-                    r,
-                    false,
-                )
-                .await?;
-                Ok((bytes, header))
-            })
+            .run("fetch manifest", || self.fetch_manifest_once(r, cap))
             .await?;
         let raw = RawManifest::from_bytes(bytes)?;
         let mismatch = |expected: &Digest| OciError::DigestMismatch {
@@ -412,6 +402,34 @@ impl Registries {
             }
         }
         Ok(raw)
+    }
+
+    /// One GET of `r`'s manifest, read up to `cap` bytes, with the digest the
+    /// registry said it has.
+    async fn fetch_manifest_once(
+        &self,
+        r: &RegistryRef,
+        cap: u64,
+    ) -> Result<(Bytes, Option<String>), OciError> {
+        let response = self
+            .read_request(r, reqwest::Method::GET, &manifest_path(r), &accept())
+            .await?;
+        let header = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        let bytes = read_capped(
+            response,
+            cap,
+            self.settings.read_timeout,
+            deadline,
+            r,
+            false,
+        )
+        .await?;
+        Ok((bytes, header))
     }
 
     pub(crate) async fn blob_exists(
@@ -667,6 +685,12 @@ pub(crate) fn io_error(e: std::io::Error, r: &impl std::fmt::Display) -> OciErro
             message: reason,
         }
     }
+}
+
+/// Whether the registry answered `e` with a status (it did not time out, nor
+/// stay out of reach).
+fn answered(e: &OciError) -> bool {
+    !matches!(e, OciError::TimedOut { .. } | OciError::Unreachable { .. })
 }
 
 /// The `realm` of a `Bearer` challenge, if the header is one.
