@@ -464,7 +464,7 @@ impl Registries {
             .await?;
         let deadline = tokio::time::Instant::now() + self.blob_deadline(size);
         Ok(with_deadlines(
-            response.bytes_stream().map_err(std::io::Error::other),
+            response.bytes_stream().map_err(body_error),
             self.settings.read_timeout,
             deadline,
             format!("blob {digest} of {r}"),
@@ -648,7 +648,7 @@ async fn read_capped(
         }
     }
     let mut stream = with_deadlines(
-        response.bytes_stream().map_err(std::io::Error::other),
+        response.bytes_stream().map_err(body_error),
         idle,
         deadline,
         format!("{r}"),
@@ -667,6 +667,19 @@ async fn read_capped(
         out.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(out))
+}
+
+/// A failure reading a response body, as I/O: reqwest's read timeout (a body that
+/// stalls) keeps its [`std::io::ErrorKind::TimedOut`] kind and says so.
+fn body_error(e: reqwest::Error) -> std::io::Error {
+    if e.is_timeout() {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("timed out: {}", error_chain(&e)),
+        )
+    } else {
+        std::io::Error::other(e)
+    }
 }
 
 /// An I/O failure while reading from `r`'s registry.
