@@ -197,4 +197,14 @@ pub struct RegistryArgs {
     /// always are. Repeatable
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// How long opening a registry connection may take [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = planner::parse_duration)]
+    pub registry_connect_timeout: Option<std::time::Duration>,
+    /// How long a registry may stay silent before it is given up on [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = planner::parse_duration)]
+    pub registry_read_timeout: Option<std::time::Duration>,
+    /// How long a request for a manifest or config may take in all; a layer gets this
+    /// plus 1s per 256 KiB [default: 2m]
+    #[arg(long, value_name = "DURATION", value_parser = planner::parse_duration)]
+    pub registry_request_timeout: Option<std::time::Duration>,
 }

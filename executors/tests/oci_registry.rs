@@ -257,6 +257,7 @@ fn patient_store() -> executors::oci::ImageStore {
             max_backoff: std::time::Duration::from_millis(50),
         },
         parallel_blobs: 4,
+        ..executors::oci::StoreSettings::default()
     })
 }
 

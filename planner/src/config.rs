@@ -82,6 +82,19 @@ pub struct SettingsTable {
     /// Default: the platform kpackd runs on.
     #[schemars(with = "Option<String>")]
     pub platform: Option<Spanned<String>>,
+    /// How long opening a connection to a registry may take, such as `"10s"`.
+    /// Default: `"10s"`.
+    #[schemars(with = "Option<String>")]
+    pub registry_connect_timeout: Option<Spanned<String>>,
+    /// How long a registry may stay silent, waiting for an answer or between the
+    /// bytes of a download. Default: `"30s"`.
+    #[schemars(with = "Option<String>")]
+    pub registry_read_timeout: Option<Spanned<String>>,
+    /// How long a whole registry request for a manifest, config or token may take;
+    /// a layer download gets this plus one second per 256 KiB of its size.
+    /// Default: `"2m"`.
+    #[schemars(with = "Option<String>")]
+    pub registry_request_timeout: Option<Spanned<String>>,
 }
 
 /// `[stacks.<name>]`: the build image buildpacks run in and the run image apps ship on.

@@ -23,10 +23,10 @@ pub use diagnostic::{did_you_mean, ConfigError, InvalidConfig, Problem, Span};
 pub use graph::{Cycle, Graph, Node, NodeKind};
 pub use model::{
     Builder, BuilderKind, BuildpackSource, Cache, Config, History, Image, ImageConfig, ImageSpans,
-    Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
+    RegistryTimeouts, Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
 };
 pub use reason::Reason;
-pub use validate::{DEFAULT_REVISION, NAME_PATTERN};
+pub use validate::{parse_duration, DEFAULT_REVISION, NAME_PATTERN};
 
 /// Reads and validates the kpack.toml at `path`; relative paths in it are resolved
 /// against its directory.

@@ -46,6 +46,16 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Which manifest to pick from an image index; default the host's.
     pub platform: Platform,
+    /// Registry deadlines as written; None leaves the registry client's default.
+    pub registry_timeouts: RegistryTimeouts,
+}
+
+/// `registry-connect-timeout`, `registry-read-timeout`, `registry-request-timeout`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryTimeouts {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub request: Option<Duration>,
 }
 
 /// `[stacks.<name>]`.

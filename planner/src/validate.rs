@@ -18,8 +18,8 @@ use crate::config::{
 use crate::decode::Decoded;
 use crate::diagnostic::{did_you_mean, list, Problem, Span};
 use crate::model::{
-    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, Settings, Source,
-    Stack, StackSpans, Store, StoreBuildpack,
+    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, RegistryTimeouts,
+    Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
 };
 use crate::Reason;
 
@@ -175,12 +175,18 @@ impl Validator<'_> {
                 parsed
             })
             .unwrap_or_else(Platform::host);
+        let registry_timeouts = RegistryTimeouts {
+            connect: self.timeout("registry-connect-timeout", &table.registry_connect_timeout),
+            read: self.timeout("registry-read-timeout", &table.registry_read_timeout),
+            request: self.timeout("registry-request-timeout", &table.registry_request_timeout),
+        };
         Settings {
             state_dir,
             concurrency,
             poll_interval,
             insecure_registries,
             platform,
+            registry_timeouts,
         }
     }
 
@@ -196,6 +202,11 @@ impl Validator<'_> {
             self.report(Problem::new(message).label(value.span(), why).help(help));
         }
         n
+    }
+
+    /// A registry timeout, when written (durations are above zero).
+    fn timeout(&mut self, key: &str, value: &Option<Spanned<String>>) -> Option<Duration> {
+        self.duration(key, value.as_ref()?)
     }
 
     fn duration(&mut self, key: &str, value: &Spanned<String>) -> Option<Duration> {
@@ -989,7 +1000,7 @@ fn valid_process_type(p: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("must be longer than zero".to_string()),
         Ok(d) => Ok(d),

@@ -44,10 +44,14 @@ pub fn parse_ref(reference: &str) -> miette::Result<ImageRef> {
 /// The store the OCI commands use: docker config credentials, the given insecure
 /// registries and platform.
 pub fn image_store(registries: &RegistryArgs, platform: Platform) -> ImageStore {
+    let defaults = StoreSettings::default();
     ImageStore::new(StoreSettings {
         insecure_registries: registries.insecure_registries.clone(),
         platform,
-        ..StoreSettings::default()
+        connect_timeout: (registries.registry_connect_timeout).unwrap_or(defaults.connect_timeout),
+        read_timeout: (registries.registry_read_timeout).unwrap_or(defaults.read_timeout),
+        request_timeout: (registries.registry_request_timeout).unwrap_or(defaults.request_timeout),
+        ..defaults
     })
 }
 

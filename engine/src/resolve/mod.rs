@@ -78,11 +78,16 @@ impl ResolveOptions {
 pub fn image_store(config: &Config) -> ImageStore {
     let settings = &config.settings;
     let platform = settings.platform.clone();
+    let defaults = StoreSettings::default();
+    let timeouts = settings.registry_timeouts;
     ImageStore::new(StoreSettings {
         insecure_registries: settings.insecure_registries.clone(),
         platform,
         credentials: CredentialSource::from_env(),
-        ..StoreSettings::default()
+        connect_timeout: timeouts.connect.unwrap_or(defaults.connect_timeout),
+        read_timeout: timeouts.read.unwrap_or(defaults.read_timeout),
+        request_timeout: timeouts.request.unwrap_or(defaults.request_timeout),
+        ..defaults
     })
 }
 

@@ -71,3 +71,69 @@ where
 pub fn blocking_reader(stream: BlobStream) -> impl std::io::Read + Send {
     tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
 }
+
+/// Passes `stream` through while it keeps to `declared` bytes: more is an error at
+/// the chunk that goes past (the excess is never buffered, nor read on), fewer an
+/// error at the end.
+pub(crate) fn limited<S>(stream: S, declared: u64, what: String) -> BlobStream
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let state = (Box::pin(stream), 0u64, what);
+    Box::pin(futures::stream::try_unfold(
+        state,
+        move |(mut stream, seen, what)| async move {
+            match stream.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    let seen = seen.saturating_add(chunk.len() as u64);
+                    if seen > declared {
+                        return Err(std::io::Error::other(format!(
+                            "{what}: served more than its declared size of {declared} bytes"
+                        )));
+                    }
+                    Ok(Some((chunk, (stream, seen, what))))
+                }
+                None if seen < declared => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{what}: ended after {seen} of its declared {declared} bytes"),
+                )),
+                None => Ok(None),
+            }
+        },
+    ))
+}
+
+/// Passes `stream` through, failing with [`std::io::ErrorKind::TimedOut`] when no
+/// chunk comes for `idle`, or when `deadline` passes.
+pub(crate) fn with_deadlines<S>(
+    stream: S,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+    what: String,
+) -> BlobStream
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let state = (Box::pin(stream), what);
+    Box::pin(futures::stream::try_unfold(
+        state,
+        move |(mut stream, what)| async move {
+            let wait = tokio::time::sleep(idle);
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(chunk) => Ok(Some((chunk?, (stream, what)))),
+                    None => Ok(None),
+                },
+                () = wait => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{what}: timed out: no data for {idle:?}"),
+                )),
+                () = tokio::time::sleep_until(deadline) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{what}: timed out: not finished by its deadline"),
+                )),
+            }
+        },
+    ))
+}

@@ -11,6 +11,14 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 pub enum OciError {
     #[error("cannot reach registry {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
+    /// A registry did not answer, or stopped sending, within its deadline. Not
+    /// retried: the deadlines are how long the user is willing to wait.
+    #[error("{reference}: {what} timed out ({reason})")]
+    TimedOut {
+        reference: String,
+        what: String,
+        reason: String,
+    },
     #[error("{reference}: not found ({message})")]
     NotFound { reference: String, message: String },
     #[error("{reference}: authentication required or credentials rejected ({message})")]
@@ -101,7 +109,14 @@ impl OciError {
                 if let Some(status) = e.status() {
                     return by_status(status.as_u16(), status.to_string());
                 }
-                if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
+                if e.is_timeout() {
+                    return OciError::TimedOut {
+                        reference,
+                        what: "request".into(),
+                        reason: error_chain(&e),
+                    };
+                }
+                if e.is_connect() || e.is_request() || e.is_body() {
                     return OciError::Unreachable {
                         registry: registry.to_string(),
                         reason: error_chain(&e),
@@ -149,6 +164,13 @@ impl OciError {
                 expected: String::new(),
                 actual: e.to_string(),
             },
+            OciDistributionError::IoError(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                OciError::TimedOut {
+                    reference,
+                    what: "transfer".into(),
+                    reason: e.to_string(),
+                }
+            }
             OciDistributionError::IoError(e) => OciError::Unreachable {
                 registry: registry.to_string(),
                 reason: e.to_string(),
@@ -188,7 +210,7 @@ fn code_name(code: &OciErrorCode) -> String {
 }
 
 /// A reqwest error with its causes ("error sending request: connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -38,6 +38,17 @@ pub mod media_type {
     }
 }
 
+/// The largest manifest or image config kpackd reads: 4 MiB, the limit the
+/// distribution spec suggests registries enforce for manifests, and far above any
+/// real one (a 100-layer manifest is ~20 KiB, a CNB config with its metadata labels
+/// well under 1 MiB).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// The largest blob size a manifest may declare: 1 TiB. No layer a build or a stack
+/// is made of comes near it, and a bigger claim (or a negative one, which a `u64`
+/// does not parse) marks a manifest as hostile or corrupt before anything trusts it.
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+
 /// The OCI annotation that names an image in a layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -188,20 +199,41 @@ impl RawManifest {
         }
     }
 
+    /// Parses the manifest and checks the sizes it declares: a layer at most
+    /// [`MAX_BLOB_SIZE`], a config or a child manifest at most [`MAX_MANIFEST_SIZE`].
     pub fn parse(&self) -> Result<Manifest, OciError> {
-        let invalid = |e: serde_json::Error| OciError::Invalid {
+        let invalid = |reason: String| OciError::Invalid {
             what: format!("manifest {}", self.digest),
-            reason: e.to_string(),
+            reason,
         };
-        if media_type::is_index(&self.media_type) {
-            serde_json::from_slice(&self.bytes)
-                .map(Manifest::Index)
-                .map_err(invalid)
+        let manifest = if media_type::is_index(&self.media_type) {
+            serde_json::from_slice(&self.bytes).map(Manifest::Index)
         } else {
-            serde_json::from_slice(&self.bytes)
-                .map(Manifest::Image)
-                .map_err(invalid)
+            serde_json::from_slice(&self.bytes).map(Manifest::Image)
         }
+        .map_err(|e| invalid(e.to_string()))?;
+        let too_big = |what: &str, d: &Descriptor, max: u64| {
+            invalid(format!(
+                "{what} {} declares {} bytes, more than the {max} allowed",
+                d.digest, d.size
+            ))
+        };
+        match &manifest {
+            Manifest::Image(m) => {
+                if m.config.size > MAX_MANIFEST_SIZE {
+                    return Err(too_big("config", &m.config, MAX_MANIFEST_SIZE));
+                }
+                if let Some(l) = m.layers.iter().find(|l| l.size > MAX_BLOB_SIZE) {
+                    return Err(too_big("layer", l, MAX_BLOB_SIZE));
+                }
+            }
+            Manifest::Index(i) => {
+                if let Some(m) = i.manifests.iter().find(|m| m.size > MAX_MANIFEST_SIZE) {
+                    return Err(too_big("manifest", m, MAX_MANIFEST_SIZE));
+                }
+            }
+        }
+        Ok(manifest)
     }
 
     /// A descriptor of this manifest, for an index or a layout's `index.json`.
@@ -350,6 +382,23 @@ mod tests {
         assert!(Platform::parse("linux/arm64").unwrap().matches(&p));
         assert!(!p.matches(&Platform::parse("linux/arm64").unwrap()));
         assert!(Platform::parse("linux").is_none());
+    }
+
+    #[test]
+    fn declared_sizes_are_bounded() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let manifest = |layer: &str| {
+            RawManifest::from_bytes(format!(
+                r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{digest}","size":10}},
+                    "layers":[{{"mediaType":"l","digest":"{digest}","size":{layer}}}]}}"#
+            ))
+            .unwrap()
+            .parse()
+        };
+        assert!(manifest("1099511627776").is_ok());
+        for bad in ["999999999999999999", "-1", "18446744073709551616", "1e3"] {
+            assert!(manifest(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

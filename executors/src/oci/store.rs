@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -10,14 +11,14 @@ use imageref::{Digest, ImageRef, LayoutRef, RegistryRef};
 
 use imageref::Platform;
 
-use super::blob::{verified, BlobStream};
+use super::blob::{limited, verified, BlobStream};
 use super::layer::WrittenLayer;
 use super::layout::Layout;
 use super::manifest::{
     media_type, sha256_digest, Descriptor, ImageConfig, ImageManifest, Manifest, RawManifest,
-    RootFs,
+    RootFs, MAX_MANIFEST_SIZE,
 };
-use super::registry::Registries;
+use super::registry::{io_error, Registries};
 use super::{CredentialSource, OciError, RetryPolicy};
 
 /// How an [`ImageStore`] reaches registries and picks platforms.
@@ -31,7 +32,28 @@ pub struct StoreSettings {
     pub retry: RetryPolicy,
     /// Blobs transferred at once by [`copy_image`](super::copy_image).
     pub parallel_blobs: usize,
+    /// Longest wait for a registry connection to open (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for an answer or for the next bytes of a body.
+    pub read_timeout: Duration,
+    /// Deadline of a whole request for a manifest, a config, a HEAD or a token. A
+    /// blob gets this plus its declared size at [`BLOB_MIN_RATE`].
+    pub request_timeout: Duration,
 }
+
+/// The slowest transfer rate a blob's deadline allows for (bytes per second): a
+/// blob of `size` bytes gets `request_timeout + size / BLOB_MIN_RATE`. A stall is
+/// caught sooner by `read_timeout`; this bound stops a server that trickles a byte
+/// now and then. 256 KiB/s gives a 1 GiB layer over an hour.
+pub const BLOB_MIN_RATE: u64 = 256 * 1024;
+
+/// A registry that has not connected in 10 s is down or unreachable.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// 30 s without a byte: far longer than a healthy registry (or its storage backend
+/// behind a redirect) pauses, short enough that a stalled connection fails promptly.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Manifests and configs are at most 4 MiB: 2 min allows for them at ~35 KiB/s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -41,6 +63,9 @@ impl Default for StoreSettings {
             credentials: CredentialSource::from_env(),
             retry: RetryPolicy::default(),
             parallel_blobs: 4,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -158,7 +183,7 @@ impl ImageStore {
     /// The manifest `r` names, exactly as stored.
     pub async fn manifest(&self, r: &ImageRef) -> Result<RawManifest, OciError> {
         match r {
-            ImageRef::Registry(reg) => self.registries.manifest(reg).await,
+            ImageRef::Registry(reg) => self.registries.manifest(reg, None).await,
             ImageRef::Layout(l) => {
                 let layout = open_layout(l)?;
                 let entry = layout.find(l.name.as_deref())?;
@@ -176,7 +201,7 @@ impl ImageStore {
         match r {
             ImageRef::Registry(reg) => {
                 self.registries
-                    .manifest(&reg.at_digest(digest.clone()))
+                    .manifest(&reg.at_digest(digest.clone()), None)
                     .await
             }
             ImageRef::Layout(l) => {
@@ -249,35 +274,43 @@ impl ImageStore {
         }
     }
 
-    /// A small blob (a config), whole and checked. Layers go through
-    /// [`open_blob`](Self::open_blob).
+    /// A small blob (a config), whole and checked: at most [`MAX_MANIFEST_SIZE`],
+    /// and exactly its declared size. Layers go through [`open_blob`](Self::open_blob).
     pub async fn read_blob(&self, r: &ImageRef, blob: &Descriptor) -> Result<Bytes, OciError> {
-        match r {
-            ImageRef::Registry(_) => {
-                let mut stream = self.open_blob(r, blob).await?;
-                let mut out = Vec::with_capacity(blob.size.min(1 << 20) as usize);
-                while let Some(chunk) = stream.next().await {
-                    out.extend_from_slice(&chunk.map_err(|e| OciError::Registry {
-                        reference: r.to_string(),
-                        status: None,
-                        message: format!("reading blob {}: {e}", blob.digest),
-                    })?);
-                }
-                Ok(Bytes::from(out))
-            }
-            ImageRef::Layout(l) => open_layout(l)?.read_blob(&blob.digest).await,
+        if blob.size > MAX_MANIFEST_SIZE {
+            return Err(OciError::Invalid {
+                what: format!("blob {} of {r}", blob.digest),
+                reason: format!(
+                    "declared as {} bytes, more than the {MAX_MANIFEST_SIZE} read into memory",
+                    blob.size
+                ),
+            });
         }
+        let mut stream = self.open_blob(r, blob).await?;
+        let mut out = Vec::with_capacity(blob.size as usize);
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| io_error(e, r))?);
+        }
+        Ok(Bytes::from(out))
     }
 
-    /// A blob's bytes as a stream, checked against its digest when it ends.
+    /// A blob's bytes as a stream, checked against its declared size as they come
+    /// (a blob that runs over fails at once) and against its digest when it ends.
     pub async fn open_blob(&self, r: &ImageRef, blob: &Descriptor) -> Result<BlobStream, OciError> {
-        match r {
-            ImageRef::Registry(reg) => Ok(verified(
-                self.registries.open_blob(reg, &blob.digest).await?,
+        let stream = match r {
+            ImageRef::Registry(reg) => verified(
+                self.registries
+                    .open_blob(reg, &blob.digest, blob.size)
+                    .await?,
                 blob.digest.clone(),
-            )),
-            ImageRef::Layout(l) => open_layout(l)?.open_blob(&blob.digest).await,
-        }
+            ),
+            ImageRef::Layout(l) => open_layout(l)?.open_blob(&blob.digest).await?,
+        };
+        Ok(limited(
+            stream,
+            blob.size,
+            format!("blob {} of {r}", blob.digest),
+        ))
     }
 
     /// Pushes a blob that sits in a file (a layer just written), unless the

@@ -24,6 +24,7 @@ pub fn store_for(platform: Platform, credentials: CredentialSource) -> ImageStor
             max_backoff: Duration::from_millis(20),
         },
         parallel_blobs: 4,
+        ..StoreSettings::default()
     })
 }
 
