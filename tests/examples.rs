@@ -1,6 +1,6 @@
 //! The examples a user copies: the CI pipelines under examples/ci run kpackd command lines,
 //! and these tests run the same lines against a small fleet and check their exit codes as
-//! SEMANTICS.md defines them; the example kpack.toml must validate.
+//! docs/commands.md documents them; the example kpack.toml must validate.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 const KPACKD: &str = env!("CARGO_BIN_EXE_kpackd");
 
-/// The subcommands SEMANTICS.md defines; `kpackd` followed by anything else (a comment, an
+/// The subcommands docs/commands.md documents; `kpackd` followed by anything else (a comment, an
 /// install line) is not a command line.
 const SUBCOMMANDS: &[&str] = &[
     "validate", "schema", "graph", "plan", "apply", "watch", "status", "builds", "logs", "trigger",
@@ -187,7 +187,7 @@ fn check_ci_file(relative: &str) {
         assert_eq!(
             code,
             Some(expected),
-            "{relative}: `{line}` exited {code:?}, SEMANTICS.md says {expected}\n{stderr}"
+            "{relative}: `{line}` exited {code:?}, docs/commands.md says {expected}\n{stderr}"
         );
         if let Some(out) = after("--out") {
             let saved = fs::read_to_string(dir.join(&out))

@@ -12,12 +12,6 @@
 //!   belongs to that user on the host, and it can only write where that user can: bind
 //!   sources must belong to the user running kpackd. Files of other host users appear as
 //!   owned by `nobody` inside.
-//! - With network (see [`Sandbox::network`]) the sandbox still has its own network
-//!   namespace; `slirp4netns` gives it outbound access through a user-mode TCP/IP stack
-//!   with host loopback disabled, so that a build cannot reach services that listen only
-//!   on the host's loopback (a registry, watch's trigger endpoint). bwrap is started
-//!   through `sh` so that it gets two FIFOs as fds: it reports the sandbox's pid on one
-//!   and waits on the other until a helper thread has attached `slirp4netns`.
 //! - The command is a new process group and is killed when dropped; bwrap runs with
 //!   `--die-with-parent` and the process is pid 1 of its own pid namespace, so killing bwrap
 //!   ends the whole tree inside. `--die-with-parent` is tied to the spawning *thread*: spawn
@@ -73,8 +67,6 @@ pub enum SandboxError {
     BindSourceMissing { source_path: PathBuf },
     #[error("use {} in the sandbox: paths inside the sandbox must be absolute", path.display())]
     RelativePath { path: PathBuf },
-    #[error("give the sandbox a network: {0}")]
-    Network(#[source] io::Error),
     #[error("set the environment variable {name:?} in the sandbox: names must be non-empty without `=`, and neither names nor values may contain NUL")]
     InvalidEnv { name: String },
 }
@@ -111,11 +103,9 @@ impl Sandbox {
         }
     }
 
-    /// Gives the sandbox outbound network (buildpacks that download dependencies need it)
-    /// in its own network namespace, through `slirp4netns` with host loopback disabled:
-    /// nothing listening only on the host's loopback is reachable. The root's
-    /// `/etc/resolv.conf`, when it is a regular file, is then replaced by one naming
-    /// slirp4netns's DNS forwarder (and the host's search domains).
+    /// Shares the host's network (buildpacks that download dependencies need it). The root's
+    /// `/etc/resolv.conf`, when it is a regular file, is then replaced by the host's so that
+    /// names resolve as on the host.
     pub fn network(mut self, on: bool) -> Sandbox {
         self.network = on;
         self
@@ -165,13 +155,9 @@ impl Sandbox {
             bwrap_args.extend(args.iter().map(|a| a.as_ref().to_os_string()));
         };
         push(&[&"--unshare-all", &"--unshare-user"]);
-        let network = if self.network {
-            let network = network::Attach::prepare().map_err(SandboxError::Network)?;
-            push(&[&"--json-status-fd", &"3", &"--block-fd", &"4"]);
-            Some(network)
-        } else {
-            None
-        };
+        if self.network {
+            push(&[&"--share-net"]);
+        }
         let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
         push(&[&"--die-with-parent", &"--new-session"]);
         push(&[&"--uid", &uid, &"--gid", &gid]);
@@ -196,10 +182,11 @@ impl Sandbox {
             push(&[&kind, &bind.source, &bind.target]);
         }
         let resolv = Path::new("/etc/resolv.conf");
-        if let Some(network) = &network {
-            if fs::symlink_metadata(self.root.join("etc/resolv.conf")).is_ok_and(|m| m.is_file()) {
-                push(&[&"--ro-bind", &network.resolv_conf(), &resolv]);
-            }
+        if self.network
+            && resolv.is_file()
+            && fs::symlink_metadata(self.root.join("etc/resolv.conf")).is_ok_and(|m| m.is_file())
+        {
+            push(&[&"--ro-bind", &resolv, &resolv]);
         }
         push(&[&"--clearenv"]);
         let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
@@ -216,15 +203,7 @@ impl Sandbox {
         bwrap_args.extend(args.iter().map(OsString::from));
 
         tracing::debug!(root = %self.root.display(), program = %program.display(), ?args, "sandbox command");
-        let mut command = match network {
-            Some(network) => {
-                let mut command = tokio::process::Command::new("/bin/sh");
-                command.args(network.shell_args(&bwrap));
-                network.start().map_err(SandboxError::Network)?;
-                command
-            }
-            None => tokio::process::Command::new(bwrap),
-        };
+        let mut command = tokio::process::Command::new(bwrap);
         command
             .args(bwrap_args)
             .env_clear()
@@ -301,8 +280,6 @@ pub fn prepare_mount_points(root: &Path, targets: &[&Path]) -> io::Result<()> {
     }
     Ok(())
 }
-
-mod network;
 
 /// `target` without its leading `/`.
 fn relative(target: &Path) -> &Path {

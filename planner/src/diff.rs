@@ -123,7 +123,7 @@ pub enum BuildOutcome {
     Failed,
 }
 
-/// Decides what to do with every image. See the module documentation and SEMANTICS.md.
+/// Decides what to do with every image. See the module documentation and docs/design.md.
 pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Plan {
     let mut changes = Vec::new();
     let mut notes: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();

@@ -1,5 +1,5 @@
 //! `kpackd plan [CONFIG]`: what apply would do, and why — for people (terraform-like)
-//! or as the stable JSON of SEMANTICS.md; optionally saved for a later `apply`.
+//! or as the stable JSON documented in docs/commands.md; optionally saved for a later `apply`.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The rules of SEMANTICS.md, one row each: a world where image "hello" was built from
+//! The rebuild rules (docs/concepts.md), one row each: a world where image "hello" was built from
 //! exactly what is upstream now, one edit to it, and the action and reasons expected.
 
 use super::*;

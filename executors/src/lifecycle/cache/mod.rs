@@ -1,4 +1,4 @@
-//! Analyze, restore and the cache (notes §9).
+//! Analyze, restore and the cache, as the reference lifecycle does them.
 //!
 //! - [`analyze`] reads the previous image's `io.buildpacks.lifecycle.metadata` label and
 //!   its layers by diffID, so export can reuse launch layers without uploading them again.

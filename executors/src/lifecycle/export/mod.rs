@@ -1,5 +1,5 @@
 //! Export: writes the app image from the layers directory the build left, on top of the
-//! run image, the way the reference lifecycle's exporter does (notes §8):
+//! run image, the way the reference lifecycle's exporter does:
 //!
 //! 1. the run image's layers, copied blob by blob (mounted within a registry, never
 //!    downloaded when the destination has them);
