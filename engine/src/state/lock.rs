@@ -19,15 +19,8 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 pub enum LockError {
     #[error("state is locked by {holder}")]
     Locked { holder: String },
-    #[error(
-        "the state directory {dir} is not writable: kpackd records every build there; \
-         make it writable or choose another with --state-dir"
-    )]
-    NotWritable {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    NotWritable(#[from] super::NotWritable),
     #[error("lock {path}")]
     Io {
         path: PathBuf,
@@ -49,14 +42,11 @@ impl StateLock {
     pub fn acquire(dir: &Path, wait: Option<Duration>) -> Result<StateLock, LockError> {
         let path = dir.join(LOCK_FILE);
         let io = |source: std::io::Error| {
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-            ) {
-                LockError::NotWritable {
+            if super::is_not_writable(&source) {
+                LockError::NotWritable(super::NotWritable {
                     dir: dir.to_path_buf(),
                     source,
-                }
+                })
             } else {
                 LockError::Io {
                     path: path.clone(),

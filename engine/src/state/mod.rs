@@ -34,6 +34,19 @@ pub const DATABASE_FILE: &str = "state.db";
 /// How long a write waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A state directory kpackd may not write (read-only, or not its own): said as such by
+/// every command, whether it failed taking the lock or opening the database.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the state directory {dir} is not writable: kpackd records every build there; \
+     make it writable or choose another with --state-dir"
+)]
+pub struct NotWritable {
+    pub dir: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("create the state directory {path}")]
@@ -42,15 +55,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "the state directory {dir} is not writable: kpackd records every build there; \
-         make it writable or choose another with --state-dir"
-    )]
-    NotWritable {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    NotWritable(#[from] NotWritable),
     #[error(
         "{path} is empty (0 bytes) although it holds the state: it was truncated, and the \
          recorded builds are gone. Restore it from a backup, or delete it to start a new \
@@ -105,10 +111,10 @@ impl State {
     pub fn open(dir: &Path) -> Result<State, StateError> {
         let create_err = |source: std::io::Error| {
             if is_not_writable(&source) {
-                StateError::NotWritable {
+                StateError::NotWritable(NotWritable {
                     dir: dir.to_path_buf(),
                     source,
-                }
+                })
             } else {
                 StateError::CreateDir {
                     path: dir.to_path_buf(),
@@ -141,10 +147,10 @@ impl State {
         // full (it makes the -wal and -shm files): say which.
         let not_writable =
             |e: rusqlite::Error| match rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
-                Err(errno) => StateError::NotWritable {
+                Err(errno) => StateError::NotWritable(NotWritable {
                     dir: dir.to_path_buf(),
                     source: errno.into(),
-                },
+                }),
                 Ok(()) => explain_write_error(dir, e),
             };
         let mut conn = Connection::open(&path).map_err(not_writable)?;
