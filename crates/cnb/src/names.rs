@@ -79,6 +79,20 @@ macro_rules! name_type {
             }
         }
 
+        // `Ord` is the inner string's, so maps keyed by the name can be looked up by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        // A checked name is one path component, safe to join under a directory.
+        impl AsRef<std::path::Path> for $name {
+            fn as_ref(&self) -> &std::path::Path {
+                std::path::Path::new(&self.0)
+            }
+        }
+
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0

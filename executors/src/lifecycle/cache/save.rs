@@ -54,7 +54,7 @@ pub async fn save(
                         .await
                         .map_err(|e| CacheError::Layer {
                             buildpack: bp.id.clone(),
-                            layer: layer.name.clone(),
+                            layer: layer.name.to_string(),
                             reason: e.to_string(),
                         })?
                 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use cnb::names::LayerName;
 use imageref::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -47,8 +48,11 @@ pub struct BuildpackLayers {
     pub key: String,
     #[serde(default)]
     pub version: String,
+    /// By layer name: a checked path component, since restore makes files of it. A label
+    /// or cache metadata naming a layer `..` or `a/b` does not deserialize, and is then
+    /// treated as unreadable (nothing is reused from it).
     #[serde(default)]
-    pub layers: BTreeMap<String, LayerMetadata>,
+    pub layers: BTreeMap<LayerName, LayerMetadata>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreMetadata>,
 }
@@ -139,7 +143,7 @@ mod tests {
             key: "a/b".into(),
             version: "1".into(),
             layers: BTreeMap::from([(
-                "deps".into(),
+                LayerName::parse("deps").unwrap(),
                 LayerMetadata {
                     sha: "sha256:bb".into(),
                     data: json!({"k": "v"}),
@@ -157,5 +161,22 @@ mod tests {
         assert!(v.get("sbom").is_none());
         let back: LayersMetadata = serde_json::from_value(v).unwrap();
         assert_eq!(back, md);
+    }
+
+    #[test]
+    fn layer_names_that_leave_the_layers_directory_do_not_deserialize() {
+        // A previous image's label or a cache image's metadata naming a layer like this
+        // made restore write and delete outside the layers directory.
+        for bad in ["..", ".", "../../../tmp/x", "a/b", ""] {
+            let label = serde_json::json!({
+                "buildpacks": [{"key": "a/b", "version": "1",
+                                "layers": {bad: {"sha": "sha256:bb", "cache": true}}}]
+            });
+            let err = serde_json::from_value::<LayersMetadata>(label).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid layer name"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 }

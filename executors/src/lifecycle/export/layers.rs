@@ -22,11 +22,12 @@ use crate::lifecycle::descriptor::{
 use crate::lifecycle::phase::LAYERS_DIR;
 use crate::lifecycle::{LogSink, Phase};
 use crate::oci::layer::WrittenLayer;
+use cnb::names::LayerName;
 
 /// A layer of a buildpack in the layers directory.
 #[derive(Debug, Clone)]
 pub struct BuildpackLayer {
-    pub name: String,
+    pub name: LayerName,
     pub toml: LayerToml,
     /// `<layers>/<esc id>/<name>`; it may not exist.
     pub dir: PathBuf,
@@ -57,14 +58,16 @@ pub fn buildpack_layers(layers_dir: &Path, id: &str) -> Result<Vec<BuildpackLaye
         if NOT_LAYERS.contains(&name) || !path.is_file() {
             continue;
         }
-        let toml = LayerToml::read(&path).map_err(|e| ExportError::Layer {
+        let layer_err = |reason: String| ExportError::Layer {
             buildpack: id.to_string(),
             layer: name.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let toml = LayerToml::read(&path).map_err(|e| layer_err(e.to_string()))?;
+        let name = LayerName::parse(name).map_err(|e| layer_err(e.to_string()))?;
         layers.push(BuildpackLayer {
-            name: name.to_string(),
-            dir: dir.join(name),
+            dir: dir.join(name.as_str()),
+            name,
             toml,
         });
     }
@@ -160,7 +163,7 @@ async fn buildpack_layer(
 ) -> Result<ImageLayer, ExportError> {
     let layer_err = |reason: String| ExportError::Layer {
         buildpack: bp.id.clone(),
-        layer: layer.name.clone(),
+        layer: layer.name.to_string(),
         reason,
     };
     let created_by = format!(
