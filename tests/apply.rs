@@ -160,6 +160,18 @@ fn apply_builds_rebuilds_on_commit_rebases_on_run_image_and_isolates_failures() 
             pair("remote", "noop")
         ]
     );
+    // ... but the failure stays visible: a buildpack's own failure, not retried.
+    assert_eq!(again["failing"][0]["image"], "broken");
+    assert_eq!(again["failing"][0]["kind"], "build");
+    assert_eq!(again["failing"][0]["step"], "building");
+    let text = stdout(&kpackd(fleet.root(), &["plan"]));
+    assert!(
+        text.contains("✗ image \"broken\" failed in building (build #1)")
+            && text.contains("the app asked to fail")
+            && text.contains("No changes, but 1 image's last build failed.")
+            && !text.contains("up to date"),
+        "the plan names the failing image:\n{text}"
+    );
     let second = kpackd(fleet.root(), &["apply"]);
     assert_eq!(second.status.code(), Some(0));
 
@@ -398,4 +410,107 @@ fn a_builder_image_builds_with_its_own_buildpacks_and_order() {
     assert_eq!(inspect["cnb"]["stackId"], support::STACK_ID, "{inspect}");
     let plan = kpackd(root, &["plan", "--detailed-exitcode", "--target", "local"]);
     assert_eq!(plan.status.code(), Some(0), "{}", stdout(&plan));
+}
+
+/// A build that outlives its image's `timeout` is stopped (its processes killed) and
+/// fails outside the build: the next plans retry it (`RETRY`) three times, then leave it
+/// failing until an input changes.
+#[test]
+fn a_build_past_its_timeout_is_stopped_and_retried_a_bounded_number_of_times() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let root = dir.path();
+    write_stack(&root.join("work"), &root.join("stacks"));
+    write_buildpack(
+        &root.join("buildpacks"),
+        "slow",
+        "test/slow",
+        "true",
+        r#"if [ -f slow ]; then sleep 3600; fi
+mkdir -p "$CNB_LAYERS_DIR/done"
+printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/done.toml""#,
+    );
+    let app = root.join("app");
+    std::fs::create_dir_all(&app).expect("an app dir");
+    std::fs::write(app.join("slow"), "").expect("an app file");
+    std::fs::write(
+        root.join("kpack.toml"),
+        r#"[kpackd]
+state-dir = "state"
+
+[stacks.test]
+build-image = "oci:stacks:build"
+run-image = "oci:stacks:run"
+
+[stores.test]
+buildpacks = ["buildpacks/slow"]
+
+[builders.test]
+stack = "test"
+store = "test"
+order = [{ group = [{ id = "test/slow" }] }]
+
+[images.slow]
+tag = "oci:out:slow"
+builder = "test"
+source = { path = "app" }
+timeout = "2s"
+"#,
+    )
+    .expect("writing kpack.toml");
+    let plan = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&kpackd(root, &["plan", "--json"]).stdout).expect("JSON")
+    };
+
+    let first = kpackd(root, &["apply"]);
+    assert_eq!(first.status.code(), Some(1), "a timed-out build fails");
+    let builds = support::builds_json(root).expect("builds");
+    assert_eq!(builds[0]["status"], "failed");
+    let message = builds[0]["failure"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("timed out after 2s"),
+        "the failure says why: {:#}",
+        builds[0]
+    );
+    assert!(
+        support::processes_with_cmdline(&["sleep", "3600"]).is_empty(),
+        "the build's processes were killed"
+    );
+
+    for retry in 1..=3 {
+        let planned = plan(root);
+        assert_eq!(planned["changes"][0]["action"], "build", "retry {retry}");
+        assert_eq!(
+            planned["changes"][0]["reasons"],
+            serde_json::json!(["RETRY"])
+        );
+        let what = planned["changes"][0]["details"][0]["what"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            what.ends_with(&format!("failed in building, retry {retry} of 3")),
+            "{what}"
+        );
+        assert_eq!(kpackd(root, &["apply"]).status.code(), Some(1));
+    }
+    let planned = plan(root);
+    assert_eq!(
+        planned["changes"][0]["action"], "noop",
+        "retries are bounded"
+    );
+    assert_eq!(planned["failing"][0]["kind"], "infrastructure");
+    assert_eq!(planned["failing"][0]["retries"], 3);
+    assert_eq!(planned["failing"][0]["build"], 4);
+
+    // The fix is an input change: built again, and it succeeds.
+    std::fs::remove_file(app.join("slow")).expect("removing the marker");
+    let planned = plan(root);
+    assert_eq!(
+        planned["changes"][0]["reasons"],
+        serde_json::json!(["COMMIT"])
+    );
+    assert_eq!(kpackd(root, &["apply"]).status.code(), Some(0));
+    assert!(
+        plan(root).get("failing").is_none(),
+        "nothing fails any more"
+    );
 }

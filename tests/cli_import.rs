@@ -59,6 +59,8 @@ spec:
     git:
       url: https://github.com/example/app
       revision: main
+  build:
+    buildTimeout: 20
 "#;
 
 fn stderr(out: &Output) -> String {
@@ -79,6 +81,7 @@ fn import_prints_a_kpack_toml_that_validates() {
         "[builders.default]",
         "[images.app]",
         "# not carried over: spec.serviceAccountName `builder`",
+        "timeout = \"20m\"",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }

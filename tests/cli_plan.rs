@@ -150,6 +150,7 @@ source = {{ path = "site" }}
             } else {
                 &[
                     BuildStatus::ResolvingSource,
+                    BuildStatus::Preparing,
                     BuildStatus::Detecting,
                     BuildStatus::Building,
                     BuildStatus::Exporting,

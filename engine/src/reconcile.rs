@@ -117,8 +117,12 @@ impl Reconciler for PlanAndApply {
             }
         };
         let options = ResolveOptions::new(&loaded.config, loaded.state.dir());
+        let retries = retries_not_due(&recorded, now_seconds());
         let planned = match planning::plan_with(&loaded.config, recorded, &[], &options).await {
-            Ok(planned) => planned,
+            Ok(mut planned) => {
+                postpone(&mut planned.plan, &retries);
+                planned
+            }
             Err(e) => {
                 return ReconcileReport {
                     error: Some(crate::apply::job::error_chain(&e)),
@@ -251,6 +255,48 @@ fn status_json(dir: &Path) -> serde_json::Value {
     })
 }
 
+/// The images whose last build failed outside the build and whose retry is not due
+/// yet, with when it is.
+fn retries_not_due(recorded: &planner::diff::Recorded, now: i64) -> Vec<(String, i64)> {
+    recorded
+        .images
+        .iter()
+        .filter_map(|(image, record)| {
+            let failure = record.last_build.as_ref()?.failure.as_ref()?;
+            failure.retry()?;
+            let due = failure.retry_due();
+            (due > now).then(|| (image.clone(), due - now))
+        })
+        .collect()
+}
+
+/// Leaves retries that are not due for a later round: a change made only of `RETRY`
+/// becomes no change. Watch polls at least every `poll-interval`, so a retry runs in
+/// the first round after it is due.
+fn postpone(plan: &mut planner::plan::Plan, retries: &[(String, i64)]) {
+    use planner::plan::{Action, Summary};
+    use planner::Reason;
+    for change in &mut plan.changes {
+        let Some((_, wait)) = retries.iter().find(|(image, _)| *image == change.image) else {
+            continue;
+        };
+        if change.reasons == [Reason::Retry] {
+            tracing::info!(image = %change.image, "retry due in {wait} s");
+            change.action = Action::Noop;
+            change.reasons.clear();
+            change.details.clear();
+            change.inputs = None;
+        }
+    }
+    plan.summary = Summary::of(&plan.changes);
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The watch-mode upstream behind a planner upstream, for poll backoff.
 fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream {
     use planner::plan::Upstream as Planned;
@@ -284,4 +330,51 @@ fn render(error: &planner::ConfigError) -> String {
         return error.to_string();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use planner::plan::{Action, Change, Plan, Summary};
+    use planner::Reason;
+
+    use super::postpone;
+
+    fn change(image: &str, reasons: &[Reason]) -> Change {
+        Change {
+            image: image.into(),
+            action: Action::Build,
+            reasons: reasons.to_vec(),
+            details: Vec::new(),
+            inputs: None,
+            last_build: Some(1),
+            blocked_by: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_retry_not_due_waits_unless_something_else_builds_the_image() {
+        let changes = vec![
+            change("waits", &[Reason::Retry]),
+            change("commit", &[Reason::Commit, Reason::Retry]),
+            change("due", &[Reason::Retry]),
+        ];
+        let mut plan = Plan {
+            format_version: 1,
+            lineage: String::new(),
+            serial: 0,
+            config: String::new(),
+            summary: Summary::of(&changes),
+            changes,
+            errors: Vec::new(),
+            notes: Vec::new(),
+            failing: Vec::new(),
+        };
+        postpone(
+            &mut plan,
+            &[("waits".to_string(), 60), ("commit".to_string(), 60)],
+        );
+        let actions: Vec<Action> = plan.changes.iter().map(|c| c.action).collect();
+        assert_eq!(actions, [Action::Noop, Action::Build, Action::Build]);
+        assert_eq!((plan.summary.build, plan.summary.noop), (2, 1));
+    }
 }

@@ -187,6 +187,7 @@ fn apply_all(state: &mut State, planned: &Planned) {
             Action::Rebase => &[BuildStatus::Rebasing],
             _ => &[
                 BuildStatus::ResolvingSource,
+                BuildStatus::Preparing,
                 BuildStatus::Detecting,
                 BuildStatus::Building,
                 BuildStatus::Exporting,

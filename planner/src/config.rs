@@ -217,6 +217,10 @@ pub struct ImageTable {
     /// Which upstream changes make kpackd rebuild or rebase the image. Default: all.
     #[schemars(with = "Option<Vec<Reason>>")]
     pub rebuild_on: Option<Vec<Spanned<Reason>>>,
+    /// How long one build may run before it is stopped and fails (a failure outside
+    /// the build, so it is retried): a duration such as "30m". Default: "1h".
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `source = { ... }`: exactly one of `git`, `path` or `blob`.

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use imageref::Target;
 
 use crate::plan::{
-    Action, Change, Detail, Inputs, Note, Plan, Summary, Upstream, UpstreamFailure, FORMAT_VERSION,
+    Action, Change, Detail, Failing, Inputs, Note, Plan, Summary, Upstream, UpstreamFailure,
+    FORMAT_VERSION,
 };
 use crate::Reason;
 
@@ -114,6 +115,69 @@ pub struct RecordedBuild {
     pub rebasable: bool,
     /// The manifest digest of the image made.
     pub output: Option<String>,
+    /// Why a failed build failed; absent after a success.
+    #[serde(default)]
+    pub failure: Option<RecordedFailure>,
+}
+
+/// How many times in a row a build that failed for a cause outside the build is tried
+/// again (reason `RETRY`) before kpackd waits for an input to change.
+pub const RETRY_LIMIT: u32 = 3;
+
+/// Why a build failed, as far as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFailure {
+    /// The step it failed in (`resolving-source`, `building`, …).
+    pub step: String,
+    /// The error, one line per cause.
+    pub message: String,
+    pub kind: FailureKind,
+    /// How many builds in a row, ending with this one, failed for a cause outside the
+    /// build; 0 when this failure is the build's own.
+    pub infrastructure_failures: u32,
+    /// When the build ended, in seconds since the Unix epoch.
+    pub finished_at: i64,
+}
+
+/// Whose fault a failure is: it decides whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// The build's own: a buildpack failed, no group passed detection, an invalid
+    /// buildpack. The same inputs fail the same way, so only a change of an input or
+    /// `kpackd trigger` builds again.
+    Build,
+    /// Outside the build: the network, a registry, the disk, the sandbox, the image's
+    /// `timeout`. Tried again (reason `RETRY`).
+    Infrastructure,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Build => "build",
+            FailureKind::Infrastructure => "infrastructure",
+        }
+    }
+}
+
+impl RecordedFailure {
+    /// When `kpackd watch` may retry: the wait doubles from one minute with each
+    /// failure in a row (1, 2, 4 minutes), in seconds since the Unix epoch. `apply`
+    /// retries at once: someone asked.
+    pub fn retry_due(&self) -> i64 {
+        let doublings = self
+            .infrastructure_failures
+            .saturating_sub(1)
+            .min(RETRY_LIMIT);
+        self.finished_at.saturating_add(60 << doublings)
+    }
+
+    /// The retry this failure earns, if any: its number (1 for the first).
+    pub fn retry(&self) -> Option<u32> {
+        (self.kind == FailureKind::Infrastructure && self.infrastructure_failures <= RETRY_LIMIT)
+            .then_some(self.infrastructure_failures)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +190,7 @@ pub enum BuildOutcome {
 /// Decides what to do with every image. See the module documentation and docs/design.md.
 pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Plan {
     let mut changes = Vec::new();
+    let mut failing_images = Vec::new();
     let mut notes: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     for image in desired {
         let record = recorded.images.get(&image.image);
@@ -148,6 +213,9 @@ pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Pl
         let build_image = pins.inputs.build_image.clone();
         let triggers = record.map_or(0, |r| r.pending_triggers);
         let change = plan_image(image, pins, last, triggers);
+        if let Some(failing) = last.and_then(|l| still_failing(&change, l)) {
+            failing_images.push(failing);
+        }
         // A build image change alone is no reason for work (as in kpack), but the
         // reader should know the next build will differ.
         if let Some(last) = last {
@@ -203,7 +271,21 @@ pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Pl
                 images,
             })
             .collect(),
+        failing: failing_images,
     }
+}
+
+/// An image whose last build failed and that this plan does not build again.
+fn still_failing(change: &Change, last: &RecordedBuild) -> Option<Failing> {
+    let failure = last.failure.as_ref()?;
+    (change.action == Action::Noop).then(|| Failing {
+        image: change.image.clone(),
+        build: last.number,
+        step: failure.step.clone(),
+        error: failure.message.clone(),
+        kind: failure.kind,
+        retries: failure.infrastructure_failures.saturating_sub(1),
+    })
 }
 
 /// The inputs a build would use now, or the failed upstreams that prevent knowing them.
@@ -302,12 +384,28 @@ fn plan_image(
     if pending_triggers > 0 {
         details.push(note(Reason::Trigger, "requested"));
     }
+    // Nor is a retry: the work was wanted and did not happen.
+    let retry = last.and_then(|l| Some((l, l.failure.as_ref()?.retry()?)));
+    if let Some((last, attempt)) = retry {
+        let step = last.failure.as_ref().map_or("", |f| f.step.as_str());
+        details.push(note(
+            Reason::Retry,
+            &format!(
+                "build #{} failed in {step}, retry {attempt} of {RETRY_LIMIT}",
+                last.number
+            ),
+        ));
+    }
     let reasons: Vec<Reason> = Reason::ALL
         .into_iter()
         .filter(|r| details.iter().any(|d| d.reason == *r))
         .collect();
     let (action, inputs) = match (reasons.as_slice(), last) {
         ([], _) => (Action::Noop, None),
+        // A failed rebase is tried again as the same rebase.
+        ([Reason::Retry], Some(last)) if last.action == Action::Rebase => {
+            (Action::Rebase, Some(last.inputs.clone()))
+        }
         ([Reason::Stack], Some(last)) => match rebase_obstacle(last, &pins) {
             None => (Action::Rebase, Some(rebase_inputs(last, pins))),
             Some(obstacle) => {

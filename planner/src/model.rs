@@ -165,6 +165,8 @@ pub struct Image {
     pub network: bool,
     /// The reasons that may make this image be rebuilt or rebased (default: all).
     pub rebuild_on: BTreeSet<Reason>,
+    /// How long one build or rebase may run.
+    pub timeout: Duration,
     pub spans: ImageSpans,
 }
 

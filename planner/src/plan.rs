@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use imageref::Target;
 
+use crate::diff::FailureKind;
 use crate::Reason;
 
 /// The version of the plan's JSON form; bumped only by incompatible changes.
@@ -30,6 +31,27 @@ pub struct Plan {
     pub errors: Vec<UpstreamFailure>,
     /// Upstream changes that cause no work now, for the reader's information.
     pub notes: Vec<Note>,
+    /// Images whose last build failed and that this plan does not build again, so that
+    /// a plan never reads as up to date while a build is failing. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing: Vec<Failing>,
+}
+
+/// An image whose last build failed, left as it is by the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failing {
+    pub image: String,
+    /// The number of the failed build (`kpackd logs IMAGE BUILD`).
+    pub build: u64,
+    /// The step it failed in.
+    pub step: String,
+    pub error: String,
+    /// `build` (the build's own failure: built again when an input changes) or
+    /// `infrastructure` (outside the build, and retried
+    /// [`RETRY_LIMIT`](crate::diff::RETRY_LIMIT) times already).
+    pub kind: FailureKind,
+    /// How many retries failed before it.
+    pub retries: u32,
 }
 
 /// What happens to one image.

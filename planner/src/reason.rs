@@ -23,16 +23,20 @@ pub enum Reason {
     Stack,
     /// `kpackd trigger` asked for a rebuild.
     Trigger,
+    /// The last build failed for a cause outside the build itself (the network, a
+    /// registry, the disk, its timeout): it is tried again, at most 3 times in a row.
+    Retry,
 }
 
 impl Reason {
     /// Every reason, in the order plans list them.
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::Config,
         Reason::Commit,
         Reason::Buildpack,
         Reason::Stack,
         Reason::Trigger,
+        Reason::Retry,
     ];
 
     /// The upper-case name used in kpack.toml, plans and JSON.
@@ -43,6 +47,7 @@ impl Reason {
             Reason::Buildpack => "BUILDPACK",
             Reason::Stack => "STACK",
             Reason::Trigger => "TRIGGER",
+            Reason::Retry => "RETRY",
         }
     }
 }

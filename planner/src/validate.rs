@@ -29,6 +29,8 @@ pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]*$";
 const DEFAULT_STATE_DIR: &str = ".kpackd";
 const DEFAULT_CONCURRENCY: u32 = 2;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// How long one build may run unless the image says otherwise (`timeout`).
+const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// A git source without `revision` builds the remote's default branch.
 pub const DEFAULT_REVISION: &str = "HEAD";
 
@@ -693,6 +695,11 @@ impl Validator<'_> {
                 .map(|r| *r.get_ref())
                 .collect::<BTreeSet<_>>(),
         };
+        let timeout = t
+            .timeout
+            .as_ref()
+            .and_then(|d| self.duration("timeout", d))
+            .unwrap_or(DEFAULT_BUILD_TIMEOUT);
         if !builder_ok {
             return None;
         }
@@ -708,6 +715,7 @@ impl Validator<'_> {
             history: history?,
             network: t.network.unwrap_or(true),
             rebuild_on,
+            timeout,
             spans: ImageSpans {
                 name: name.span(),
                 tag: t.tag.span(),

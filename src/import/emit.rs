@@ -177,6 +177,9 @@ fn image(out: &mut String, i: &Image) {
     if let Some(cache) = &i.cache_image {
         key(out, "cache", &format!("{{ image = {} }}", quote(cache)));
     }
+    if let Some(timeout) = &i.timeout {
+        key(out, "timeout", &quote(timeout));
+    }
     match i.history {
         (None, None) => {}
         (success, failed) => {

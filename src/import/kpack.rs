@@ -366,6 +366,7 @@ fn image(
 
     let mut env = Vec::new();
     let mut cache_image = None;
+    let mut timeout = None;
     if let Some(build) = spec.get("build") {
         if let Some(vars) = build.get("env") {
             for var in sequence(input, vars, "spec.build.env")? {
@@ -382,11 +383,19 @@ fn image(
                 }
             }
         }
-        for (key, value) in unknown(build, &["env"]) {
+        // kpack's `buildTimeout` is in minutes.
+        if let Some(minutes) = string(input, build, "buildTimeout", "spec.build.")? {
+            match minutes.parse::<u32>() {
+                Ok(n) if n > 0 => timeout = Some(format!("{n}m")),
+                _ => notes.push(format!(
+                    "spec.build.buildTimeout `{minutes}`: not a number of minutes; kpackd's default `timeout` is 1h"
+                )),
+            }
+        }
+        for (key, value) in unknown(build, &["env", "buildTimeout"]) {
             let reason = match key {
                 "resources" | "tolerations" | "nodeSelector" | "affinity" | "runtimeClassName"
                 | "schedulerName" | "priorityClassName" => POD,
-                "buildTimeout" => "kpackd has no build timeout",
                 "creationTime" => "kpackd has no setting for the image's creation time",
                 "services" | "cnbBindings" => "kpackd has no service bindings",
                 _ => "not known to kpackd import",
@@ -451,6 +460,7 @@ fn image(
         default_process,
         cache_image,
         history,
+        timeout,
     };
     let mut table = Table::new(origin, kpackd_name(name, "image"), spec);
     table.notes = notes;

@@ -320,6 +320,8 @@ pub(crate) mod model {
         pub default_process: Option<String>,
         pub cache_image: Option<String>,
         pub history: (Option<u32>, Option<u32>),
+        /// A duration as kpack.toml writes it, such as `"20m"`.
+        pub timeout: Option<String>,
     }
 
     /// A Buildpack or ClusterBuildpack: not a table, but an image for the stores of the

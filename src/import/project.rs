@@ -147,6 +147,7 @@ pub fn read(
         env,
         default_process: None,
         cache_image: None,
+        timeout: None,
         history: (None, None),
     };
     let mut table = T::new(origin, wanted, image);

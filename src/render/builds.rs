@@ -56,7 +56,7 @@ pub fn build_json(build: &Build) -> Value {
         "buildpacks_used": build.buildpacks_used,
         "rebasable": build.rebasable,
         "output": build.output,
-        "failure": build.failure.as_ref().map(|f| json!({"step": f.step, "message": f.message})),
+        "failure": build.failure.as_ref().map(|f| json!({"step": f.step, "message": f.message, "kind": f.kind.as_str()})),
         "queued_at": time_json(Some(build.queued_at)),
         "started_at": time_json(build.started_at),
         "finished_at": time_json(build.finished_at),

@@ -4,12 +4,16 @@
 use std::fmt::Write as _;
 
 use owo_colors::{OwoColorize, Style};
-use planner::plan::{Action, Change, Plan};
+use planner::diff::FailureKind;
+use planner::plan::{Action, Change, Failing, Plan};
 
 use super::short;
 
 /// Headlines are padded to this width so the reasons line up, as in terraform's plans.
 const HEADLINE_WIDTH: usize = 45;
+
+/// A failing image's error is shown up to this many lines; its log has the rest.
+const FAILING_ERROR_LINES: usize = 6;
 
 /// The plan for people, terraform-like; ANSI colours only when `color`.
 pub fn render(plan: &Plan, color: bool) -> String {
@@ -81,11 +85,32 @@ pub fn render(plan: &Plan, color: bool) -> String {
             );
         }
     }
+    if !plan.failing.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for failing in &plan.failing {
+            failing_text(&mut out, failing, &paint);
+        }
+    }
     if !out.is_empty() {
         out.push('\n');
     }
     if !plan.has_changes() && plan.summary.blocked == 0 {
-        out.push_str(&paint.bold("No changes. The fleet is up to date."));
+        if plan.failing.is_empty() {
+            out.push_str(&paint.bold("No changes. The fleet is up to date."));
+        } else {
+            let failing = match plan.failing.len() {
+                1 => "1 image's last build failed".to_string(),
+                n => format!("{n} images' last builds failed"),
+            };
+            let _ = write!(
+                out,
+                "{} {}",
+                paint.bold("No changes, but"),
+                paint.style(&format!("{failing}."), Style::new().red().bold())
+            );
+        }
         out.push('\n');
         return out;
     }
@@ -112,8 +137,44 @@ pub fn render(plan: &Plan, color: bool) -> String {
             paint.style(&blocked, Style::new().red().bold())
         );
     }
+    if !plan.failing.is_empty() {
+        let failing = format!("{} failing", plan.failing.len());
+        let _ = write!(
+            out,
+            ", {}",
+            paint.style(&failing, Style::new().red().bold())
+        );
+    }
     out.push_str(".\n");
     out
+}
+
+/// `  ✗ image "api" failed in building (build #4)`, its error, and what builds it again.
+fn failing_text(out: &mut String, failing: &Failing, paint: &Painter) {
+    let headline = format!(
+        "  ✗ image \"{}\" failed in {} (build #{})",
+        failing.image, failing.step, failing.build
+    );
+    let _ = writeln!(out, "{}", paint.style(&headline, Style::new().red().bold()));
+    for line in failing.error.lines().take(FAILING_ERROR_LINES) {
+        let _ = writeln!(out, "      {line}");
+    }
+    let again = match failing.kind {
+        FailureKind::Build => format!(
+            "built again when an input changes, or after `kpackd trigger {}`",
+            failing.image
+        ),
+        FailureKind::Infrastructure => format!(
+            "failed outside the build {} times in a row; `kpackd trigger {}` tries again",
+            failing.retries + 1,
+            failing.image
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "      {}",
+        paint.dim(&format!("({again}; `kpackd logs {}`)", failing.image))
+    );
 }
 
 /// `  ~ image "hello" will be rebuilt`, and the style of its symbol.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
 use executors::lifecycle::run::{build_image, BuildRequest};
 use executors::lifecycle::{LogSink, Phase};
-use executors::oci::ImageStore;
+use executors::oci::{ImageStore, OciError};
 use executors::rebase::{rebase, RebaseRequest};
 use executors::source;
 use imageref::{Digest, ImageRef};
@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::logs::BuildLog;
 use crate::planning::Planned;
 use crate::resolve::{BuildpackLocation, SourcePin};
-use crate::state::{BuildId, BuildStatus};
+use crate::state::{BuildId, BuildStatus, FailureKind};
 
 /// What a job tells the dispatcher.
 #[derive(Debug)]
@@ -42,8 +42,82 @@ pub enum Event {
     /// The job ended.
     Finished {
         id: BuildId,
-        result: Result<Success, String>,
+        result: Result<Success, JobFailure>,
     },
+}
+
+/// Why a job failed: the message the log and the state keep, and whose fault it was,
+/// which decides whether it is tried again (reason `RETRY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobFailure {
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+impl JobFailure {
+    /// The build's own failure: the same inputs fail the same way.
+    pub fn build(message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            message: message.into(),
+            kind: FailureKind::Build,
+        }
+    }
+
+    /// A failure outside the build: trying again may succeed.
+    pub fn infrastructure(message: impl Into<String>) -> JobFailure {
+        JobFailure {
+            message: message.into(),
+            kind: FailureKind::Infrastructure,
+        }
+    }
+
+    /// `error` with its causes, of the kind its causes say (see [`kind_of`]).
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> JobFailure {
+        JobFailure {
+            message: error_chain(error),
+            kind: kind_of(error),
+        }
+    }
+
+    /// The message with `context` in front.
+    fn context(mut self, context: impl std::fmt::Display) -> JobFailure {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+/// Whose fault an error is. Outside the build when a cause in its chain is the
+/// network, a registry or the disk: an [`OciError`] about reaching, answering or
+/// storing (not about what an image holds), or any I/O error, which covers the
+/// sandbox's own machinery too. Anything else (a buildpack that failed, no group that
+/// passed detection, an invalid buildpack, label or layer) is the build's own.
+pub fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(oci) = error.downcast_ref::<OciError>() {
+            return match oci {
+                OciError::Unreachable { .. }
+                | OciError::TimedOut { .. }
+                | OciError::Registry { .. }
+                | OciError::NotFound { .. }
+                | OciError::Unauthorized { .. }
+                | OciError::Denied { .. }
+                | OciError::DigestMismatch { .. }
+                | OciError::Layout { .. }
+                | OciError::Io { .. } => FailureKind::Infrastructure,
+                OciError::Invalid { .. }
+                | OciError::PlatformNotFound { .. }
+                | OciError::Credentials { .. }
+                | OciError::UnsafeEntry { .. }
+                | OciError::Unsupported(_) => FailureKind::Build,
+            };
+        }
+        if error.is::<std::io::Error>() {
+            return FailureKind::Infrastructure;
+        }
+        next = error.source();
+    }
+    FailureKind::Build
 }
 
 /// What a successful build or rebase made.
@@ -75,6 +149,8 @@ pub struct Job {
     pub kind: JobKind,
     pub inputs: Inputs,
     pub log: PathBuf,
+    /// How long the job may run (the image's `timeout`).
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +171,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
             let message = format!("create the build log {}: {e}", job.log.display());
             let _ = events.send(Event::Finished {
                 id: job.id,
-                result: Err(message),
+                result: Err(JobFailure::infrastructure(message)),
             });
             return;
         }
@@ -106,14 +182,25 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
         events: events.clone(),
         latest: Arc::default(),
     };
-    let result = match &job.kind {
-        JobKind::Build { previous } => build(&job, previous.as_deref(), &ctx, &sink).await,
-        JobKind::Rebase { buildpacks_used } => {
-            rebase_job(&job, buildpacks_used.clone(), &ctx, &sink).await
+    let work = async {
+        match &job.kind {
+            JobKind::Build { previous } => build(&job, previous.as_deref(), &ctx, &sink).await,
+            JobKind::Rebase { buildpacks_used } => {
+                rebase_job(&job, buildpacks_used.clone(), &ctx, &sink).await
+            }
         }
     };
-    if let Err(message) = &result {
-        sink.log.failure(message);
+    // Dropping the work on time-out stops it as cancellation does: its processes are
+    // killed and its work directory removed.
+    let result = match tokio::time::timeout(job.timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(JobFailure::infrastructure(format!(
+            "timed out after {} (the image's `timeout`)",
+            humantime::format_duration(job.timeout)
+        ))),
+    };
+    if let Err(failure) = &result {
+        sink.log.failure(&failure.message);
     }
     let _ = events.send(Event::Finished { id: job.id, result });
 }
@@ -152,7 +239,8 @@ impl LogSink for JobSink {
             Phase::Detect => BuildStatus::Detecting,
             Phase::Build => BuildStatus::Building,
             Phase::Export => BuildStatus::Exporting,
-            Phase::Prepare | Phase::Analyze | Phase::Restore => return,
+            Phase::Prepare => BuildStatus::Preparing,
+            Phase::Analyze | Phase::Restore => return,
         };
         let _ = self.events.send(Event::Moved {
             id: self.id,
@@ -179,28 +267,31 @@ async fn build(
     previous: Option<&str>,
     ctx: &JobContext,
     sink: &JobSink,
-) -> Result<Success, String> {
+) -> Result<Success, JobFailure> {
     let planned = &ctx.planned;
-    let image = planned
-        .image(&job.image)
-        .ok_or_else(|| format!("image \"{}\" is not in the plan's configuration", job.image))?;
+    let image = planned.image(&job.image).ok_or_else(|| {
+        JobFailure::build(format!(
+            "image \"{}\" is not in the plan's configuration",
+            job.image
+        ))
+    })?;
     let pins = planned.pins(&job.image);
     let (Some(source), Some(stack), Some(buildpacks)) = (pins.source, pins.stack, pins.buildpacks)
     else {
-        return Err(format!(
+        return Err(JobFailure::build(format!(
             "the plan pins no source, stack or buildpacks for \"{}\"",
             job.image
-        ));
+        )));
     };
     // The order: the builder's own, or the builder image's label (read below).
     let assembled = match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
         Some(BuilderKind::Assembled { order, .. }) => Some(order_groups(order)),
         Some(BuilderKind::Image(_)) => None,
         None => {
-            return Err(format!(
+            return Err(JobFailure::build(format!(
                 "builder \"{}\" is not in the configuration",
                 image.builder
-            ))
+            )))
         }
     };
     let _ = sink.events.send(Event::Moved {
@@ -222,6 +313,10 @@ async fn build(
         ),
     );
     materialise_source(source, &ctx.state_dir, &work.0, &app_dir).await?;
+    let _ = sink.events.send(Event::Moved {
+        id: job.id,
+        status: BuildStatus::Preparing,
+    });
 
     let build_ref = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;
     let run_ref = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
@@ -235,8 +330,9 @@ async fn build(
         match &pin.location {
             BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
             BuildpackLocation::Image { reference } => {
-                let reference = ImageRef::parse(reference)
-                    .map_err(|e| format!("buildpack {}@{}: {e}", pin.id, pin.version))?;
+                let reference = ImageRef::parse(reference).map_err(|e| {
+                    JobFailure::build(format!("buildpack {}@{}: {e}", pin.id, pin.version))
+                })?;
                 let dir = executors::lifecycle::buildpackage::materialise(
                     &ctx.store,
                     &reference,
@@ -247,7 +343,7 @@ async fn build(
                     sink,
                 )
                 .await
-                .map_err(|e| error_chain(&e))?;
+                .map_err(|e| JobFailure::from_error(&e))?;
                 buildpack_dirs.push(dir);
             }
         }
@@ -275,7 +371,7 @@ async fn build(
     };
     let result = build_image(&ctx.store, &request, sink)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| JobFailure::from_error(&e))?;
     let buildpacks_used = result
         .buildpacks
         .iter()
@@ -300,15 +396,17 @@ async fn rebase_job(
     buildpacks_used: BTreeMap<String, String>,
     ctx: &JobContext,
     sink: &JobSink,
-) -> Result<Success, String> {
+) -> Result<Success, JobFailure> {
     let planned = &ctx.planned;
-    let image = planned
-        .image(&job.image)
-        .ok_or_else(|| format!("image \"{}\" is not in the plan's configuration", job.image))?;
-    let stack = planned
-        .pins(&job.image)
-        .stack
-        .ok_or_else(|| format!("the plan pins no stack for \"{}\"", job.image))?;
+    let image = planned.image(&job.image).ok_or_else(|| {
+        JobFailure::build(format!(
+            "image \"{}\" is not in the plan's configuration",
+            job.image
+        ))
+    })?;
+    let stack = planned.pins(&job.image).stack.ok_or_else(|| {
+        JobFailure::build(format!("the plan pins no stack for \"{}\"", job.image))
+    })?;
     let _ = sink.events.send(Event::Moved {
         id: job.id,
         status: BuildStatus::Rebasing,
@@ -317,9 +415,12 @@ async fn rebase_job(
         .inputs
         .last_image
         .as_deref()
-        .ok_or("the plan names no image to rebase")?;
-    let current = at_digest(&image.tag, last)
-        .ok_or_else(|| format!("the recorded image digest `{last}` is not a digest"))?;
+        .ok_or_else(|| JobFailure::build("the plan names no image to rebase"))?;
+    let current = at_digest(&image.tag, last).ok_or_else(|| {
+        JobFailure::build(format!(
+            "the recorded image digest `{last}` is not a digest"
+        ))
+    })?;
     let new_run_image = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
     let mut tags = vec![image.tag.clone()];
     tags.extend(extra_tags(image, job.number));
@@ -339,7 +440,7 @@ async fn rebase_job(
     };
     let result = rebase(&ctx.store, &request)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| JobFailure::from_error(&e))?;
     sink.log.note(
         Phase::Export,
         &format!(
@@ -380,18 +481,21 @@ pub fn extra_tags(image: &Image, number: u64) -> Vec<ImageRef> {
 
 /// The image the plan pinned: a registry reference by digest as is; an image in a
 /// layout (where a ref name is all there is) checked to still be the planned digest.
-async fn pinned(store: &ImageStore, reference: &str, digest: &str) -> Result<ImageRef, String> {
-    let parsed =
-        ImageRef::parse(reference).map_err(|e| format!("pinned image `{reference}`: {e}"))?;
+async fn pinned(store: &ImageStore, reference: &str, digest: &str) -> Result<ImageRef, JobFailure> {
+    let parsed = ImageRef::parse(reference)
+        .map_err(|e| JobFailure::build(format!("pinned image `{reference}`: {e}")))?;
     if let ImageRef::Layout(_) = parsed {
-        let planned =
-            Digest::parse(digest).map_err(|e| format!("planned digest `{digest}`: {e}"))?;
-        let now = store.resolve(&parsed).await.map_err(|e| error_chain(&e))?;
+        let planned = Digest::parse(digest)
+            .map_err(|e| JobFailure::build(format!("planned digest `{digest}`: {e}")))?;
+        let now = store
+            .resolve(&parsed)
+            .await
+            .map_err(|e| JobFailure::from_error(&e))?;
         if now.image != planned && now.digest != planned {
-            return Err(format!(
+            return Err(JobFailure::build(format!(
                 "{reference} is {} now, not {planned} as planned: plan again",
                 now.digest
-            ));
+            )));
         }
     }
     Ok(parsed)
@@ -412,7 +516,7 @@ async fn materialise_source(
     state_dir: &Path,
     work: &Path,
     app_dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), JobFailure> {
     let pin = pin.clone();
     let cache = state_dir.join(crate::resolve::SOURCE_CACHE);
     let work = work.to_path_buf();
@@ -420,7 +524,7 @@ async fn materialise_source(
     tokio::task::spawn_blocking(move || {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&work)
-            .map_err(|e| format!("create {}: {e}", work.display()))?;
+            .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
         match &pin {
             SourcePin::Git {
                 url,
@@ -429,7 +533,7 @@ async fn materialise_source(
                 ..
             } => {
                 let commit = source::git::ObjectId::from_hex(commit.as_bytes())
-                    .map_err(|e| format!("planned commit `{commit}`: {e}"))?;
+                    .map_err(|e| JobFailure::build(format!("planned commit `{commit}`: {e}")))?;
                 source::git::checkout(
                     &cache.join("git"),
                     url,
@@ -438,7 +542,7 @@ async fn materialise_source(
                     &app_dir,
                     &AtomicBool::new(false),
                 )
-                .map_err(|e| error_chain(&e))
+                .map_err(|e| JobFailure::from_error(&e))
             }
             SourcePin::Path {
                 path,
@@ -447,7 +551,7 @@ async fn materialise_source(
             } => {
                 // The copy's version comes from the same read as the copy itself.
                 let now = source::path::copy(path, sub_path.as_deref(), &app_dir)
-                    .map_err(|e| error_chain(&e))?;
+                    .map_err(|e| JobFailure::from_error(&e))?;
                 if &now != digest {
                     tracing::warn!(
                         path = %path.display(),
@@ -469,12 +573,12 @@ async fn materialise_source(
                     archive.clone()
                 } else {
                     let version = source::blob::fetch(url, &cache.join("blobs"))
-                        .map_err(|e| error_chain(&e))?;
+                        .map_err(|e| JobFailure::from_error(&e))?;
                     if &version.digest != digest {
-                        return Err(format!(
+                        return Err(JobFailure::build(format!(
                             "{url} is {} now, not {digest} as planned: plan again",
                             version.digest
-                        ));
+                        )));
                     }
                     version.archive
                 };
@@ -484,12 +588,12 @@ async fn materialise_source(
                     sub_path.as_deref(),
                     &app_dir,
                 )
-                .map_err(|e| error_chain(&e))
+                .map_err(|e| JobFailure::from_error(&e))
             }
         }
     })
     .await
-    .map_err(|e| format!("the source task failed: {e}"))?
+    .map_err(|e| JobFailure::infrastructure(format!("the source task failed: {e}")))?
 }
 
 /// `io.buildpacks.project.metadata`: where the source came from, as the reference
@@ -561,24 +665,66 @@ const BUILDER_ORDER_LABEL: &str = cnb::labels::BUILDPACK_ORDER;
 async fn builder_order(
     store: &executors::oci::ImageStore,
     builder: &ImageRef,
-) -> Result<Vec<OrderGroup>, String> {
-    let image = store
-        .image(builder)
-        .await
-        .map_err(|e| format!("read the builder image {builder}: {e}"))?;
+) -> Result<Vec<OrderGroup>, JobFailure> {
+    let image = store.image(builder).await.map_err(|e| {
+        JobFailure::from_error(&e).context(format_args!("read the builder image {builder}"))
+    })?;
     let label = image
         .config
         .labels()
         .get(BUILDER_ORDER_LABEL)
         .cloned()
-        .ok_or_else(|| format!("the builder image {builder} has no {BUILDER_ORDER_LABEL} label"))?;
-    serde_json::from_str(&label)
-        .map_err(|e| format!("the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"))
+        .ok_or_else(|| {
+            JobFailure::build(format!(
+                "the builder image {builder} has no {BUILDER_ORDER_LABEL} label"
+            ))
+        })?;
+    serde_json::from_str(&label).map_err(|e| {
+        JobFailure::build(format!(
+            "the builder image {builder}: invalid {BUILDER_ORDER_LABEL}: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_the_builds_own_unless_a_cause_is_the_network_a_registry_or_the_disk() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("export")]
+        struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+        let wrap = |e: Box<dyn std::error::Error + Send + Sync>| Wrapper(e);
+
+        let unreachable = OciError::Unreachable {
+            registry: "registry.example".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            kind_of(&wrap(Box::new(unreachable))),
+            FailureKind::Infrastructure
+        );
+        let server = OciError::Registry {
+            reference: "r".into(),
+            status: Some(503),
+            message: "busy".into(),
+        };
+        assert_eq!(kind_of(&server), FailureKind::Infrastructure);
+        let disk = std::io::Error::from_raw_os_error(28);
+        assert_eq!(kind_of(&wrap(Box::new(disk))), FailureKind::Infrastructure);
+
+        let invalid = OciError::Invalid {
+            what: "manifest".into(),
+            reason: "not JSON".into(),
+        };
+        assert_eq!(kind_of(&wrap(Box::new(invalid))), FailureKind::Build);
+        let failed = executors::lifecycle::build::BuildError::UnknownBuildpack {
+            id: "a".into(),
+            version: "1".into(),
+        };
+        assert_eq!(kind_of(&failed), FailureKind::Build);
+    }
 
     #[test]
     fn error_chains_name_every_cause_once() {

@@ -36,8 +36,9 @@ use job::{Event, Job, JobContext, JobKind, Success};
 
 /// The order of a build's steps: a job may report a later step without the ones
 /// between (a phase with nothing to do), and the dispatcher records each one it passed.
-const BUILD_STEPS: [BuildStatus; 4] = [
+const BUILD_STEPS: [BuildStatus; 5] = [
     BuildStatus::ResolvingSource,
+    BuildStatus::Preparing,
     BuildStatus::Detecting,
     BuildStatus::Building,
     BuildStatus::Exporting,
@@ -252,6 +253,7 @@ impl<'a> Dispatcher<'a> {
             kind,
             inputs: inputs.clone(),
             log: build.log.clone(),
+            timeout: image.timeout,
         });
         Ok(())
     }
@@ -329,7 +331,13 @@ impl<'a> Dispatcher<'a> {
                         let tags = success.tags.clone();
                         (self.finish(id, succeeded(success))?, tags)
                     }
-                    Err(message) => (self.finish(id, Outcome::Failed { message })?, Vec::new()),
+                    Err(failure) => {
+                        let outcome = Outcome::Failed {
+                            message: failure.message,
+                            kind: failure.kind,
+                        };
+                        (self.finish(id, outcome)?, Vec::new())
+                    }
                 };
                 let (build, tags) = outcome;
                 let started = self.running.remove(&id).map(|r| r.started);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+pub use planner::diff::FailureKind;
 use planner::plan::{Action, Detail, Inputs};
 use planner::Reason;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub enum BuildStatus {
     Queued,
     ResolvingSource,
+    /// Unpacking the stack's build image and the buildpacks from images.
+    Preparing,
     Detecting,
     Building,
     Exporting,
@@ -33,9 +36,10 @@ pub enum BuildStatus {
 }
 
 impl BuildStatus {
-    pub const ALL: [BuildStatus; 10] = [
+    pub const ALL: [BuildStatus; 11] = [
         BuildStatus::Queued,
         BuildStatus::ResolvingSource,
+        BuildStatus::Preparing,
         BuildStatus::Detecting,
         BuildStatus::Building,
         BuildStatus::Exporting,
@@ -50,6 +54,7 @@ impl BuildStatus {
         match self {
             BuildStatus::Queued => "queued",
             BuildStatus::ResolvingSource => "resolving-source",
+            BuildStatus::Preparing => "preparing",
             BuildStatus::Detecting => "detecting",
             BuildStatus::Building => "building",
             BuildStatus::Exporting => "exporting",
@@ -84,9 +89,10 @@ impl BuildStatus {
         match (self, next) {
             (from, Failed | Canceled | Interrupted) => !from.is_end(),
             (Queued, ResolvingSource) | (Exporting, Succeeded) => action == Action::Build,
-            (ResolvingSource, Detecting) | (Detecting, Building) | (Building, Exporting) => {
-                action == Action::Build
-            }
+            (ResolvingSource, Preparing)
+            | (Preparing, Detecting)
+            | (Detecting, Building)
+            | (Building, Exporting) => action == Action::Build,
             (Queued, Rebasing) | (Rebasing, Succeeded) => action == Action::Rebase,
             _ => false,
         }
@@ -154,6 +160,9 @@ pub struct Failure {
     /// The status the build was in when it failed.
     pub step: BuildStatus,
     pub message: String,
+    /// Whose fault it was; failures recorded before kpackd told them apart read as
+    /// the build's own.
+    pub kind: FailureKind,
 }
 
 /// A build or rebase about to be queued, as planned.
@@ -178,6 +187,7 @@ pub enum Outcome {
     },
     Failed {
         message: String,
+        kind: FailureKind,
     },
     Canceled,
 }
@@ -202,6 +212,7 @@ mod tests {
         let steps = [
             Queued,
             ResolvingSource,
+            Preparing,
             Detecting,
             Building,
             Exporting,
@@ -219,6 +230,7 @@ mod tests {
         }
         assert!(!Queued.can_transition_to(Building, Action::Build));
         assert!(!Detecting.can_transition_to(ResolvingSource, Action::Build));
+        assert!(!ResolvingSource.can_transition_to(Detecting, Action::Build));
     }
 
     #[test]

@@ -57,6 +57,9 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX triggers_by_image ON triggers (image);
     ",
+    // 2: whose fault a failure was (`build` or `infrastructure`), so that failures
+    // outside the build are retried. Older failures read as the build's own.
+    "ALTER TABLE builds ADD COLUMN failure_kind TEXT;",
 ];
 
 /// Brings the database to the newest schema.

@@ -13,11 +13,15 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use planner::diff::{BuildOutcome, Recorded, RecordedBuild, RecordedImage};
+use planner::diff::{
+    BuildOutcome, Recorded, RecordedBuild, RecordedFailure, RecordedImage, RETRY_LIMIT,
+};
 use planner::plan::Action;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-pub use build::{Build, BuildId, BuildStatus, Failure, NewBuild, Outcome, UnknownStatus};
+pub use build::{
+    Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild, Outcome, UnknownStatus,
+};
 pub use lock::{writer_alive, LockError, StateLock, LOCK_FILE};
 
 /// The file in the state directory that [`State::ring_doorbell`] writes after triggers are
@@ -238,8 +242,22 @@ impl State {
                 BuildStatus::Succeeded => BuildOutcome::Succeeded,
                 _ => BuildOutcome::Failed,
             };
+            let failure = match &build.failure {
+                Some(failure) if outcome == BuildOutcome::Failed => Some(RecordedFailure {
+                    step: failure.step.to_string(),
+                    message: failure.message.clone(),
+                    kind: failure.kind,
+                    infrastructure_failures: self.infrastructure_streak(&build.image)?,
+                    finished_at: build.finished_at.map_or(0, |t| {
+                        t.duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    }),
+                }),
+                _ => None,
+            };
             let image = images.entry(build.image.clone()).or_default();
             image.last_build = Some(RecordedBuild {
+                failure,
                 number: build.number,
                 action: build.action,
                 outcome,
@@ -266,6 +284,27 @@ impl State {
             serial: self.serial()?,
             images,
         })
+    }
+
+    /// How many of `image`'s last completed builds in a row failed outside the build
+    /// (counted up to one past [`RETRY_LIMIT`], which is all the rules need).
+    fn infrastructure_streak(&self, image: &str) -> Result<u32, StateError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT failure_kind FROM builds
+             WHERE image = ?1 AND status IN ('succeeded', 'failed')
+             ORDER BY number DESC LIMIT ?2",
+        )?;
+        let kinds = stmt.query_map(params![image, RETRY_LIMIT + 1], |row| {
+            row.get::<_, Option<String>>(0)
+        })?;
+        let mut streak = 0;
+        for kind in kinds {
+            if kind?.as_deref() != Some(FailureKind::Infrastructure.as_str()) {
+                break;
+            }
+            streak += 1;
+        }
+        Ok(streak)
     }
 
     /// Queues a build or rebase: gives it the image's next number and a log file, and,
@@ -369,11 +408,18 @@ impl State {
                     id.0
                 ],
             )?,
-            Outcome::Failed { message } => tx.execute(
+            Outcome::Failed { message, kind } => tx.execute(
                 "UPDATE builds SET status = ?1, finished_at = ?2, failure_step = ?3,
-                                   failure_message = ?4
-                 WHERE id = ?5",
-                params![to.as_str(), now, build.status.as_str(), message, id.0],
+                                   failure_message = ?4, failure_kind = ?5
+                 WHERE id = ?6",
+                params![
+                    to.as_str(),
+                    now,
+                    build.status.as_str(),
+                    message,
+                    kind.as_str(),
+                    id.0
+                ],
             )?,
             Outcome::Canceled => tx.execute(
                 "UPDATE builds SET status = ?1, finished_at = ?2 WHERE id = ?3",
@@ -645,7 +691,7 @@ fn logs_of(
 }
 
 const COLUMNS: &str = "id, image, number, action, status, reasons, details, inputs, tag,
-    buildpacks_used, rebasable, output, failure_step, failure_message,
+    buildpacks_used, rebasable, output, failure_step, failure_message, failure_kind,
     queued_at, started_at, finished_at, log";
 
 fn find(conn: &Connection, dir: &Path, id: BuildId) -> Result<Build, StateError> {
@@ -689,6 +735,10 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
     };
     let failure_step: Option<String> = row.get("failure_step")?;
     let failure_message: Option<String> = row.get("failure_message")?;
+    let failure_kind = match row.get::<_, Option<String>>("failure_kind")?.as_deref() {
+        Some("infrastructure") => FailureKind::Infrastructure,
+        _ => FailureKind::Build,
+    };
     let buildpacks_used: Option<String> = row.get("buildpacks_used")?;
     let (id, tag, rebasable, output, log) = (
         BuildId(row.get("id")?),
@@ -715,6 +765,7 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
                     .parse()
                     .map_err(|e| corrupt("failure step")(Box::new(e)))?,
                 message,
+                kind: failure_kind,
             }),
             _ => None,
         };

@@ -56,6 +56,7 @@ fn queue(state: &mut State, image: &str, action: Action, inputs: &Inputs) -> Bui
 fn succeed(state: &mut State, build: &Build, output: &str) -> Build {
     for step in [
         BuildStatus::ResolvingSource,
+        BuildStatus::Preparing,
         BuildStatus::Detecting,
         BuildStatus::Building,
         BuildStatus::Exporting,
@@ -141,6 +142,7 @@ fn every_write_moves_the_serial() {
             build.id,
             Outcome::Failed {
                 message: "no".into(),
+                kind: FailureKind::Build,
             },
         )
         .unwrap();
@@ -185,6 +187,7 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
             done.id,
             Outcome::Failed {
                 message: "x".into(),
+                kind: FailureKind::Build,
             },
         )
         .unwrap_err();
@@ -202,6 +205,7 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
             second.id,
             Outcome::Failed {
                 message: "registry said no".into(),
+                kind: FailureKind::Build,
             },
         )
         .unwrap();
@@ -209,7 +213,8 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
         failed.failure,
         Some(Failure {
             step: BuildStatus::Rebasing,
-            message: "registry said no".into()
+            message: "registry said no".into(),
+            kind: FailureKind::Build,
         })
     );
     let history = state.builds(Some("hello")).unwrap();
@@ -266,6 +271,7 @@ fn recorded_holds_the_last_completed_build_and_pending_triggers() {
             running.id,
             Outcome::Failed {
                 message: "detect failed".into(),
+                kind: FailureKind::Build,
             },
         )
         .unwrap();
@@ -275,6 +281,86 @@ fn recorded_holds_the_last_completed_build_and_pending_triggers() {
         .unwrap();
     assert_eq!((last.number, last.outcome), (2, BuildOutcome::Failed));
     assert_eq!(last.inputs.source, "c2");
+}
+
+#[test]
+fn failures_outside_the_build_are_counted_in_a_row_and_reset_by_any_other_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(dir.path()).unwrap();
+    let fail = |state: &mut State, kind: FailureKind| {
+        let build = queue(state, "hello", Action::Build, &inputs("c1"));
+        state
+            .finish(
+                build.id,
+                Outcome::Failed {
+                    message: "connection refused".into(),
+                    kind,
+                },
+            )
+            .unwrap();
+    };
+    let streak = |state: &State| {
+        let recorded = state.recorded().unwrap();
+        let last = recorded.images["hello"].last_build.clone().unwrap();
+        let failure = last.failure.expect("the last build failed");
+        (failure.kind, failure.infrastructure_failures)
+    };
+    fail(&mut state, FailureKind::Infrastructure);
+    assert_eq!(streak(&state), (FailureKind::Infrastructure, 1));
+    fail(&mut state, FailureKind::Infrastructure);
+    assert_eq!(streak(&state), (FailureKind::Infrastructure, 2));
+    // A canceled build does not end the streak: it never ran to completion.
+    let canceled = queue(&mut state, "hello", Action::Build, &inputs("c1"));
+    state.finish(canceled.id, Outcome::Canceled).unwrap();
+    fail(&mut state, FailureKind::Infrastructure);
+    assert_eq!(streak(&state), (FailureKind::Infrastructure, 3));
+    fail(&mut state, FailureKind::Build);
+    assert_eq!(streak(&state), (FailureKind::Build, 0));
+    fail(&mut state, FailureKind::Infrastructure);
+    assert_eq!(streak(&state), (FailureKind::Infrastructure, 1));
+    let ok = queue(&mut state, "hello", Action::Build, &inputs("c1"));
+    succeed(&mut state, &ok, "sha256:out");
+    fail(&mut state, FailureKind::Infrastructure);
+    assert_eq!(streak(&state), (FailureKind::Infrastructure, 1));
+
+    // The kind is kept with the build.
+    let builds = state.builds(Some("hello")).unwrap();
+    let last = builds.last().unwrap().failure.clone().unwrap();
+    assert_eq!(last.kind, FailureKind::Infrastructure);
+}
+
+#[test]
+fn a_state_from_before_failure_kinds_reads_its_failures_as_the_builds_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(dir.path()).unwrap();
+    let build = queue(&mut state, "hello", Action::Build, &inputs("c1"));
+    state
+        .finish(
+            build.id,
+            Outcome::Failed {
+                message: "x".into(),
+                kind: FailureKind::Infrastructure,
+            },
+        )
+        .unwrap();
+    drop(state);
+    // As schema 1 left it: no kind recorded.
+    let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    conn.execute("UPDATE builds SET failure_kind = NULL", [])
+        .unwrap();
+    drop(conn);
+    let state = State::open(dir.path()).unwrap();
+    let recorded = state.recorded().unwrap();
+    let failure = recorded.images["hello"]
+        .last_build
+        .clone()
+        .unwrap()
+        .failure
+        .unwrap();
+    assert_eq!(
+        (failure.kind, failure.infrastructure_failures),
+        (FailureKind::Build, 0)
+    );
 }
 
 #[test]
@@ -385,6 +471,7 @@ fn history_keeps_the_newest_builds_of_each_outcome() {
                 failed.id,
                 Outcome::Failed {
                     message: "no".into(),
+                    kind: FailureKind::Build,
                 },
             )
             .unwrap();

@@ -71,6 +71,7 @@ fn world() -> World {
         buildpacks_used: Some(BTreeMap::from([(PYTHON.into(), PY1.into())])),
         rebasable: true,
         output: Some(OUT.into()),
+        failure: None,
     };
     let recorded = Recorded {
         lineage: "lineage-1".into(),
@@ -104,10 +105,24 @@ impl World {
         self.recorded.images.clear();
     }
     fn last_failed(&mut self) {
+        self.failed(FailureKind::Build, 0);
+    }
+    /// The last build failed outside the build, the `streak`-th time in a row.
+    fn infra_failed(&mut self, streak: u32) {
+        self.failed(FailureKind::Infrastructure, streak);
+    }
+    fn failed(&mut self, kind: FailureKind, streak: u32) {
         let last = self.last();
         last.outcome = BuildOutcome::Failed;
         last.buildpacks_used = None;
         last.output = None;
+        last.failure = Some(RecordedFailure {
+            step: "building".into(),
+            message: "it broke".into(),
+            kind,
+            infrastructure_failures: streak,
+            finished_at: 1_700_000_000,
+        });
     }
     fn config(&mut self) {
         self.desired.config = "sha256:c0f2".into();
@@ -165,7 +180,8 @@ impl World {
 }
 
 use Reason::{
-    Buildpack as BUILDPACK, Commit as COMMIT, Config as CONFIG, Stack as STACK, Trigger as TRIGGER,
+    Buildpack as BUILDPACK, Commit as COMMIT, Config as CONFIG, Retry as RETRY, Stack as STACK,
+    Trigger as TRIGGER,
 };
 
 /// A row: what it is, the edit to the world, the action and reasons expected.
@@ -216,6 +232,14 @@ fn the_rules_one_row_each() {
         ("opt-out COMMIT, STACK + COMMIT",      |w| { w.opt_out(COMMIT); w.run_image(); w.commit(); }, Action::Rebase, &[STACK]),
         ("opt-out CONFIG, first build",         |w| { w.opt_out(CONFIG); w.never_built(); },    Action::Build,   &[CONFIG]),
         ("opt-out everything, trigger",         |w| { w.desired.rebuild_on.clear(); w.trigger(); }, Action::Build, &[TRIGGER]),
+        // A failure outside the build is retried, RETRY_LIMIT times in a row.
+        ("failed outside the build",            |w| w.infra_failed(1),                          Action::Build,   &[RETRY]),
+        ("failed outside, last retry",          |w| w.infra_failed(RETRY_LIMIT),                Action::Build,   &[RETRY]),
+        ("failed outside, retries spent",       |w| w.infra_failed(RETRY_LIMIT + 1),            Action::Noop,    &[]),
+        ("failed outside, and a commit",        |w| { w.infra_failed(1); w.commit(); },         Action::Build,   &[COMMIT, RETRY]),
+        ("failed outside, retries spent, commit", |w| { w.infra_failed(9); w.commit(); },       Action::Build,   &[COMMIT]),
+        ("failed rebase outside the build",     |w| { w.last().action = Action::Rebase; w.infra_failed(1); }, Action::Rebase, &[RETRY]),
+        ("opt-out everything, retry",           |w| { w.desired.rebuild_on.clear(); w.infra_failed(2); }, Action::Build, &[RETRY]),
     ];
     let mut failures = Vec::new();
     for (name, edit, action, reasons) in rows {
@@ -449,4 +473,64 @@ fn the_plan_carries_the_state_it_was_made_against() {
         }
     );
     assert!(!plan.has_changes());
+}
+
+#[test]
+fn a_failed_image_that_is_not_built_again_is_listed_as_failing() {
+    let mut w = world();
+    assert!(w.plan().failing.is_empty(), "nothing fails");
+
+    w.last_failed();
+    let plan = w.plan();
+    assert_eq!(plan.changes[0].action, Action::Noop);
+    assert_eq!(
+        plan.failing,
+        vec![Failing {
+            image: "hello".into(),
+            build: 3,
+            step: "building".into(),
+            error: "it broke".into(),
+            kind: FailureKind::Build,
+            retries: 0,
+        }]
+    );
+
+    // Being retried: not listed; retries spent: listed, with how many.
+    w.infra_failed(1);
+    assert!(w.plan().failing.is_empty());
+    w.infra_failed(RETRY_LIMIT + 1);
+    let failing = &w.plan().failing[0];
+    assert_eq!(
+        (failing.kind, failing.retries),
+        (FailureKind::Infrastructure, RETRY_LIMIT)
+    );
+
+    // Built again for another reason: not listed.
+    w.commit();
+    assert!(w.plan().failing.is_empty());
+}
+
+#[test]
+fn a_failed_rebase_is_retried_as_the_same_rebase() {
+    let mut w = world();
+    w.last().action = Action::Rebase;
+    w.last().inputs.last_image = Some(OUT.into());
+    w.infra_failed(1);
+    let plan = w.plan();
+    assert_eq!(plan.changes[0].inputs.as_ref(), Some(&w.last().inputs));
+}
+
+#[test]
+fn watch_waits_longer_after_each_failure_outside_the_build() {
+    let mut w = world();
+    let due = |w: &mut World| {
+        let f = w.last().failure.clone().unwrap();
+        f.retry_due() - f.finished_at
+    };
+    w.infra_failed(1);
+    assert_eq!(due(&mut w), 60);
+    w.infra_failed(2);
+    assert_eq!(due(&mut w), 120);
+    w.infra_failed(3);
+    assert_eq!(due(&mut w), 240);
 }

@@ -82,6 +82,7 @@ fn representative() -> Plan {
             new: BUILD2.into(),
             images: vec!["docs".into(), "svc-1".into()],
         }],
+        failing: Vec::new(),
     }
 }
 
