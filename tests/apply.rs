@@ -514,3 +514,98 @@ timeout = "2s"
         "nothing fails any more"
     );
 }
+
+/// kpack's registry source: `source = { image = "REF" }` builds the image's files (its
+/// `sub-path`), pinned by digest at plan time; a new digest is a `COMMIT` naming both
+/// digests. The image is untrusted: a sub-path that is a symlink out of it fails the build.
+#[test]
+fn a_source_image_builds_and_a_new_digest_of_it_is_a_commit() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let root = dir.path();
+    write_stack(&root.join("work"), &root.join("stacks"));
+    write_buildpack(
+        &root.join("buildpacks"),
+        "hello",
+        "test/hello",
+        "test -f greeting.txt",
+        r#"echo "built $(cat greeting.txt)"
+test ! -e README.md || { echo "README.md is outside the sub-path" >&2; exit 1; }
+mkdir -p "$CNB_LAYERS_DIR/done"
+printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/done.toml""#,
+    );
+    let version = |n: u32, greeting: &str| {
+        let src = root.join(format!("src-{n}"));
+        std::fs::create_dir_all(src.join("app")).expect("a source dir");
+        std::fs::write(src.join("README.md"), "not the app").expect("a file");
+        std::fs::write(src.join("app/greeting.txt"), greeting).expect("a file");
+        support::write_source_image(&src, &root.join("sources"), "app");
+    };
+    version(1, "one");
+    std::fs::write(
+        root.join("kpack.toml"),
+        r#"[kpackd]
+state-dir = "state"
+
+[stacks.test]
+build-image = "oci:stacks:build"
+run-image = "oci:stacks:run"
+
+[stores.test]
+buildpacks = ["buildpacks/hello"]
+
+[builders.test]
+stack = "test"
+store = "test"
+order = [{ group = [{ id = "test/hello" }] }]
+
+[images.app]
+tag = "oci:out:app"
+builder = "test"
+source = { image = "oci:sources:app", sub-path = "app" }
+"#,
+    )
+    .expect("writing kpack.toml");
+    let plan = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&kpackd(root, &["plan", "--json"]).stdout).expect("JSON")
+    };
+
+    assert_eq!(kpackd(root, &["apply"]).status.code(), Some(0));
+    assert!(stdout(&kpackd(root, &["logs", "app"])).contains("built one"));
+    assert_eq!(plan(root)["changes"][0]["action"], "noop");
+
+    version(2, "two");
+    let planned = plan(root);
+    assert_eq!(planned["changes"][0]["action"], "build");
+    assert_eq!(
+        planned["changes"][0]["reasons"],
+        serde_json::json!(["COMMIT"])
+    );
+    let detail = &planned["changes"][0]["details"][0];
+    assert_eq!(detail["what"], "source image");
+    for side in ["old", "new"] {
+        assert!(
+            detail[side]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:")),
+            "{detail}"
+        );
+    }
+    assert_ne!(detail["old"], detail["new"]);
+    assert_eq!(kpackd(root, &["apply"]).status.code(), Some(0));
+    assert!(stdout(&kpackd(root, &["logs", "app"])).contains("built two"));
+
+    // A hostile image: the sub-path is a symlink to a host directory.
+    let src = root.join("src-3");
+    std::fs::create_dir_all(&src).expect("a source dir");
+    std::os::unix::fs::symlink("/etc", src.join("app")).expect("a symlink");
+    support::write_source_image(&src, &root.join("sources"), "app");
+    assert_eq!(kpackd(root, &["apply"]).status.code(), Some(1));
+    let builds = support::builds_json(root).expect("builds");
+    let last = builds.last().expect("a build");
+    assert!(
+        last["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sub-path `app` is not a directory in the image")),
+        "{last:#}"
+    );
+}

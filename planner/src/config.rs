@@ -223,13 +223,14 @@ pub struct ImageTable {
     pub timeout: Option<Spanned<String>>,
 }
 
-/// `source = { ... }`: exactly one of `git`, `path` or `blob`.
+/// `source = { ... }`: exactly one of `git`, `path`, `blob` or `image`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[schemars(extend("oneOf" = [
     { "required": ["git"] },
     { "required": ["path"] },
     { "required": ["blob"] },
+    { "required": ["image"] },
 ]))]
 pub struct SourceTable {
     /// A git repository URL (`https://`, `http://`, `git://`, `ssh://`, `file://` or
@@ -246,6 +247,10 @@ pub struct SourceTable {
     /// The URL of a tar (optionally gzipped) or zip archive.
     #[schemars(with = "Option<String>")]
     pub blob: Option<Spanned<String>>,
+    /// A source image (kpack's registry source): an image whose layers, applied in
+    /// order, are the app. Pinned by digest at plan time; a new digest is a `COMMIT`.
+    #[schemars(with = "Option<String>")]
+    pub image: Option<Spanned<String>>,
     /// The directory within the source that holds the app.
     #[schemars(with = "Option<String>")]
     pub sub_path: Option<Spanned<String>>,

@@ -64,12 +64,17 @@ pub enum SourceVersion {
     Tree(String),
     /// A sha256 over a directory's files or a downloaded archive.
     Content(String),
+    /// The manifest digest of a source image.
+    Image(String),
 }
 
 impl SourceVersion {
     pub fn id(&self) -> &str {
         match self {
-            SourceVersion::Commit(id) | SourceVersion::Tree(id) | SourceVersion::Content(id) => id,
+            SourceVersion::Commit(id)
+            | SourceVersion::Tree(id)
+            | SourceVersion::Content(id)
+            | SourceVersion::Image(id) => id,
         }
     }
 
@@ -79,6 +84,7 @@ impl SourceVersion {
             SourceVersion::Commit(_) => "source commit",
             SourceVersion::Tree(_) => "source tree",
             SourceVersion::Content(_) => "source content",
+            SourceVersion::Image(_) => "source image",
         }
     }
 }

@@ -201,6 +201,13 @@ pub enum Source {
         strip_components: u32,
         sub_path: Option<String>,
     },
+    /// An image whose layers hold the app (kpack's registry source).
+    Image {
+        reference: ImageRef,
+        /// The reference as written, which identifies the source.
+        written: String,
+        sub_path: Option<String>,
+    },
 }
 
 impl Source {
@@ -208,7 +215,8 @@ impl Source {
         match self {
             Source::Git { sub_path, .. }
             | Source::Path { sub_path, .. }
-            | Source::Blob { sub_path, .. } => sub_path.as_deref(),
+            | Source::Blob { sub_path, .. }
+            | Source::Image { sub_path, .. } => sub_path.as_deref(),
         }
     }
 
@@ -231,7 +239,7 @@ impl Source {
     pub fn location(&self) -> &str {
         match self {
             Source::Git { url, .. } | Source::Blob { url, .. } => url,
-            Source::Path { written, .. } => written,
+            Source::Path { written, .. } | Source::Image { written, .. } => written,
         }
     }
 }
@@ -293,6 +301,7 @@ impl Image {
             Source::Git { .. } => "git",
             Source::Path { .. } => "path",
             Source::Blob { .. } => "blob",
+            Source::Image { .. } => "image",
         };
         ImageConfig {
             env: self.env.clone(),

@@ -747,11 +747,15 @@ impl Validator<'_> {
 
     fn source(&mut self, image: &str, source: &Spanned<SourceTable>) -> Option<Source> {
         let s = source.get_ref();
-        let kinds: Vec<(&str, &Spanned<String>)> =
-            [("git", &s.git), ("path", &s.path), ("blob", &s.blob)]
-                .into_iter()
-                .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
-                .collect();
+        let kinds: Vec<(&str, &Spanned<String>)> = [
+            ("git", &s.git),
+            ("path", &s.path),
+            ("blob", &s.blob),
+            ("image", &s.image),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+        .collect();
         let mut ok = true;
         if let Some(revision) = &s.revision {
             if s.git.is_none() {
@@ -781,9 +785,9 @@ impl Validator<'_> {
             [] => {
                 if !self.decoded.damaged(&["images", image, "source"]) {
                     self.report(
-                        Problem::new(format!("the source of image `{image}` names no `git`, `path` or `blob`"))
+                        Problem::new(format!("the source of image `{image}` names no `git`, `path`, `blob` or `image`"))
                             .label(source.span(), "no source")
-                            .help("write `{ git = \"<url>\" }`, `{ path = \"<dir>\" }` or `{ blob = \"<url>\" }`"),
+                            .help("write `{ git = \"<url>\" }`, `{ path = \"<dir>\" }`, `{ blob = \"<url>\" }` or `{ image = \"<ref>\" }`"),
                     );
                 }
                 return None;
@@ -839,6 +843,14 @@ impl Validator<'_> {
                 Source::Blob {
                     url: url.clone(),
                     strip_components: s.strip_components.as_ref().map_or(0, |n| *n.get_ref()),
+                    sub_path,
+                }
+            }
+            "image" => {
+                let reference = self.image_ref(location)?;
+                Source::Image {
+                    written: url.clone(),
+                    reference,
                     sub_path,
                 }
             }

@@ -155,6 +155,7 @@ fn image(out: &mut String, i: &Image) {
             f
         }
         Some(Source::Path(path)) => vec![format!("path = {}", quote(path))],
+        Some(Source::Image(image)) => vec![format!("image = {}", quote(image))],
         None => Vec::new(),
     };
     if let (Some(sub), false) = (&i.sub_path, fields.is_empty()) {

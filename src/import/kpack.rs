@@ -310,7 +310,7 @@ fn image(
         .get("source")
         .ok_or_else(|| missing(input, spec, "spec.source", &origin))?;
     let sub_path = string(input, source_node, "subPath", "spec.source.")?;
-    let mut source = None;
+    let source;
     if let Some(git) = source_node.get("git") {
         source = Some(Source::Git {
             url: required(input, git, "url", "spec.source.git.", &origin)?,
@@ -353,8 +353,23 @@ fn image(
             ));
         }
     } else if let Some(registry) = source_node.get("registry") {
-        let image = string(input, registry, "image", "spec.source.registry.")?.unwrap_or_default();
-        notes.push(format!("spec.source.registry.image `{image}`: kpackd has no registry (image) source yet; build from `git`, `path` or `blob`, then uncomment this table"));
+        source = Some(Source::Image(required(
+            input,
+            registry,
+            "image",
+            "spec.source.registry.",
+            &origin,
+        )?));
+        for (key, value) in unknown(registry, &["image"]) {
+            let reason = match key {
+                "imagePullSecrets" => "kpackd reads registry credentials from the docker config (see docs/credentials.md)",
+                _ => "not known to kpackd import",
+            };
+            notes.push(format!(
+                "spec.source.registry.{key} {}: {reason}",
+                value.summary()
+            ));
+        }
     } else {
         return Err(missing(
             input,

@@ -305,6 +305,8 @@ pub(crate) mod model {
         },
         /// Relative to the output's directory.
         Path(String),
+        /// A source image (kpack's registry source).
+        Image(String),
     }
 
     #[derive(Debug, Clone)]
@@ -313,7 +315,7 @@ pub(crate) mod model {
         pub additional_tags: Vec<String>,
         /// None: whichever builder there is (a project.toml that names none).
         pub builder: Option<Ref>,
-        /// None: an image kpackd cannot build (a registry source); written as comments.
+        /// None: an image without a source kpackd reads; written as comments.
         pub source: Option<Source>,
         pub sub_path: Option<String>,
         pub env: Vec<(String, String)>,

@@ -89,6 +89,36 @@ pub fn patch_run_image(work: &Path, layout: &Path, level: &str) {
     });
 }
 
+/// Writes a source image (kpack's registry source) with one layer holding the files of
+/// the directory `dir` (made by the caller) to `layout` as `ref_name`.
+pub fn write_source_image(dir: &Path, layout: &Path, ref_name: &str) {
+    let mut builder = LayerBuilder::new(0, 0);
+    for entry in std::fs::read_dir(dir).expect("reading the source dir") {
+        let entry = entry.expect("reading the source dir");
+        builder
+            .add(Path::new(&entry.file_name()), &entry.path())
+            .expect("adding to the source layer");
+    }
+    let blobs = dir.with_extension("layer");
+    std::fs::create_dir_all(&blobs).expect("making the layer dir");
+    let layer = builder.write(&blobs).expect("writing the source layer");
+    let config: ImageConfig = serde_json::from_value(serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }))
+    .expect("a valid image config");
+    runtime().block_on(async {
+        let store = ImageStore::new(StoreSettings::default());
+        let reference = ImageRef::parse(&format!("oci:{}:{ref_name}", layout.display()))
+            .expect("a layout reference");
+        store
+            .push_image(&reference, config, std::slice::from_ref(&layer))
+            .await
+            .expect("writing the source image");
+    });
+}
+
 fn stack_config(build: bool) -> ImageConfig {
     let mut labels = BTreeMap::new();
     labels.insert("io.buildpacks.stack.id".to_string(), STACK_ID.to_string());

@@ -312,7 +312,17 @@ async fn build(
             job.inputs.source
         ),
     );
-    materialise_source(source, &ctx.state_dir, &work.0, &app_dir).await?;
+    match source {
+        SourcePin::Image {
+            reference,
+            digest,
+            sub_path,
+        } => {
+            let image = pinned(&ctx.store, reference, digest).await?;
+            source_image(&ctx.store, &image, sub_path.as_deref(), &work.0, &app_dir).await?;
+        }
+        _ => materialise_source(source, &ctx.state_dir, &work.0, &app_dir).await?,
+    }
     let _ = sink.events.send(Event::Moved {
         id: job.id,
         status: BuildStatus::Preparing,
@@ -590,10 +600,55 @@ async fn materialise_source(
                 )
                 .map_err(|e| JobFailure::from_error(&e))
             }
+            SourcePin::Image { reference, .. } => Err(JobFailure::build(format!(
+                "the source image {reference} is applied by `source_image`"
+            ))),
         }
     })
     .await
     .map_err(|e| JobFailure::infrastructure(format!("the source task failed: {e}")))?
+}
+
+/// Applies the layers of the source image `image` in a scratch directory under `work`
+/// and makes it, or its `sub_path`, the app directory. The image is untrusted: its
+/// layers go through the unpacker (nothing lands outside the scratch directory), and
+/// the sub-path must be a directory in it, not a symlink out of it.
+async fn source_image(
+    store: &ImageStore,
+    image: &ImageRef,
+    sub_path: Option<&str>,
+    work: &Path,
+    app_dir: &Path,
+) -> Result<(), JobFailure> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(work)
+        .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
+    let scratch = work.join("source-image");
+    let options = executors::oci::UnpackOptions { chown: false };
+    executors::oci::unpack_image(store, image, &scratch, &options)
+        .await
+        .map_err(|e| JobFailure::from_error(&e).context(format_args!("source image {image}")))?;
+    let mut dir = scratch.clone();
+    for part in sub_path.into_iter().flat_map(|s| s.split('/')) {
+        if part.is_empty() || part == "." {
+            continue;
+        }
+        dir.push(part);
+        let is_dir = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            return Err(JobFailure::build(format!(
+                "source image {image}: sub-path `{}` is not a directory in the image",
+                sub_path.unwrap_or_default()
+            )));
+        }
+    }
+    std::fs::rename(&dir, app_dir).map_err(|e| {
+        JobFailure::infrastructure(format!(
+            "move {} to {}: {e}",
+            dir.display(),
+            app_dir.display()
+        ))
+    })
 }
 
 /// `io.buildpacks.project.metadata`: where the source came from, as the reference
@@ -619,6 +674,15 @@ fn project_metadata(pin: &SourcePin) -> serde_json::Value {
                 "type": "blob",
                 "version": {"digest": digest},
                 "metadata": {"url": url},
+            }
+        }),
+        SourcePin::Image {
+            reference, digest, ..
+        } => serde_json::json!({
+            "source": {
+                "type": "image",
+                "version": {"digest": digest},
+                "metadata": {"image": reference},
             }
         }),
     }

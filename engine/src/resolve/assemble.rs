@@ -302,6 +302,21 @@ fn source_version(
             Some(Err(e)) => Err(e.clone()),
             _ => Err(ResolveError::NotResolved),
         },
+        Source::Image {
+            reference,
+            sub_path,
+            ..
+        } => {
+            let facts = facts_of(done, reference)?;
+            Ok((
+                SourceVersion::Image(facts.digest.clone()),
+                SourcePin::Image {
+                    reference: facts.pinned.clone(),
+                    digest: facts.digest.clone(),
+                    sub_path: sub_path.clone(),
+                },
+            ))
+        }
     }
 }
 

@@ -145,6 +145,13 @@ pub enum SourcePin {
         strip_components: u32,
         sub_path: Option<String>,
     },
+    /// A source image at the digest the plan pinned.
+    Image {
+        /// The image by digest (in a layout: the reference as written).
+        reference: String,
+        digest: String,
+        sub_path: Option<String>,
+    },
 }
 
 /// Where a buildpack of a builder comes from.
@@ -233,6 +240,7 @@ fn upstreams(
             Source::Blob { url, .. } => {
                 jobs.insert(Job::Blob { url: url.clone() });
             }
+            Source::Image { reference, .. } => add_image(&mut jobs, reference),
         }
     }
     for ((url, revision), sub_paths) in git {

@@ -51,6 +51,7 @@ impl ConfigSummary {
                 }
                 // A blob URL names an archive that is not expected to change in place.
                 Source::Blob { .. } => {}
+                Source::Image { reference, .. } => summary.input(reference),
             }
             summary.output(&image.tag);
             for tag in &image.additional_tags {
