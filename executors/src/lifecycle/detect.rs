@@ -695,9 +695,7 @@ mod tests {
                 buildpack: BuildpackInfo {
                     id: id.into(),
                     version: "1".into(),
-                    name: None,
-                    homepage: None,
-                    clear_env: false,
+                    ..BuildpackInfo::default()
                 },
                 order: order
                     .iter()
@@ -708,8 +706,7 @@ mod tests {
                             .collect(),
                     })
                     .collect(),
-                targets: Vec::new(),
-                stacks: Vec::new(),
+                ..BuildpackDescriptor::default()
             },
         }
     }
