@@ -271,3 +271,30 @@ fn a_buildpack_of_an_unsupported_api_is_refused_by_name() {
         assert!(message.contains("0.7 to 0.12"), "{message}");
     }
 }
+
+/// Buildpack spec, "Buildpack Interface: Detection": `bin/detect` passes (0), fails (100)
+/// or errors (any other status). The reference lifecycle logs each buildpack that errored
+/// at info level (`err:  <id>@<version> (<code>)`), so the build log says so even when a
+/// later group passes.
+#[tokio::test]
+async fn a_detect_error_is_in_the_log_when_a_later_group_passes() {
+    let f = fixture(&["broken", "reporter"]);
+    let logs = Logs::default();
+    let outcome = detect(
+        &f.ctx,
+        &order(&[&[("test/broken", false)], &[("test/reporter", false)]]),
+        &logs,
+    )
+    .await
+    .expect("the second group passes");
+    assert_eq!(ids(&outcome), ["test/reporter"]);
+    let lines = logs.0.lock().expect("lock").clone();
+    assert!(
+        lines.contains(&(
+            Phase::Detect,
+            None,
+            "err:  test/broken@1.0.0 (exit 3)".into()
+        )),
+        "{lines:#?}"
+    );
+}
