@@ -317,6 +317,12 @@ async fn export_to_a_layout_writes_what_the_lifecycle_writes() {
     assert_eq!(build["processes"][0]["buildpackID"], "examples/node");
     assert_eq!(build["processes"][1]["working-dir"], "/workspace/jobs");
     assert!(build["launcher"]["version"].is_string());
+    // The launcher's source: the commit kpackd was built from (never empty).
+    let commit = &build["launcher"]["source"]["git"]["commit"];
+    assert_eq!(commit, executors::lifecycle::export::LAUNCHER_COMMIT);
+    assert!(commit
+        .as_str()
+        .is_some_and(|c| c.len() == 40 || c == "unknown"));
 
     assert_eq!(report.processes, ["web", "worker"]);
     assert_eq!(report.default_process.as_deref(), Some("web"));

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use imageref::{Digest, ImageRef};
 use serde_json::Value;
 
-pub use config::{rfc3339, NORMALISED_CREATED};
+pub use config::{rfc3339, LAUNCHER_COMMIT, NORMALISED_CREATED};
 pub use glob::glob_match;
 pub use labels::{
     run_image_reference, table_json, BuildpackLayers, LayerMetadata, LayersMetadata,
