@@ -27,6 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use imageref::{Digest, ImageRef};
 use serde_json::{Map, Value};
 
+use crate::lifecycle::export::run_image_reference;
 use crate::oci::{
     sha256_digest, BlobTransfer, Descriptor, Image, ImageConfig, ImageManifest, ImageStore,
     Manifest, OciError, RawManifest,
@@ -827,16 +828,6 @@ fn run_image_name(run_image: &ImageRef) -> String {
             name
         }
         layout => layout.to_string(),
-    }
-}
-
-/// What `runImage.reference` records: `registry/repo@digest` for a registry (the
-/// platform's manifest, as the lifecycle writes it), `oci:dir[:name]@digest` for a
-/// layout.
-fn run_image_reference(run: &Image) -> String {
-    match &run.source {
-        ImageRef::Registry(r) => r.at_digest(run.digest().clone()).to_string(),
-        layout => format!("{layout}@{}", run.digest()),
     }
 }
 

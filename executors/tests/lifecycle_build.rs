@@ -11,7 +11,7 @@ use executors::lifecycle::build::{build, BuildError};
 use executors::lifecycle::descriptor::LayerTypes;
 use executors::lifecycle::detect::{detect, DetectOutcome};
 use executors::lifecycle::Phase;
-use fixture::{env_dump, fixture, order, read, Fixture, Logs};
+use fixture::{add_buildpack, env_dump, fixture, order, read, Fixture, Logs};
 
 async fn detected(f: &Fixture, group: &[&str]) -> DetectOutcome {
     let entries: Vec<(&str, bool)> = group.iter().map(|id| (*id, false)).collect();
@@ -330,4 +330,59 @@ async fn symlinks_a_buildpack_leaves_are_not_followed_on_the_host() {
             .expect_err("refused");
         assert!(err.to_string().contains(expected), "{escape}: {err}");
     }
+}
+
+/// Buildpack spec, "Software-Bill-of-Materials" and "Data Format: buildpack.toml"
+/// (`sbom-formats`): a buildpack declares the SBOM media types it writes. As the
+/// reference lifecycle, kpackd fails the build on an SBOM file of an undeclared type,
+/// naming the buildpack and the file.
+#[tokio::test]
+async fn an_sbom_of_an_undeclared_media_type_fails_the_build() {
+    let mut f = fixture(&[]);
+    let writes_two_sboms = "#!/bin/sh\n\
+        echo '{}' > \"$CNB_LAYERS_DIR/launch.sbom.cdx.json\"\n\
+        echo '{}' > \"$CNB_LAYERS_DIR/launch.sbom.spdx.json\"\n";
+    let programs = [
+        ("detect", "#!/bin/sh\nexit 0\n"),
+        ("build", writes_two_sboms),
+    ];
+    for (id, formats) in [
+        ("test/sbom", r#""application/vnd.cyclonedx+json""#),
+        (
+            "test/sbom-declared",
+            r#""application/vnd.cyclonedx+json", "application/spdx+json; version=2.3""#,
+        ),
+    ] {
+        let descriptor = format!(
+            "api = \"0.10\"\n[buildpack]\nid = \"{id}\"\nversion = \"1.0.0\"\n\
+             sbom-formats = [{formats}]\n"
+        );
+        add_buildpack(&mut f, id, &descriptor, &programs);
+    }
+
+    let outcome = detected(&f, &["test/sbom"]).await;
+    let err = build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect_err("application/spdx+json is not declared");
+    assert!(matches!(err, BuildError::Sbom(_)), "{err}");
+    let message = err.to_string();
+    for expected in [
+        "undeclared SBOM media type `application/spdx+json`",
+        "test/sbom@1.0.0",
+        "/layers/test_sbom/launch.sbom.spdx.json",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{expected:?} missing from {message}"
+        );
+    }
+
+    // Declared, both are kept where export takes the launch SBOM from.
+    let outcome = detected(&f, &["test/sbom-declared"]).await;
+    build(&f.ctx, &outcome, &Logs::default())
+        .await
+        .expect("both media types are declared");
+    let sbom = f.ctx.layers_dir.join("sbom/launch/test_sbom-declared");
+    assert!(sbom.join("sbom.cdx.json").is_file());
+    assert!(sbom.join("sbom.spdx.json").is_file());
 }

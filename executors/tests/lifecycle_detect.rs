@@ -7,8 +7,12 @@ mod fixture;
 
 use executors::lifecycle::descriptor::{Group, ResolvedPlan};
 use executors::lifecycle::detect::{detect, DetectError, DetectOutcome, Verdict};
+use executors::lifecycle::phase::BuildpackDir;
 use executors::lifecycle::Phase;
-use fixture::{fixture, order, read, Logs};
+use fixture::{add_buildpack, fixture, order, read, write_buildpack, Logs};
+
+/// A `bin/detect` that passes, saying so.
+const PASS: (&str, &str) = ("detect", "#!/bin/sh\necho \"detect: passing\"\nexit 0\n");
 
 fn ids(outcome: &DetectOutcome) -> Vec<&str> {
     outcome.group.group.iter().map(|g| g.id.as_str()).collect()
@@ -198,4 +202,99 @@ async fn a_buildpack_for_another_target_errors_unless_optional() {
     .await
     .expect("optional: dropped");
     assert_eq!(ids(&outcome), ["test/reporter"]);
+}
+
+/// Buildpack spec, "Deprecations: buildpack.toml (TOML) `stacks` Array": `[[stacks]]` is
+/// the form of `[[targets]]` deprecated in Buildpack API 0.10, bionic translating to Ubuntu
+/// 18.04 on amd64. The reference lifecycle translates it only from Buildpack API 0.10 on
+/// or when bionic is the only stack; otherwise it ignores stack ids and infers
+/// `os = linux` from `bin/build`. So an API 0.9 buildpack for bionic and jammy runs on a
+/// Debian stack.
+#[tokio::test]
+async fn an_old_multi_stack_buildpack_passes_detection_on_debian() {
+    let mut f = fixture(&[]);
+    f.ctx.target.distro_name = Some("debian".into());
+    f.ctx.target.distro_version = Some("12".into());
+    let stacks = "[[stacks]]\nid = \"io.buildpacks.stacks.bionic\"\n\
+                  [[stacks]]\nid = \"io.buildpacks.stacks.jammy\"\n";
+    for (id, api) in [
+        ("test/multi-stack", "0.9"),
+        ("test/multi-stack-new", "0.10"),
+    ] {
+        let descriptor =
+            format!("api = \"{api}\"\n[buildpack]\nid = \"{id}\"\nversion = \"1.0.0\"\n{stacks}");
+        add_buildpack(&mut f, id, &descriptor, &[PASS, ("build", "#!/bin/sh\n")]);
+    }
+
+    let outcome = detect(
+        &f.ctx,
+        &order(&[&[("test/multi-stack", false)]]),
+        &Logs::default(),
+    )
+    .await
+    .expect("API 0.9: the stacks say nothing about the distribution");
+    assert_eq!(ids(&outcome), ["test/multi-stack"]);
+
+    // From API 0.10 on, bionic among the stacks means Ubuntu 18.04: not this stack.
+    let err = detect(
+        &f.ctx,
+        &order(&[&[("test/multi-stack-new", false)]]),
+        &Logs::default(),
+    )
+    .await
+    .expect_err("API 0.10: bionic is Ubuntu 18.04");
+    assert!(
+        err.to_string()
+            .contains("no target of the buildpack matches"),
+        "{err}"
+    );
+}
+
+/// Buildpack spec, "Buildpack API Compatibility": the lifecycle returns an error for a
+/// Buildpack API it does not support. kpackd runs those of the reference lifecycle, 0.7
+/// to 0.12; a buildpack of another API is refused when the build reads it, with its id,
+/// version and API in the error.
+#[test]
+fn a_buildpack_of_an_unsupported_api_is_refused_by_name() {
+    let f = fixture(&[]);
+    for api in ["0.99", "0.6", "1.0"] {
+        let descriptor =
+            format!("api = \"{api}\"\n[buildpack]\nid = \"test/future\"\nversion = \"2.0.0\"\n");
+        let dir = write_buildpack(&f, &format!("future-{api}"), &descriptor, &[PASS]);
+        let err = BuildpackDir::read(&dir).expect_err("an API outside 0.7 to 0.12");
+        let message = err.to_string();
+        assert!(message.contains("test/future@2.0.0"), "{message}");
+        assert!(
+            message.contains(&format!("Buildpack API {api}")),
+            "{message}"
+        );
+        assert!(message.contains("0.7 to 0.12"), "{message}");
+    }
+}
+
+/// Buildpack spec, "Buildpack Interface: Detection": `bin/detect` passes (0), fails (100)
+/// or errors (any other status). The reference lifecycle logs each buildpack that errored
+/// at info level (`err:  <id>@<version> (<code>)`), so the build log says so even when a
+/// later group passes.
+#[tokio::test]
+async fn a_detect_error_is_in_the_log_when_a_later_group_passes() {
+    let f = fixture(&["broken", "reporter"]);
+    let logs = Logs::default();
+    let outcome = detect(
+        &f.ctx,
+        &order(&[&[("test/broken", false)], &[("test/reporter", false)]]),
+        &logs,
+    )
+    .await
+    .expect("the second group passes");
+    assert_eq!(ids(&outcome), ["test/reporter"]);
+    let lines = logs.0.lock().expect("lock").clone();
+    assert!(
+        lines.contains(&(
+            Phase::Detect,
+            None,
+            "err:  test/broken@1.0.0 (exit 3)".into()
+        )),
+        "{lines:#?}"
+    );
 }

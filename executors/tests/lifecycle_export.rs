@@ -278,7 +278,12 @@ async fn export_to_a_layout_writes_what_the_lifecycle_writes() {
         serde_json::from_str(&labels["io.buildpacks.lifecycle.metadata"]).unwrap();
     assert_eq!(md.run_image.top_layer, run.top_layer.to_string());
     assert_eq!(md.run_image.image, "registry.example/stacks/run:1");
-    assert_eq!(md.run_image.reference, run.image.digest().to_string());
+    // The run image by digest, in the form a rebase writes too (platform spec,
+    // `io.buildpacks.lifecycle.metadata`: `runImage.reference` uniquely identifies it).
+    assert_eq!(
+        md.run_image.reference,
+        format!("oci:{}:run@{}", layout.display(), run.image.digest())
+    );
     let node = md.buildpack("examples/node").unwrap();
     assert_eq!(node.version, "1.0.0");
     assert_eq!(node.layers.len(), 2, "the build-only layer is not exported");
@@ -312,6 +317,12 @@ async fn export_to_a_layout_writes_what_the_lifecycle_writes() {
     assert_eq!(build["processes"][0]["buildpackID"], "examples/node");
     assert_eq!(build["processes"][1]["working-dir"], "/workspace/jobs");
     assert!(build["launcher"]["version"].is_string());
+    // The launcher's source: the commit kpackd was built from (never empty).
+    let commit = &build["launcher"]["source"]["git"]["commit"];
+    assert_eq!(commit, executors::lifecycle::export::LAUNCHER_COMMIT);
+    assert!(commit
+        .as_str()
+        .is_some_and(|c| c.len() == 40 || c == "unknown"));
 
     assert_eq!(report.processes, ["web", "worker"]);
     assert_eq!(report.default_process.as_deref(), Some("web"));

@@ -706,10 +706,11 @@ async fn rebase_in_oci_layouts_copies_the_run_layers_into_the_app_layout() {
     assert_eq!(s.store.resolve_digest(&app).await.unwrap(), result.digest);
     assert_eq!(s.store.resolve_digest(&extra).await.unwrap(), result.digest);
     assert_eq!(result.new_run_image_digest, run_v2_digest);
-    assert!(result
-        .new_run_image
-        .reference
-        .ends_with(&format!("@{run_v2_digest}")));
+    // The same form export writes: the layout reference by digest.
+    assert_eq!(
+        result.new_run_image.reference,
+        format!("{run_v2}@{run_v2_digest}")
+    );
     for layer in &run_v2_layers {
         let blob = dir
             .path()

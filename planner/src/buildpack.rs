@@ -1,9 +1,13 @@
 //! Directory buildpacks as a store holds them: what their `buildpack.toml` declares (id,
 //! version, and a composite's order), and which version an order entry without one means.
+//! The descriptor is parsed and checked by the same code the lifecycle runs
+//! ([`cnb::buildpack`]).
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use cnb::buildpack::{BuildpackDescriptor, DescriptorProblem};
 use serde::{Deserialize, Serialize};
 
 /// A buildpack directory of a store, as its `buildpack.toml` describes it.
@@ -48,39 +52,47 @@ pub enum DescriptorError {
     Missing,
     #[error("its buildpack.toml cannot be read: {0}")]
     Read(std::io::Error),
-    #[error("its buildpack.toml is invalid: {0}")]
-    Invalid(String),
+    /// Not a descriptor kpackd runs: `problem` says what and where in `text`.
+    #[error("its buildpack.toml is invalid: {}", problem.message())]
+    Invalid {
+        text: Arc<str>,
+        problem: DescriptorProblem,
+    },
 }
 
-/// The parts of `buildpack.toml` a store needs; the rest is the lifecycle's business.
-#[derive(Deserialize)]
-struct Descriptor {
-    buildpack: DescriptorInfo,
-    #[serde(default)]
-    order: Vec<Group>,
-}
-
-#[derive(Deserialize)]
-struct DescriptorInfo {
-    id: String,
-    version: String,
-}
-
-/// Reads `<dir>/buildpack.toml`.
+/// Reads `<dir>/buildpack.toml` and checks it as the lifecycle will (its id, version and
+/// Buildpack API), so that a bad one is reported before any build.
 pub fn read(dir: &Path) -> Result<DirectoryBuildpack, DescriptorError> {
     let path = dir.join("buildpack.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let text: Arc<str> = match std::fs::read_to_string(&path) {
+        Ok(text) => text.into(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DescriptorError::Missing),
         Err(e) => return Err(DescriptorError::Read(e)),
     };
-    let descriptor: Descriptor =
-        toml::from_str(&text).map_err(|e| DescriptorError::Invalid(e.message().to_string()))?;
+    let descriptor = match BuildpackDescriptor::parse(&text) {
+        Ok(descriptor) => descriptor,
+        Err(problem) => return Err(DescriptorError::Invalid { text, problem }),
+    };
+    let order = descriptor
+        .order
+        .into_iter()
+        .map(|group| Group {
+            buildpacks: group
+                .group
+                .into_iter()
+                .map(|entry| BuildpackRef {
+                    id: entry.id,
+                    version: Some(entry.version).filter(|v| !v.is_empty()),
+                    optional: entry.optional,
+                })
+                .collect(),
+        })
+        .collect();
     Ok(DirectoryBuildpack {
         path: dir.to_path_buf(),
         id: descriptor.buildpack.id,
         version: descriptor.buildpack.version,
-        order: descriptor.order,
+        order,
     })
 }
 
@@ -177,5 +189,24 @@ optional = true
         );
         let empty = tempfile::tempdir().expect("temp dir");
         assert!(matches!(read(empty.path()), Err(DescriptorError::Missing)));
+    }
+
+    #[test]
+    fn refuses_what_the_lifecycle_refuses_and_says_where() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text = "api = \"0.99\"\n[buildpack]\nid = \"examples/a\"\nversion = \"1\"\n";
+        std::fs::write(dir.path().join("buildpack.toml"), text).expect("write buildpack.toml");
+        let Err(DescriptorError::Invalid {
+            text: read_text,
+            problem,
+        }) = read(dir.path())
+        else {
+            panic!("API 0.99 accepted");
+        };
+        assert!(
+            problem.message().contains("Buildpack API 0.99"),
+            "{problem}"
+        );
+        assert_eq!(&read_text[problem.span().expect("a span")], "\"0.99\"");
     }
 }

@@ -13,12 +13,16 @@ use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
 pub type Span = Range<usize>;
 
 /// One mistake in kpack.toml: what is wrong, where (the first label is the primary one)
-/// and how to fix it.
+/// and how to fix it. A mistake in a file kpack.toml names (a buildpack's
+/// `buildpack.toml`) is a [`Problem::cause`] with that file as its source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     message: String,
     labels: Vec<(Span, String)>,
     help: Option<String>,
+    /// The file the spans are in, when it is not kpack.toml.
+    source: Option<NamedSource<Arc<str>>>,
+    causes: Vec<Problem>,
 }
 
 impl Problem {
@@ -27,7 +31,28 @@ impl Problem {
             message: message.into(),
             labels: Vec::new(),
             help: None,
+            source: None,
+            causes: Vec::new(),
         }
+    }
+
+    /// A problem whose spans are in another file: `name` (as it is shown) holding `text`.
+    pub fn in_file(message: impl Into<String>, name: &str, text: Arc<str>) -> Problem {
+        Problem {
+            source: Some(NamedSource::new(name, text)),
+            ..Problem::new(message)
+        }
+    }
+
+    /// Adds the problem this one comes from, shown under it.
+    pub fn cause(mut self, cause: Problem) -> Problem {
+        self.causes.push(cause);
+        self
+    }
+
+    /// The problems this one comes from.
+    pub fn causes(&self) -> &[Problem] {
+        &self.causes
     }
 
     /// Points at `span`; the first label added is the primary one.
@@ -60,6 +85,17 @@ impl fmt::Display for Problem {
 impl std::error::Error for Problem {}
 
 impl Diagnostic for Problem {
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        if self.causes.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.causes.iter().map(|p| p as &dyn Diagnostic)))
+    }
+
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         self.help
             .as_ref()

@@ -59,7 +59,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let Some(file) = &decoded.file else {
         return Err(invalid(problems));
     };
-    let valid = validate::validate(file, &decoded, &dir, &mut problems);
+    let shown_dir = parent.unwrap_or(Path::new(""));
+    let valid = validate::validate(file, &decoded, &dir, shown_dir, &mut problems);
     if !problems.is_empty() {
         return Err(invalid(problems));
     }

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use cnb::buildpack::{MAX_BUILDPACK_API, MIN_BUILDPACK_API};
 use imageref::{ImageRef, LayoutRef, Platform};
 use toml::Spanned;
 
@@ -43,16 +44,19 @@ pub(crate) struct Validated {
     pub images: BTreeMap<String, Image>,
 }
 
-/// Checks `file` (decoded from `decoded`) with relative paths against `dir`; the
-/// problems found, if any, are added to `problems`.
+/// Checks `file` (decoded from `decoded`) with relative paths against `dir`, which
+/// diagnostics show as `shown_dir` (the directory of kpack.toml as the user named it);
+/// the problems found, if any, are added to `problems`.
 pub(crate) fn validate(
     file: &KpackToml,
     decoded: &Decoded,
     dir: &Path,
+    shown_dir: &Path,
     problems: &mut Vec<Problem>,
 ) -> Validated {
     let mut v = Validator {
         dir,
+        shown_dir,
         decoded,
         problems,
     };
@@ -77,6 +81,7 @@ pub(crate) fn validate(
 
 struct Validator<'a> {
     dir: &'a Path,
+    shown_dir: &'a Path,
     decoded: &'a Decoded,
     problems: &'a mut Vec<Problem>,
 }
@@ -436,21 +441,39 @@ impl Validator<'_> {
 
     fn buildpack_directory(&mut self, dir: &Spanned<String>) -> Option<BuildpackSource> {
         let path = self.directory("buildpack directory", dir)?;
-        match buildpack::read(&path) {
-            Ok(bp) => Some(BuildpackSource::Directory(bp)),
-            Err(e) => {
-                let help = match e {
-                    DescriptorError::Missing => "a buildpack directory holds `buildpack.toml` with `[buildpack] id` and `version`",
-                    DescriptorError::Read(_) | DescriptorError::Invalid(_) => "fix its buildpack.toml",
-                };
-                self.report(
-                    Problem::new(format!("`{}` is not a buildpack", dir.get_ref()))
-                        .label(dir.span(), e.to_string())
-                        .help(help),
-                );
-                None
+        let e = match buildpack::read(&path) {
+            Ok(bp) => return Some(BuildpackSource::Directory(bp)),
+            Err(e) => e,
+        };
+        let help = match e {
+            DescriptorError::Missing => {
+                "a buildpack directory holds `buildpack.toml` with `[buildpack] id` and `version`"
             }
+            DescriptorError::Read(_) | DescriptorError::Invalid { .. } => "fix its buildpack.toml",
+        };
+        let label = match e {
+            DescriptorError::Invalid { .. } => "its buildpack.toml is invalid (below)".to_string(),
+            _ => e.to_string(),
+        };
+        let mut problem = Problem::new(format!("`{}` is not a buildpack", dir.get_ref()))
+            .label(dir.span(), label)
+            .help(help);
+        if let DescriptorError::Invalid { text, problem: bad } = &e {
+            let shown = self.shown_dir.join(dir.get_ref()).join("buildpack.toml");
+            let mut cause =
+                Problem::in_file(bad.message(), &shown.display().to_string(), text.clone()).help(
+                    format!(
+                    "a buildpack.toml has `api` (kpackd runs Buildpack API {MIN_BUILDPACK_API} to \
+                     {MAX_BUILDPACK_API}) and a `[buildpack]` table with `id` and `version`"
+                ),
+                );
+            if let Some(span) = bad.span() {
+                cause = cause.label(span, "here");
+            }
+            problem = problem.cause(cause);
         }
+        self.report(problem);
+        None
     }
 
     fn builder(

@@ -1,5 +1,7 @@
 //! The Cloud Native Buildpacks contracts kpackd reads and writes, as plain values:
 //!
+//! - [`buildpack`]: `buildpack.toml`, parsed from its text and checked (the Buildpack API
+//!   range kpackd runs, the targets a buildpack declares or implies);
 //! - [`labels`]: the `io.buildpacks.*` image labels, one serde type per label, and their
 //!   keys;
 //! - [`names`]: names that come from untrusted labels and become paths (buildpack ids and
@@ -8,6 +10,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod buildpack;
 pub mod inspect;
 pub mod labels;
 pub mod names;

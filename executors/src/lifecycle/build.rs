@@ -33,6 +33,7 @@ use super::phase::env::{base_env, buildpack_env, OperatorEnv};
 use super::phase::program::run_program;
 use super::phase::sandbox::phase_sandbox;
 use super::phase::{Env, PhaseContext, PhaseError, ProgramError, LAYERS_DIR, PLATFORM_DIR};
+use super::sbom::{self, SbomError, SBOM_EXTENSIONS};
 use super::{LogSink, Phase};
 
 /// What the buildpacks made, for export.
@@ -106,6 +107,8 @@ pub enum BuildError {
         #[source]
         source: DescriptorError,
     },
+    #[error("build: {0}")]
+    Sbom(#[from] SbomError),
     #[error("build: {0}")]
     Phase(#[from] PhaseError),
     #[error("build: buildpack {id}: {source}")]
@@ -315,6 +318,12 @@ pub async fn build(
             .map_err(io_err("apply a build layer's env files"))?;
         }
 
+        sbom::check_declared(
+            &format!("{id}@{}", bp.version()),
+            &layers_dir,
+            &layers_inside,
+            &bp.descriptor.buildpack.sbom_formats,
+        )?;
         collect_sboms(&ctx.layers_dir, &escaped, &layers_dir, &layers)
             .map_err(io_err("collect the buildpack's SBOM files"))?;
         if let Some(launch) = launch {
@@ -449,9 +458,6 @@ fn real_dir(base: &Path, parts: &[&str]) -> io::Result<PathBuf> {
     }
     Ok(path)
 }
-
-/// The SBOM file extensions of the buildpack spec.
-const SBOM_EXTENSIONS: [&str; 3] = ["cdx.json", "spdx.json", "syft.json"];
 
 /// Copies a buildpack's SBOM files where export and the cache look for them:
 /// `launch.sbom.<ext>` and `build.sbom.<ext>` to `<layers>/sbom/{launch,build}/<bp>/`,

@@ -7,7 +7,6 @@
 //! Every reader takes the file's path so that its errors name it. Unknown keys are ignored,
 //! as the reference lifecycle does.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -103,180 +102,27 @@ pub fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), Descriptor
     })
 }
 
-/// A Buildpack API version, `<major>.<minor>` (`"1"` means `1.0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ApiVersion {
-    pub major: u32,
-    pub minor: u32,
-}
+use cnb::buildpack::DescriptorProblem;
+pub use cnb::buildpack::{
+    ApiVersion, BuildpackDescriptor, BuildpackInfo, DistroSpec, OrderEntry, OrderGroup, StackSpec,
+    TargetSpec, MAX_BUILDPACK_API, MIN_BUILDPACK_API,
+};
 
-impl ApiVersion {
-    pub const fn new(major: u32, minor: u32) -> ApiVersion {
-        ApiVersion { major, minor }
-    }
-
-    pub fn parse(text: &str) -> Option<ApiVersion> {
-        let (major, minor) = match text.split_once('.') {
-            Some((major, minor)) => (major, minor),
-            None => (text, "0"),
-        };
-        Some(ApiVersion {
-            major: major.parse().ok()?,
-            minor: minor.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for ApiVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-/// The oldest Buildpack API kpackd runs.
-pub const MIN_BUILDPACK_API: ApiVersion = ApiVersion::new(0, 7);
-
-/// `buildpack.toml`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct BuildpackDescriptor {
-    pub api: String,
-    pub buildpack: BuildpackInfo,
-    /// Composite buildpacks only: the groups they stand for.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub order: Vec<OrderGroup>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub targets: Vec<TargetSpec>,
-    /// Deprecated (API < 0.10) form of targets.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stacks: Vec<StackSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct BuildpackInfo {
-    pub id: String,
-    pub version: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub homepage: Option<String>,
-    /// `true`: the user's `<platform>/env/` is not put in the buildpack's environment.
-    #[serde(default, rename = "clear-env")]
-    pub clear_env: bool,
-}
-
-/// One `[[targets]]` entry of `buildpack.toml`; empty fields match anything.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct TargetSpec {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub arch: String,
-    /// Written `variant` by the spec and `arch-variant` by the lifecycle; both are read.
-    #[serde(default, alias = "arch-variant")]
-    pub variant: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub distros: Vec<DistroSpec>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct DistroSpec {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub version: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct StackSpec {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mixins: Vec<String>,
-}
-
-impl BuildpackDescriptor {
-    /// Reads `<dir>/buildpack.toml` and checks the id, version and API.
-    pub fn read(dir: &Path) -> Result<BuildpackDescriptor, DescriptorError> {
-        let path = dir.join("buildpack.toml");
-        let descriptor: BuildpackDescriptor = read_toml(&path)?;
-        descriptor.validate(&path)?;
-        Ok(descriptor)
-    }
-
-    fn validate(&self, path: &Path) -> Result<(), DescriptorError> {
-        let api = self.api_version().ok_or_else(|| {
-            DescriptorError::invalid(path, format!("api {:?} is not <major>.<minor>", self.api))
-        })?;
-        if api < MIN_BUILDPACK_API {
-            return Err(DescriptorError::invalid(
-                path,
-                format!(
-                    "buildpack API {api} is older than {MIN_BUILDPACK_API}, the oldest kpackd runs"
-                ),
-            ));
-        }
-        let id = &self.buildpack.id;
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-' | '_'))
-        {
-            return Err(DescriptorError::invalid(
-                path,
-                format!("buildpack id {id:?} must be non-empty and use only letters, digits, `.`, `/`, `-`"),
-            ));
-        }
-        if ["app", "config", "generated", "sbom"].contains(&id.as_str()) {
-            return Err(DescriptorError::invalid(
-                path,
-                format!("buildpack id {id:?} is reserved"),
-            ));
-        }
-        if self.buildpack.version.is_empty() {
-            return Err(DescriptorError::invalid(path, "buildpack version is empty"));
-        }
-        Ok(())
-    }
-
-    /// The parsed `api`; `None` when malformed (rejected by [`BuildpackDescriptor::read`]).
-    pub fn api_version(&self) -> Option<ApiVersion> {
-        ApiVersion::parse(&self.api)
-    }
-
-    /// A composite buildpack has an order and no programs.
-    pub fn is_composite(&self) -> bool {
-        !self.order.is_empty()
-    }
-
-    /// The targets this buildpack runs on, as the lifecycle infers them: `[[targets]]`,
-    /// else from `[[stacks]]` (bionic means ubuntu 18.04 amd64, `*` anything), else linux.
-    /// An empty list means "any target".
-    pub fn effective_targets(&self) -> Vec<TargetSpec> {
-        if !self.targets.is_empty() {
-            return self.targets.clone();
-        }
-        if self.stacks.iter().any(|s| s.id == "*") {
-            return Vec::new();
-        }
-        if self
-            .stacks
-            .iter()
-            .any(|s| s.id == "io.buildpacks.stacks.bionic")
-        {
-            return vec![TargetSpec {
-                os: "linux".into(),
-                arch: "amd64".into(),
-                variant: String::new(),
-                distros: vec![DistroSpec {
-                    name: "ubuntu".into(),
-                    version: "18.04".into(),
-                }],
-            }];
-        }
-        vec![TargetSpec {
-            os: "linux".into(),
-            ..TargetSpec::default()
-        }]
-    }
+/// Reads `<dir>/buildpack.toml` and checks the id, version and API (see
+/// [`BuildpackDescriptor::parse`]).
+pub fn read_buildpack_toml(dir: &Path) -> Result<BuildpackDescriptor, DescriptorError> {
+    let path = dir.join("buildpack.toml");
+    let text = fs::read_to_string(&path).map_err(|source| DescriptorError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    BuildpackDescriptor::parse(&text).map_err(|problem| match problem {
+        DescriptorProblem::Syntax(source) => DescriptorError::Parse { path, source },
+        DescriptorProblem::Invalid { message, .. } => DescriptorError::Invalid {
+            path,
+            reason: message,
+        },
+    })
 }
 
 /// `order.toml` (and the `[[order]]` of a composite buildpack).
@@ -290,23 +136,6 @@ impl Order {
     pub fn read(path: &Path) -> Result<Order, DescriptorError> {
         read_toml(path)
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct OrderGroup {
-    #[serde(default)]
-    pub group: Vec<OrderEntry>,
-}
-
-/// A buildpack reference in an order group.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct OrderEntry {
-    pub id: String,
-    /// Empty: whichever version of `id` kpackd has (there must be exactly one).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub version: String,
-    #[serde(default)]
-    pub optional: bool,
 }
 
 /// The Build Plan a `bin/detect` writes to `$CNB_BUILD_PLAN_PATH`.
@@ -741,48 +570,14 @@ mod tests {
     }
 
     #[test]
-    fn buildpack_toml_with_order_targets_and_stacks() {
+    fn buildpack_toml_errors_name_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        write(
-            dir.path(),
-            "buildpack.toml",
-            r#"
-api = "0.10"
-[buildpack]
-id = "example/composite"
-version = "1.0.0"
-name = "Composite"
-[[order]]
-[[order.group]]
-id = "a"
-version = "1"
-[[order.group]]
-id = "b"
-version = "2"
-optional = true
-[[targets]]
-os = "linux"
-arch-variant = "v8"
-[[targets.distros]]
-name = "ubuntu"
-version = "22.04"
-[metadata]
-free = "form"
-"#,
-        );
-        let d = BuildpackDescriptor::read(dir.path()).expect("parse");
-        assert_eq!(d.api_version(), Some(ApiVersion::new(0, 10)));
-        assert!(d.is_composite());
-        assert!(d.order[0].group[1].optional);
-        assert_eq!(d.targets[0].variant, "v8");
-        assert_eq!(d.targets[0].distros[0].version, "22.04");
-
         write(
             dir.path(),
             "buildpack.toml",
             "api = \"0.8\"\n[buildpack]\nid = \"x\"\nversion = \"1\"\n[[stacks]]\nid = \"*\"\n",
         );
-        let d = BuildpackDescriptor::read(dir.path()).expect("parse");
+        let d = read_buildpack_toml(dir.path()).expect("parse");
         assert!(d.effective_targets().is_empty());
 
         write(
@@ -790,7 +585,17 @@ free = "form"
             "buildpack.toml",
             "api = \"0.5\"\n[buildpack]\nid = \"x\"\nversion = \"1\"\n",
         );
-        let err = BuildpackDescriptor::read(dir.path()).expect_err("too old");
+        let err = read_buildpack_toml(dir.path()).expect_err("too old");
+        assert!(err.to_string().contains("buildpack.toml"), "{err}");
+        assert!(err.to_string().contains("Buildpack API 0.5"), "{err}");
+
+        write(
+            dir.path(),
+            "buildpack.toml",
+            "api = \"0.10\"\n[buildpack]\n",
+        );
+        let err = read_buildpack_toml(dir.path()).expect_err("no id");
+        assert!(matches!(err, DescriptorError::Parse { .. }), "{err}");
         assert!(err.to_string().contains("buildpack.toml"), "{err}");
     }
 

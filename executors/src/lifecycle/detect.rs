@@ -266,6 +266,18 @@ pub async fn detect(
                 }
             })
             .collect();
+        // As the reference lifecycle, a buildpack that errored is said in the build log,
+        // also when a later group passes.
+        for element in &elements {
+            if let Verdict::Error(why) = &element.verdict {
+                let bp = &ctx.buildpacks[element.buildpack];
+                logs.line(
+                    Phase::Detect,
+                    None,
+                    &format!("err:  {}@{} ({why})", bp.id(), bp.version()),
+                );
+            }
+        }
         match resolve_group(&elements, &ctx.buildpacks) {
             Ok(outcome) => {
                 tracing::debug!(group = ?outcome.group, "detect passed");
@@ -695,9 +707,7 @@ mod tests {
                 buildpack: BuildpackInfo {
                     id: id.into(),
                     version: "1".into(),
-                    name: None,
-                    homepage: None,
-                    clear_env: false,
+                    ..BuildpackInfo::default()
                 },
                 order: order
                     .iter()
@@ -708,8 +718,7 @@ mod tests {
                             .collect(),
                     })
                     .collect(),
-                targets: Vec::new(),
-                stacks: Vec::new(),
+                ..BuildpackDescriptor::default()
             },
         }
     }

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod export;
 pub mod phase;
 pub mod run;
+pub mod sbom;
 pub mod stack;
 
 /// The lifecycle phase a log line comes from.

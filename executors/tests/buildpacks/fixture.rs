@@ -73,6 +73,33 @@ pub fn fixture(buildpacks: &[&str]) -> Fixture {
     Fixture { dir, ctx }
 }
 
+/// Writes a buildpack made by a test: `buildpack.toml` and the programs given as
+/// `(name, shell script)` (`bin/detect`, `bin/build`), under `name` in the fixture's
+/// directory; returns its directory, not yet read (see [`BuildpackDir::read`]).
+pub fn write_buildpack(
+    f: &Fixture,
+    name: &str,
+    buildpack_toml: &str,
+    programs: &[(&str, &str)],
+) -> PathBuf {
+    let dir = f.dir.path().join("test-buildpacks").join(name);
+    fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    fs::write(dir.join("buildpack.toml"), buildpack_toml).expect("write buildpack.toml");
+    for (program, script) in programs {
+        let path = dir.join("bin").join(program);
+        fs::write(&path, script).expect("write a program");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// [`write_buildpack`], read and added to the buildpacks of the build.
+pub fn add_buildpack(f: &mut Fixture, name: &str, buildpack_toml: &str, programs: &[(&str, &str)]) {
+    let dir = write_buildpack(f, name, buildpack_toml, programs);
+    let bp = BuildpackDir::read(&dir).expect("read buildpack.toml");
+    f.ctx.buildpacks.push(bp);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("mkdir");
     for entry in fs::read_dir(from).expect("read buildpack dir") {

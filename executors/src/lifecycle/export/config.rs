@@ -9,6 +9,10 @@ use crate::lifecycle::descriptor::GroupBuildpack;
 use crate::lifecycle::phase::{APP_DIR, LAYERS_DIR};
 use crate::oci::ImageConfig;
 
+/// The commit kpackd (and so its launcher) was built from, `unknown` when not built from a
+/// git checkout; the build label names it as the launcher's source.
+pub const LAUNCHER_COMMIT: &str = env!("KPACKD_GIT_COMMIT");
+
 /// 1980-01-01T00:00:01Z, the `created` of every app image unless SOURCE_DATE_EPOCH says.
 pub const NORMALISED_CREATED: u64 = crate::oci::layer::NORMALISED_MTIME;
 
@@ -81,7 +85,7 @@ pub(super) fn image_config(
         }).collect::<Vec<_>>(),
         "launcher": {
             "version": env!("CARGO_PKG_VERSION"),
-            "source": {"git": {"repository": "kpackd", "commit": ""}}
+            "source": {"git": {"repository": "kpackd", "commit": LAUNCHER_COMMIT}}
         },
         "processes": build_md.processes.iter().map(|p| {
             let mut v = json!({
@@ -140,6 +144,21 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_launcher_commit_is_the_commit_built_from() {
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+        match head {
+            Some(head) => assert_eq!(LAUNCHER_COMMIT, head),
+            None => assert_eq!(LAUNCHER_COMMIT, "unknown"),
+        }
+    }
 
     #[test]
     fn created_dates() {

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use cnb::names::LayerName;
-use imageref::Digest;
+use imageref::{Digest, ImageRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::lifecycle::descriptor::LayerMetadata as LayerToml;
+use crate::oci::Image;
 
 pub const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
 pub const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
@@ -121,6 +122,17 @@ impl LayersMetadata {
     /// The layers a buildpack had, by id.
     pub fn buildpack(&self, id: &str) -> Option<&BuildpackLayers> {
         self.buildpacks.iter().find(|b| b.key == id)
+    }
+}
+
+/// What `runImage.reference` records of a run image (platform spec: "MUST uniquely
+/// identify the run image"): its location by digest, as the reference lifecycle writes
+/// it: `registry/repo@sha256:…` for a registry, `oci:<dir>[:<name>]@sha256:…` for a
+/// layout (the lifecycle's `<path>@<digest>`). Export and rebase both write this form.
+pub fn run_image_reference(run_image: &Image) -> String {
+    match &run_image.source {
+        ImageRef::Registry(r) => r.at_digest(run_image.digest().clone()).to_string(),
+        layout => format!("{layout}@{}", run_image.digest()),
     }
 }
 

@@ -27,11 +27,12 @@ use std::path::{Path, PathBuf};
 use imageref::{Digest, ImageRef};
 use serde_json::Value;
 
-pub use config::{rfc3339, NORMALISED_CREATED};
+pub use config::{rfc3339, LAUNCHER_COMMIT, NORMALISED_CREATED};
 pub use glob::glob_match;
 pub use labels::{
-    table_json, BuildpackLayers, LayerMetadata, LayersMetadata, RunImageMetadata, RunImageRef, Sha,
-    StackMetadata, StoreMetadata, BUILD_LABEL, LIFECYCLE_LABEL, PROJECT_LABEL, REBASABLE_LABEL,
+    run_image_reference, table_json, BuildpackLayers, LayerMetadata, LayersMetadata,
+    RunImageMetadata, RunImageRef, Sha, StackMetadata, StoreMetadata, BUILD_LABEL, LIFECYCLE_LABEL,
+    PROJECT_LABEL, REBASABLE_LABEL,
 };
 pub use layers::{buildpack_layers, BuildpackLayer, ConfigMetadata};
 pub use reuse::PreviousImage;
@@ -282,10 +283,7 @@ fn run_image_metadata(req: &ExportRequest<'_>) -> (RunImageMetadata, StackMetada
     };
     let run_image = RunImageMetadata {
         top_layer: run.top_layer.to_string(),
-        reference: match &run.reference {
-            ImageRef::Registry(r) => r.to_string(),
-            ImageRef::Layout(_) => run.image.digest().to_string(),
-        },
+        reference: run_image_reference(&run.image),
         image: run_image_name.clone(),
         mirrors: Vec::new(),
     };

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::env::Env;
 use crate::lifecycle::descriptor::{
-    escape_id, ApiVersion, BuildpackDescriptor, DescriptorError, TargetSpec, MIN_BUILDPACK_API,
+    escape_id, read_buildpack_toml, ApiVersion, BuildpackDescriptor, DescriptorError, TargetSpec,
+    MIN_BUILDPACK_API,
 };
 
 /// Where things are inside the sandbox.
@@ -54,7 +55,7 @@ impl BuildpackDir {
     /// Reads `<path>/buildpack.toml`.
     pub fn read(path: impl Into<PathBuf>) -> Result<BuildpackDir, DescriptorError> {
         let path = path.into();
-        let descriptor = BuildpackDescriptor::read(&path)?;
+        let descriptor = read_buildpack_toml(&path)?;
         Ok(BuildpackDir { path, descriptor })
     }
 

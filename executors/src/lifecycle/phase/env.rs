@@ -136,13 +136,10 @@ mod tests {
                 buildpack: BuildpackInfo {
                     id: id.into(),
                     version: "1".into(),
-                    name: None,
-                    homepage: None,
-                    clear_env: false,
+                    ..BuildpackInfo::default()
                 },
                 order: Vec::new(),
-                targets: Vec::new(),
-                stacks: Vec::new(),
+                ..BuildpackDescriptor::default()
             },
         }
     }
