@@ -43,6 +43,8 @@ pub(crate) struct Validated {
 
 /// Checks `file` (decoded from `decoded`) with relative paths against `dir`; the
 /// problems found, if any, are added to `problems`.
+mod image_extras;
+
 pub(crate) fn validate(
     file: &KpackToml,
     decoded: &Decoded,
@@ -61,7 +63,7 @@ pub(crate) fn validate(
         v.builder(name, table, file, &stores)
     });
     let images = v.section("image", "images", &file.images, |v, name, table| {
-        v.image(name, table, file)
+        v.image(name, table, file, &builders, &stores)
     });
     v.unique_tags(file);
     Validated {
@@ -625,6 +627,8 @@ impl Validator<'_> {
         name: &Spanned<String>,
         table: &Spanned<ImageTable>,
         file: &KpackToml,
+        builders: &BTreeMap<String, Builder>,
+        stores: &BTreeMap<String, Store>,
     ) -> Option<Image> {
         let t = table.get_ref();
         let n = name.get_ref();
@@ -693,6 +697,20 @@ impl Validator<'_> {
                 .map(|r| *r.get_ref())
                 .collect::<BTreeSet<_>>(),
         };
+        let store = builders
+            .get(t.builder.get_ref())
+            .and_then(|b| match &b.kind {
+                BuilderKind::Assembled { store, .. } => stores.get(store),
+                BuilderKind::Image(_) => None,
+            });
+        let buildpacks = match &t.buildpacks {
+            Some(list) => self.image_buildpacks(n, list, store),
+            None => Some(Vec::new()),
+        };
+        let project_descriptor = match &t.project_descriptor {
+            Some(p) => Some(Some(self.project_descriptor(p)?)),
+            None => Some(None),
+        };
         if !builder_ok {
             return None;
         }
@@ -708,6 +726,8 @@ impl Validator<'_> {
             history: history?,
             network: t.network.unwrap_or(true),
             rebuild_on,
+            buildpacks: buildpacks?,
+            project_descriptor: project_descriptor?,
             spans: ImageSpans {
                 name: name.span(),
                 tag: t.tag.span(),

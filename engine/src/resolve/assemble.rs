@@ -60,7 +60,19 @@ pub(super) fn assemble(
                     assembly.stack(stack, stack_config);
                 }
                 if let Some(store) = config.stores.get(store) {
-                    let found = store_buildpacks(store, order, done);
+                    // The builder provides what its order reaches, and what the groups
+                    // of the images built with it (their `buildpacks`) reach.
+                    let mut groups = order.clone();
+                    groups.extend(
+                        config
+                            .images
+                            .values()
+                            .filter(|i| i.builder == *name && !i.buildpacks.is_empty())
+                            .map(|i| Group {
+                                buildpacks: i.buildpacks.clone(),
+                            }),
+                    );
+                    let found = store_buildpacks(store, &groups, done);
                     assembly.buildpacks(name, found);
                 }
             }
