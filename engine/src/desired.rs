@@ -48,6 +48,7 @@ pub fn desired(config: &Config, images: &[&Image], resolution: &Resolution) -> V
                     })
                     .unwrap_or_default(),
                 rebuild_on: image.rebuild_on.clone(),
+                image_buildpacks: image.config().buildpacks,
             }
         })
         .collect()

@@ -178,6 +178,8 @@ fn hello_request(
         cache: true,
         cache_image: None,
         project_metadata: None,
+        image_group: None,
+        project_descriptor: None,
         default_process: None,
     }
 }
@@ -541,5 +543,188 @@ async fn a_cache_image_carries_the_cache_to_a_fresh_state_directory() {
         reg.blob_uploads("cache-image/app") - uploads,
         2,
         "the app image's changed app layer and config; the cache image is unchanged"
+    );
+}
+
+/// The app of the project-descriptor case: like the buildpacks samples' `bash-script`
+/// app, whose project.toml excludes its README and its buildpack's sources, sets build
+/// env and builds with an inline buildpack.
+fn bash_script_app(app: &Path, descriptor: &str) {
+    write(
+        &app.join("app.sh"),
+        "#!/bin/sh\necho \"bash-script app, built with $(cat /workspace/built-with)\"\n",
+        0o755,
+    );
+    write(&app.join("README.md"), "# Bash Script\n", 0o644);
+    write(
+        &app.join("bash-script-buildpack/bin/build"),
+        "#!/bin/sh\nexit 1\n",
+        0o755,
+    );
+    write(&app.join("project.toml"), descriptor, 0o644);
+}
+
+/// Project descriptor extension (schema 0.1 `[build]`): `exclude` keeps files out of
+/// `/workspace` before the build, `[[build.env]]` is platform env (the image's env wins),
+/// and `[[build.buildpacks]]` with `script` is an inline buildpack that replaces the
+/// builder's order.
+#[tokio::test]
+async fn project_descriptor_excludes_files_sets_env_and_runs_an_inline_buildpack() {
+    testkit::require("bwrap", "bubblewrap");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let layout = work.join("layout");
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("oci:{}:stack", layout.display())).unwrap(),
+        work,
+    )
+    .await;
+    let app = work.join("app");
+    bash_script_app(
+        &app,
+        r#"[project]
+id = "io.buildpacks.bash-script"
+name = "Bash Script"
+
+[build]
+exclude = ["README.md", "bash-script-buildpack"]
+
+[[build.env]]
+name = "GREETING"
+value = "hello from project.toml"
+
+[[build.env]]
+name = "AUDIENCE"
+value = "project.toml"
+
+[[build.buildpacks]]
+id = "samples/bash-script"
+  [build.buildpacks.script]
+  api = "0.10"
+  inline = """
+set -e
+echo "inline buildpack: GREETING=$GREETING AUDIENCE=$AUDIENCE"
+echo "workspace: $(ls -A /workspace | tr '\n' ' ')"
+echo "inline buildpack" > /workspace/built-with
+cat > "$CNB_LAYERS_DIR/launch.toml" <<'TOML'
+[[processes]]
+type = "web"
+command = ["/workspace/app.sh"]
+default = true
+TOML
+"""
+"#,
+    );
+    let tag = ImageRef::parse(&format!("oci:{}:bash-script", layout.display())).unwrap();
+    let req = BuildRequest {
+        env: BTreeMap::from([("AUDIENCE".to_string(), "kpack.toml".to_string())]),
+        ..hello_request("bash-script", work, &stack, buildpack(work), &app, &tag)
+    };
+    let logs = Lines::default();
+    let built = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", logs.text()));
+    let text = logs.text();
+    assert!(
+        text.contains("inline buildpack: GREETING=hello from project.toml AUDIENCE=kpack.toml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workspace: app.sh project.toml \n"),
+        "README.md and the buildpack's sources never reach /workspace: {text}"
+    );
+    assert_eq!(
+        built.buildpacks,
+        [("samples/bash-script".to_string(), "0.0.0".to_string())]
+    );
+
+    let image = store.image(&tag).await.unwrap();
+    let root = work.join("unpacked");
+    unpack_image(&store, &tag, &root, &UnpackOptions { chown: false })
+        .await
+        .unwrap();
+    let workspace = root.join("workspace");
+    assert!(workspace.join("app.sh").is_file());
+    assert!(!workspace.join("README.md").exists());
+    assert!(!workspace.join("bash-script-buildpack").exists());
+    let out = run_in(&root, &image.config, "/cnb/process/web").await;
+    assert_eq!(out, "bash-script app, built with inline buildpack\n");
+}
+
+/// The image's own group (kpack.toml `buildpacks`) wins over the descriptor's; a
+/// malformed descriptor fails the build naming its file and line.
+#[tokio::test]
+async fn image_buildpacks_win_and_malformed_descriptors_name_the_line() {
+    testkit::require("bwrap", "bubblewrap");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let store = ImageStore::new(StoreSettings {
+        credentials: CredentialSource::anonymous(),
+        ..StoreSettings::default()
+    });
+    let layout = work.join("layout");
+    let stack = push_stack(
+        &store,
+        &ImageRef::parse(&format!("oci:{}:stack", layout.display())).unwrap(),
+        work,
+    )
+    .await;
+    let app = work.join("app");
+    write(&app.join("message.txt"), "hi", 0o644);
+    write(
+        &app.join("ci/project.toml"),
+        "[_]\nschema-version = \"0.2\"\n\n[[io.buildpacks.group]]\nid = \"samples/never\"\n  [io.buildpacks.group.script]\n  api = \"0.10\"\n  inline = \"exit 1\"\n",
+        0o644,
+    );
+    let tag = ImageRef::parse(&format!("oci:{}:group", layout.display())).unwrap();
+    let req = BuildRequest {
+        order: Vec::new(),
+        image_group: Some(OrderGroup {
+            group: vec![OrderEntry {
+                id: "examples/hello".into(),
+                version: "1.0.0".into(),
+                optional: false,
+            }],
+        }),
+        project_descriptor: Some("ci/project.toml".into()),
+        ..hello_request("group", work, &stack, buildpack(work), &app, &tag)
+    };
+    let logs = Lines::default();
+    let built = build_image(&store, &req, &logs)
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{}", logs.text()));
+    assert_eq!(
+        built.buildpacks,
+        [("examples/hello".to_string(), "1.0.0".to_string())]
+    );
+    assert!(
+        logs.text()
+            .contains("The image's buildpacks replace the group of ci/project.toml"),
+        "{}",
+        logs.text()
+    );
+
+    write(
+        &app.join("project.toml"),
+        "[_]\nschema-version = \"0.2\"\n[io.buildpacks]\nexclude = README.md\n",
+        0o644,
+    );
+    let req = BuildRequest {
+        project_descriptor: None,
+        ..req
+    };
+    let logs = Lines::default();
+    let error = build_image(&store, &req, &logs)
+        .await
+        .expect_err("a malformed project.toml fails the build")
+        .to_string();
+    assert!(
+        error.starts_with("project descriptor: project.toml:4: "),
+        "{error}"
     );
 }

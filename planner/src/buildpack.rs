@@ -45,6 +45,30 @@ pub struct BuildpackRef {
     pub optional: bool,
 }
 
+impl BuildpackRef {
+    /// `"id"` or `"id@version"`, as an image's `buildpacks` names a buildpack.
+    pub fn parse(text: &str) -> BuildpackRef {
+        let (id, version) = match text.rsplit_once('@') {
+            Some((id, version)) => (id, Some(version.to_string())),
+            None => (text, None),
+        };
+        BuildpackRef {
+            id: id.to_string(),
+            version,
+            optional: false,
+        }
+    }
+}
+
+impl std::fmt::Display for BuildpackRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version {
+            Some(version) => write!(f, "{}@{version}", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
+}
+
 /// Why a buildpack directory could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {

@@ -221,6 +221,15 @@ pub struct ImageTable {
     /// the build, so it is retried): a duration such as "30m". Default: "1h".
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
+    /// The buildpacks to build with instead of the builder's order: one group of
+    /// `"id"` or `"id@version"`, from the builder's buildpacks. It also replaces the
+    /// group of the app's project descriptor.
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
+    pub buildpacks: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The app's project descriptor, relative to the source's directory (its
+    /// `sub-path`, when there is one). Default: `project.toml`, when there is one.
+    #[schemars(with = "Option<String>")]
+    pub project_descriptor: Option<Spanned<String>>,
 }
 
 /// `source = { ... }`: exactly one of `git`, `path`, `blob` or `image`.

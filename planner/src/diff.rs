@@ -39,6 +39,10 @@ pub struct Desired {
     pub buildpacks: BTreeMap<String, String>,
     /// The reasons that may cause work for this image (kpack.toml's `rebuild-on`).
     pub rebuild_on: BTreeSet<Reason>,
+    /// The image's own group (kpack.toml `buildpacks`), `id` or `id@version` each;
+    /// empty: the builder's order. Part of `config`; kept to name the change.
+    #[serde(default)]
+    pub image_buildpacks: Vec<String>,
 }
 
 /// What the engine found when it resolved each distinct upstream, once.
@@ -350,6 +354,7 @@ fn pin(image: &Desired, observed: &Observed) -> Result<Pins, Vec<UpstreamFailure
                 stack_id: image.stack_id.clone(),
                 target: image.target.clone(),
                 last_image: None,
+                image_buildpacks: image.image_buildpacks.clone(),
             },
             source_what: source.what(),
         }),
@@ -445,6 +450,14 @@ fn changes_since(last: &RecordedBuild, now: &Inputs, source_what: &str) -> Vec<D
                 "builder",
                 &was.builder,
                 &now.builder,
+            ));
+        }
+        if was.image_buildpacks != now.image_buildpacks {
+            details.push(change(
+                Reason::Config,
+                "buildpacks",
+                &group_text(&was.image_buildpacks),
+                &group_text(&now.image_buildpacks),
             ));
         }
     }
@@ -547,6 +560,15 @@ fn rebase_inputs(last: &RecordedBuild, now: Inputs) -> Inputs {
             .unwrap_or_else(|| last.inputs.buildpacks.clone()),
         last_image: last.output.clone(),
         ..last.inputs.clone()
+    }
+}
+
+/// An image's own group as the plan names it.
+fn group_text(group: &[String]) -> String {
+    if group.is_empty() {
+        "the builder's order".to_string()
+    } else {
+        group.join(", ")
     }
 }
 

@@ -13,7 +13,7 @@ use imageref::{ImageRef, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::buildpack::{compare_versions, DirectoryBuildpack, Group};
+use crate::buildpack::{compare_versions, BuildpackRef, DirectoryBuildpack, Group};
 use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
 use crate::graph::{Node, NodeKind};
 use crate::Reason;
@@ -167,6 +167,12 @@ pub struct Image {
     pub rebuild_on: BTreeSet<Reason>,
     /// How long one build or rebase may run.
     pub timeout: Duration,
+    /// The image's own group (`buildpacks`), replacing the builder's order; empty: the
+    /// order.
+    pub buildpacks: Vec<BuildpackRef>,
+    /// The project descriptor named in kpack.toml, relative to the app's directory;
+    /// None: `project.toml` when the source has one.
+    pub project_descriptor: Option<String>,
     pub spans: ImageSpans,
 }
 
@@ -284,6 +290,13 @@ pub struct ImageConfig {
     pub builder: String,
     pub default_process: Option<String>,
     pub network: bool,
+    /// The image's own group, `id` or `id@version` each; absent when it has none, so
+    /// that the hash of a configuration without one is what it always was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buildpacks: Vec<String>,
+    /// `project-descriptor`, when named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_descriptor: Option<String>,
 }
 
 impl ImageConfig {
@@ -311,6 +324,12 @@ impl Image {
             builder: self.builder.clone(),
             default_process: self.default_process.clone(),
             network: self.network,
+            buildpacks: self
+                .buildpacks
+                .iter()
+                .map(BuildpackRef::to_string)
+                .collect(),
+            project_descriptor: self.project_descriptor.clone(),
         }
     }
 

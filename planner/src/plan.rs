@@ -129,6 +129,9 @@ pub struct Inputs {
     pub target: Target,
     /// For a rebase: the digest of the image whose run image layers are replaced.
     pub last_image: Option<String>,
+    /// The image's own group (kpack.toml `buildpacks`), `id` or `id@version` each;
+    /// empty: the builder's order.
+    pub image_buildpacks: Vec<String>,
 }
 
 /// The JSON form of [`Inputs`]: `buildpacks` is the list of `id@version` that readers
@@ -146,6 +149,9 @@ struct InputsJson {
     stack_id: String,
     target: Target,
     last_image: Option<String>,
+    /// Absent when the image has no group of its own, as in plans before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    image_buildpacks: Vec<String>,
 }
 
 impl From<Inputs> for InputsJson {
@@ -162,6 +168,7 @@ impl From<Inputs> for InputsJson {
             stack_id: inputs.stack_id,
             target: inputs.target,
             last_image: inputs.last_image,
+            image_buildpacks: inputs.image_buildpacks,
         }
     }
 }
@@ -193,6 +200,7 @@ impl TryFrom<InputsJson> for Inputs {
             stack_id: json.stack_id,
             target: json.target,
             last_image: json.last_image,
+            image_buildpacks: json.image_buildpacks,
         })
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Validated {
     pub images: BTreeMap<String, Image>,
 }
 
+mod image_extras;
+
 /// Checks `file` (decoded from `decoded`) with relative paths against `dir`, which
 /// diagnostics show as `shown_dir` (the directory of kpack.toml as the user named it);
 /// the problems found, if any, are added to `problems`.
@@ -67,7 +69,7 @@ pub(crate) fn validate(
         v.builder(name, table, file, &stores)
     });
     let images = v.section("image", "images", &file.images, |v, name, table| {
-        v.image(name, table, file)
+        v.image(name, table, file, &builders, &stores)
     });
     v.unique_tags(file);
     Validated {
@@ -650,6 +652,8 @@ impl Validator<'_> {
         name: &Spanned<String>,
         table: &Spanned<ImageTable>,
         file: &KpackToml,
+        builders: &BTreeMap<String, Builder>,
+        stores: &BTreeMap<String, Store>,
     ) -> Option<Image> {
         let t = table.get_ref();
         let n = name.get_ref();
@@ -723,6 +727,20 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|d| self.duration("timeout", d))
             .unwrap_or(DEFAULT_BUILD_TIMEOUT);
+        let store = builders
+            .get(t.builder.get_ref())
+            .and_then(|b| match &b.kind {
+                BuilderKind::Assembled { store, .. } => stores.get(store),
+                BuilderKind::Image(_) => None,
+            });
+        let buildpacks = match &t.buildpacks {
+            Some(list) => self.image_buildpacks(n, list, store),
+            None => Some(Vec::new()),
+        };
+        let project_descriptor = match &t.project_descriptor {
+            Some(p) => Some(Some(self.project_descriptor(p)?)),
+            None => Some(None),
+        };
         if !builder_ok {
             return None;
         }
@@ -739,6 +757,8 @@ impl Validator<'_> {
             network: t.network.unwrap_or(true),
             rebuild_on,
             timeout,
+            buildpacks: buildpacks?,
+            project_descriptor: project_descriptor?,
             spans: ImageSpans {
                 name: name.span(),
                 tag: t.tag.span(),

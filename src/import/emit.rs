@@ -175,6 +175,9 @@ fn image(out: &mut String, i: &Image) {
     if let Some(p) = &i.default_process {
         key(out, "default-process", &quote(p));
     }
+    if let Some(p) = &i.project_descriptor {
+        key(out, "project-descriptor", &quote(p));
+    }
     if let Some(cache) = &i.cache_image {
         key(out, "cache", &format!("{{ image = {} }}", quote(cache)));
     }

@@ -442,7 +442,15 @@ fn image(
         limit("failedBuildHistoryLimit")?,
     );
     let default_process = string(input, spec, "defaultProcess", "spec.")?;
+    let mut project_descriptor = string(input, spec, "projectDescriptorPath", "spec.")?
+        .filter(|p| !p.is_empty() && p != "project.toml");
+    if let Some(path) = project_descriptor.take_if(|p| !inside_the_source(p)) {
+        notes.push(format!(
+            "spec.projectDescriptorPath {path:?}: not a relative path inside the source; kpackd reads the source's project.toml instead"
+        ));
+    }
     let known = [
+        "projectDescriptorPath",
         "tag",
         "additionalTags",
         "builder",
@@ -457,8 +465,9 @@ fn image(
         let reason = match key {
             "serviceAccountName" => SERVICE_ACCOUNT,
             "imageTaggingStrategy" if value.str() == Some("None") => continue,
-            "imageTaggingStrategy" => "kpackd pushes no build-number tags, only `tag` and `additional-tags`",
-            "projectDescriptorPath" => "kpackd does not read project.toml from the source; `kpackd import <project.toml>` turns one into an image's table",
+            "imageTaggingStrategy" => {
+                "kpackd pushes no build-number tags, only `tag` and `additional-tags`"
+            }
             "cosign" => "kpackd does not sign images",
             "notary" => "kpackd does not sign images",
             _ => "not known to kpackd import",
@@ -473,6 +482,7 @@ fn image(
         sub_path,
         env,
         default_process,
+        project_descriptor,
         cache_image,
         history,
         timeout,
@@ -481,6 +491,19 @@ fn image(
     table.notes = notes;
     fleet.images.push(table);
     Ok(())
+}
+
+/// A relative path without `..`, as `project-descriptor` takes.
+fn inside_the_source(path: &str) -> bool {
+    let path = std::path::Path::new(path);
+    path.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) && path
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn valid_env_name(name: &str) -> bool {

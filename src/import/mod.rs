@@ -320,6 +320,8 @@ pub(crate) mod model {
         pub sub_path: Option<String>,
         pub env: Vec<(String, String)>,
         pub default_process: Option<String>,
+        /// `project-descriptor`: the source's descriptor when it is not `project.toml`.
+        pub project_descriptor: Option<String>,
         pub cache_image: Option<String>,
         pub history: (Option<u32>, Option<u32>),
         /// A duration as kpack.toml writes it, such as `"20m"`.

@@ -8,6 +8,9 @@ use super::model::{Builder, Fleet, Image, Origin, Ref, Source, Table as T};
 use super::pack::summary;
 use super::{kpackd_name, relative_to, Input, Target};
 
+/// The descriptor builds read when an image names none.
+const DEFAULT_DESCRIPTOR: &str = "project.toml";
+
 /// Descriptive keys of the project itself: they do not change a build.
 const DESCRIPTIVE: [&str; 9] = [
     "schema-version",
@@ -61,10 +64,15 @@ pub fn read(
         .unwrap_or(dir_name);
     let wanted = kpackd_name(&project_name, "app");
     let origin = Origin::new("project.toml", &index.to_string(), None);
+    // The build reads `project.toml` from the directory; another name is named.
+    let project_descriptor = std::path::Path::new(&input.name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| input.name != "-" && n != DEFAULT_DESCRIPTOR);
     let mut notes = Vec::new();
-    let mut env = Vec::new();
     let mut builder = None;
-    // 0.1 has [[build.env]]; 0.2 has [[io.buildpacks.build.env]].
+    // The build reads the descriptor from the source: include/exclude, the build env and
+    // the groups apply there. Only what it cannot do is noted here.
     let mut entries: Vec<(String, &Value)> = Vec::new();
     for (key, value) in build.into_iter().flatten() {
         match (prefix, key.as_str(), value.as_table()) {
@@ -79,14 +87,16 @@ pub fn read(
             "env" | "build.env" => {
                 for var in value.as_array().into_iter().flatten() {
                     let name = var.get("name").and_then(Value::as_str).unwrap_or_default();
-                    let value = var.get("value").and_then(Value::as_str).unwrap_or_default();
-                    if valid_env_name(name) {
-                        env.push((name.to_string(), value.to_string()));
-                    } else {
-                        notes.push(format!("{prefix}.env `{name}`: not a name kpackd accepts (letters, digits and `_`, not starting with a digit)"));
+                    if !valid_env_name(name) {
+                        notes.push(format!("{prefix}.{key} `{name}`: not a name kpackd accepts (letters, digits and `_`, not starting with a digit); the build fails until it is renamed"));
                     }
                 }
             }
+            "include" => {}
+            "exclude" if build.is_some_and(|b| b.contains_key("include")) => notes.push(format!(
+                "{prefix}.include and {prefix}.exclude are both set: the build fails until one is removed"
+            )),
+            "exclude" => {}
             "builder" => {
                 if let Some(image) = value.as_str() {
                     let origin = Origin::new("project.toml builder", &index.to_string(), None);
@@ -96,28 +106,10 @@ pub fn read(
                     builder = Some(Ref::new(origin));
                 }
             }
-            "group" | "buildpacks" => {
-                let ids: Vec<String> = value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|bp| {
-                        let id = bp.get("id").and_then(Value::as_str).or_else(|| bp.get("uri").and_then(Value::as_str)).unwrap_or("?");
-                        match bp.get("version").and_then(Value::as_str) {
-                            Some(v) => format!("{id}@{v}"),
-                            None => id.to_string(),
-                        }
-                    })
-                    .collect();
-                notes.push(format!("{prefix}.{key} [{}]: kpackd builders own the order; give a builder a group with these buildpacks", ids.join(", ")));
-            }
-            "include" | "exclude" => notes.push(format!(
-                "{prefix}.{key} {}: kpackd sends the whole directory, less what .gitignore ignores",
-                summary(value)
-            )),
-            "pre" | "post" => notes.push(format!(
-                "{prefix}.{key} {}: kpackd builders own the order; add these buildpacks to the builder's groups",
-                summary(value)
+            "group" | "buildpacks" => notes.extend(uri_notes(&format!("{prefix}.{key}"), value)),
+            "pre" | "post" => notes.extend(uri_notes(
+                &format!("{prefix}.{key}.group"),
+                value.get("group").unwrap_or(&Value::Array(Vec::new())),
             )),
             _ => notes.push(format!("{prefix}.{key} {}: not known to kpackd import", summary(value))),
         }
@@ -144,8 +136,9 @@ pub fn read(
         builder,
         source: Some(Source::Path(relative_to(&input.dir, &target.dir))),
         sub_path: None,
-        env,
+        env: Vec::new(),
         default_process: None,
+        project_descriptor,
         cache_image: None,
         timeout: None,
         history: (None, None),
@@ -173,4 +166,17 @@ fn valid_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A note for each buildpack of a group given by `uri`, which builds do not fetch.
+fn uri_notes(at: &str, group: &Value) -> Vec<String> {
+    group
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|bp| bp.get("uri").and_then(Value::as_str))
+        .map(|uri| {
+            format!("{at} uri {uri:?}: kpackd builds take buildpacks from the builder, by `id`, or inline (`script`); add it to a store and name it by id, or the build fails")
+        })
+        .collect()
 }

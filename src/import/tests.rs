@@ -465,6 +465,28 @@ fn import_project_descriptors() {
     insta::assert_snapshot!("project_v01", v01);
 }
 
+/// Builds read the descriptor from the source: a descriptor not named `project.toml` is
+/// named by `project-descriptor`; what builds cannot do (a buildpack by `uri`) is noted.
+#[test]
+fn a_project_descriptor_by_another_name_is_named_and_uris_are_noted() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("app")).expect("an app dir");
+    let text = imported(
+        dir.path(),
+        &[(
+            "app/ci.toml",
+            "[_]\nschema-version = \"0.2\"\n[io.buildpacks]\nbuilder = \"cnbs/sample-builder:jammy\"\n\n[[io.buildpacks.group]]\nuri = \"bash-script-buildpack/\"\n\n[[io.buildpacks.build.env]]\nname = \"A\"\nvalue = \"1\"\n",
+        )],
+        "",
+    );
+    assert!(text.contains("project-descriptor = \"ci.toml\""), "{text}");
+    assert!(text.contains("uri \"bash-script-buildpack/\""), "{text}");
+    assert!(
+        !text.contains("env ="),
+        "the build reads the env itself: {text}"
+    );
+}
+
 #[test]
 fn a_project_without_builder_gets_a_placeholder_that_validates() {
     let dir = tempdir();

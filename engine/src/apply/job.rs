@@ -366,6 +366,8 @@ async fn build(
         run_image: run_ref,
         buildpack_dirs,
         order,
+        image_group: image_group(image),
+        project_descriptor: image.project_descriptor.clone(),
         app_dir,
         env: image.env.clone(),
         network: image.network,
@@ -382,13 +384,15 @@ async fn build(
     let result = build_image(&ctx.store, &request, sink)
         .await
         .map_err(|e| JobFailure::from_error(&e))?;
+    // Only what the builder provided: an inline buildpack of the project descriptor is
+    // part of the source, and changes with it.
     let buildpacks_used = result
         .buildpacks
         .iter()
-        .map(|(id, version)| {
+        .filter_map(|(id, version)| {
             let key = format!("{id}@{version}");
-            let digest = job.inputs.buildpacks.get(&key).cloned().unwrap_or_default();
-            (key, digest)
+            let digest = job.inputs.buildpacks.get(&key)?.clone();
+            Some((key, digest))
         })
         .collect();
     let mut tags = vec![image.tag.to_string()];
@@ -719,6 +723,19 @@ fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
                 .collect(),
         })
         .collect()
+}
+
+/// The image's own group (kpack.toml `buildpacks`), in the lifecycle's form.
+fn image_group(image: &Image) -> Option<OrderGroup> {
+    if image.buildpacks.is_empty() {
+        return None;
+    }
+    Some(
+        order_groups(&[planner::Group {
+            buildpacks: image.buildpacks.clone(),
+        }])
+        .remove(0),
+    )
 }
 
 /// The label a builder image keeps its order in (platform spec: builder image).

@@ -60,7 +60,19 @@ pub(super) fn assemble(
                     assembly.stack(stack, stack_config);
                 }
                 if let Some(store) = config.stores.get(store) {
-                    let found = store_buildpacks(store, order, done);
+                    // The builder provides what its order reaches, and what the groups
+                    // of the images built with it (their `buildpacks`) reach.
+                    let mut groups = order.clone();
+                    groups.extend(
+                        config
+                            .images
+                            .values()
+                            .filter(|i| i.builder == *name && !i.buildpacks.is_empty())
+                            .map(|i| Group {
+                                buildpacks: i.buildpacks.clone(),
+                            }),
+                    );
+                    let found = store_buildpacks(store, &groups, done);
                     assembly.buildpacks(name, found);
                 }
             }
@@ -580,5 +592,53 @@ mod tests {
             facts_of(&Done::new(), &r).unwrap_err().message(),
             "registry.test/run:1: not resolved"
         );
+    }
+
+    /// A builder provides what its order reaches and what the `buildpacks` of the images
+    /// built with it reach: an image may name a store buildpack the order does not.
+    #[test]
+    fn an_image_s_own_buildpacks_are_provided_by_its_builder() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/valid");
+        let config = planner::parse(
+            &fixtures.join("inline.toml"),
+            r#"
+[stacks.base]
+build-image = "registry.example.com/stacks/base-build"
+run-image = "registry.example.com/stacks/base-run"
+
+[stores.fixtures]
+buildpacks = ["buildpacks/runtime", "buildpacks/app"]
+
+[builders.default]
+stack = "base"
+store = "fixtures"
+order = [{ group = [{ id = "fixture/runtime" }] }]
+
+[images.hello]
+tag = "oci:out/images:hello"
+builder = "default"
+source = { path = "apps/hello" }
+buildpacks = ["fixture/app"]
+"#,
+        )
+        .expect("a valid configuration");
+        let mut done = Done::new();
+        for bp in config.stores["fixtures"].directories() {
+            done.insert(
+                Job::BuildpackDir(bp.path.clone()),
+                Ok(Output::Content(format!("sha256:{}", bp.id.len()))),
+            );
+        }
+        let store = &config.stores["fixtures"];
+        let order = vec![Group {
+            buildpacks: config.images["hello"].buildpacks.clone(),
+        }];
+        let pins = store_buildpacks(store, &order, &done).expect("all pinned");
+        assert_eq!(pins.keys().collect::<Vec<_>>(), ["fixture/app@1.0.0"]);
+        let images: Vec<&Image> = config.images.values().collect();
+        let resolution = assemble(&config, &images, &BTreeSet::from(["default"]), &done);
+        let provided: Vec<&String> = resolution.buildpacks["default"].keys().collect();
+        assert_eq!(provided, ["fixture/app@1.0.0", "fixture/runtime@0.1.0"]);
     }
 }

@@ -25,6 +25,7 @@ fn inputs(source: &str) -> Inputs {
             variant: None,
         },
         last_image: None,
+        image_buildpacks: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod descriptor;
 pub mod detect;
 pub mod export;
 pub mod phase;
+pub mod project;
 pub mod run;
 pub mod sbom;
 pub mod stack;

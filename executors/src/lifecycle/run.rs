@@ -21,9 +21,11 @@ use super::descriptor::{DescriptorError, OrderGroup};
 use super::detect::{detect, DetectError};
 use super::export::{export, ExportError, ExportRequest};
 use super::phase::{BuildpackDir, PhaseContext};
+use super::project::{self, ProjectInputs, ProjectSettings};
 use super::stack::{self, StackError};
 use super::{LogSink, Phase};
 use crate::oci::ImageStore;
+use crate::source::project::ProjectError;
 
 /// Everything one build needs. Plain data: the engine fills it from kpack.toml.
 #[derive(Debug, Clone)]
@@ -40,6 +42,12 @@ pub struct BuildRequest {
     pub buildpack_dirs: Vec<PathBuf>,
     /// The builder's order.
     pub order: Vec<OrderGroup>,
+    /// The image's own group (kpack.toml `buildpacks`): it replaces the order, and the
+    /// project descriptor's group.
+    pub image_group: Option<OrderGroup>,
+    /// The project descriptor to read, relative to the app directory; None reads
+    /// `project.toml` when there is one.
+    pub project_descriptor: Option<String>,
     /// The app source, materialised for this build; buildpacks may change it.
     pub app_dir: PathBuf,
     /// Platform env (`<platform>/env/<NAME>`); `SOURCE_DATE_EPOCH` here sets `created`.
@@ -88,6 +96,8 @@ pub enum LifecycleError {
     Stack(#[from] StackError),
     #[error("read buildpack: {0}")]
     Buildpack(#[from] DescriptorError),
+    #[error("project descriptor: {0}")]
+    Project(#[from] ProjectError),
     #[error(transparent)]
     Detect(#[from] DetectError),
     #[error(transparent)]
@@ -146,13 +156,15 @@ pub async fn build_image(
     for dir in [&layers_dir, &platform_dir.join("env"), &scratch] {
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
     }
-    for (name, value) in &req.env {
+    let settings = apply_project(req, work.path(), logs).await?;
+    for (name, value) in &settings.env {
         let path = platform_dir.join("env").join(name);
         fs::write(&path, value).map_err(io_err(format!("write {}", path.display())))?;
     }
     let buildpacks = req
         .buildpack_dirs
         .iter()
+        .chain(&settings.buildpack_dirs)
         .map(BuildpackDir::read)
         .collect::<Result<Vec<_>, _>>()?;
     let ctx = PhaseContext {
@@ -173,7 +185,7 @@ pub async fn build_image(
     let previous = cache::analyze(store, Some(previous_ref), logs).await;
 
     logs.phase_started(Phase::Detect);
-    let outcome = detect(&ctx, &req.order, logs).await?;
+    let outcome = detect(&ctx, &settings.order, logs).await?;
     let group = outcome.group.group.clone();
 
     // Without a cache, an empty one: launch layers' metadata still comes from the image.
@@ -193,7 +205,7 @@ pub async fn build_image(
     logs.phase_started(Phase::Build);
     build(&ctx, &outcome, logs).await?;
 
-    let created = match req.env.get("SOURCE_DATE_EPOCH") {
+    let created = match settings.env.get("SOURCE_DATE_EPOCH") {
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| LifecycleError::Io {
             what: "read SOURCE_DATE_EPOCH".into(),
             source: io::Error::new(
@@ -261,6 +273,32 @@ pub async fn build_image(
         bytes_uploaded: exported.bytes_uploaded,
         cache_layers_restored: restored.contents.len(),
     })
+}
+
+/// Applies the app's project descriptor (see [`project`]) on a blocking thread.
+async fn apply_project(
+    req: &BuildRequest,
+    work_dir: &std::path::Path,
+    logs: &dyn LogSink,
+) -> Result<ProjectSettings, LifecycleError> {
+    let inputs = ProjectInputs {
+        app_dir: req.app_dir.clone(),
+        descriptor: req.project_descriptor.clone(),
+        env: req.env.clone(),
+        order: req.order.clone(),
+        image_group: req.image_group.clone(),
+        work_dir: work_dir.to_path_buf(),
+    };
+    let settings = tokio::task::spawn_blocking(move || project::apply(&inputs))
+        .await
+        .map_err(|e| LifecycleError::Io {
+            what: "apply the project descriptor".into(),
+            source: io::Error::other(e),
+        })??;
+    for note in &settings.notes {
+        logs.line(Phase::Prepare, None, note);
+    }
+    Ok(settings)
 }
 
 /// A reference as users name it: a registry image without its pinned digest (the rebaser

@@ -44,6 +44,7 @@ fn world() -> World {
         target: linux("amd64"),
         buildpacks: BTreeMap::from([(PYTHON.into(), PY1.into()), (NODEJS.into(), NODE.into())]),
         rebuild_on: Reason::ALL.into_iter().collect(),
+        image_buildpacks: Vec::new(),
     };
     let observed = Observed {
         run_images: BTreeMap::from([("bookworm".into(), RUN1.into())]),
@@ -62,6 +63,7 @@ fn world() -> World {
         stack_id: desired.stack_id.clone(),
         target: desired.target.clone(),
         last_image: None,
+        image_buildpacks: Vec::new(),
     };
     let last = RecordedBuild {
         number: 3,
@@ -533,4 +535,38 @@ fn watch_waits_longer_after_each_failure_outside_the_build() {
     assert_eq!(due(&mut w), 120);
     w.infra_failed(3);
     assert_eq!(due(&mut w), 240);
+}
+
+/// The image's own group (`buildpacks`) is configuration: a change of it is CONFIG, and
+/// the plan names the group before and after.
+#[test]
+fn a_change_of_the_image_s_buildpacks_is_named() {
+    let mut w = world();
+    w.desired.config = "sha256:c0f4".into();
+    w.desired.image_buildpacks = vec!["examples/python".into(), "examples/node@1.0.0".into()];
+    let plan = w.plan();
+    let change = &plan.changes[0];
+    assert_eq!(change.action, Action::Build);
+    assert_eq!(change.reasons, [CONFIG]);
+    let named = change
+        .details
+        .iter()
+        .find(|d| d.what == "buildpacks")
+        .expect("a buildpacks detail");
+    assert_eq!(named.old.as_deref(), Some("the builder's order"));
+    assert_eq!(
+        named.new.as_deref(),
+        Some("examples/python, examples/node@1.0.0")
+    );
+    let json = serde_json::to_value(&change.inputs).unwrap();
+    assert_eq!(
+        json["image_buildpacks"],
+        serde_json::json!(["examples/python", "examples/node@1.0.0"])
+    );
+    // Without a group of its own, the inputs read as they always did.
+    let mut plain = world();
+    plain.never_built();
+    let plain = serde_json::to_value(plain.plan()).unwrap();
+    assert!(plain["changes"][0]["inputs"].is_object());
+    assert!(!plain.to_string().contains("image_buildpacks"));
 }

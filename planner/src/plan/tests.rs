@@ -26,6 +26,7 @@ fn inputs(source: &str, run_image: &str) -> Inputs {
             variant: None,
         },
         last_image: None,
+        image_buildpacks: Vec::new(),
     }
 }
 
@@ -71,6 +72,7 @@ fn representative() -> Plan {
             details: vec![detail(Reason::Stack, "run image", Some(RUN1), Some(RUN2))],
             inputs: Some(Inputs {
                 last_image: Some(BUILD1.into()),
+                image_buildpacks: Vec::new(),
                 ..inputs(C1, RUN2)
             }),
             ..change("docs", Action::Rebase, Some(4))
