@@ -503,7 +503,7 @@ impl Rebased {
     /// lives, the app layers from the app image's repository. When `destination` is
     /// that repository, every layer the app image refers to is there already (the
     /// app layers, and the run layers the two run images share): those are counted
-    /// as present without a request.
+    /// as present without a request, and the other run layers are new there.
     async fn copy_layers(
         &self,
         store: &ImageStore,
@@ -529,11 +529,13 @@ impl Rebased {
                     transfers.push(BlobTransfer::Existed);
                     None
                 } else if i < base {
-                    Some((run.source.clone(), layer.clone()))
+                    // In the app image's repository, a run layer the app image does
+                    // not refer to is new: it is mounted (or sent) without asking.
+                    Some((run.source.clone(), layer.clone(), app_in_place))
                 } else if app_in_place {
                     None
                 } else {
-                    Some((req.image.clone(), layer.clone()))
+                    Some((req.image.clone(), layer.clone(), false))
                 }
             })
             // Owned items: a stream of borrowed ones makes the future lose `Send`
@@ -546,17 +548,21 @@ impl Rebased {
             })
         };
         futures::stream::iter(copies)
-            .map(|(from, layer)| {
+            .map(|(from, layer, new)| {
                 let on_bytes = on_bytes.clone();
                 async move {
-                    store
-                        .copy_blob(&from, destination, &layer, on_bytes)
-                        .await
-                        .map_err(|source| RebaseError::CopyLayer {
-                            layer: layer.digest.to_string(),
-                            destination: destination.to_string(),
-                            source: Box::new(source),
-                        })
+                    let copy = if new {
+                        store
+                            .copy_new_blob(&from, destination, &layer, on_bytes)
+                            .await
+                    } else {
+                        store.copy_blob(&from, destination, &layer, on_bytes).await
+                    };
+                    copy.map_err(|source| RebaseError::CopyLayer {
+                        layer: layer.digest.to_string(),
+                        destination: destination.to_string(),
+                        source: Box::new(source),
+                    })
                 }
             })
             .buffer_unordered(store.settings().parallel_blobs.max(1))

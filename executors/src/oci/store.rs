@@ -427,6 +427,19 @@ impl ImageStore {
         if self.blob_exists(to, &blob.digest).await? {
             return Ok(BlobTransfer::Existed);
         }
+        self.copy_new_blob(from, to, blob, on_bytes).await
+    }
+
+    /// [`copy_blob`](Self::copy_blob) for a blob `to` is not expected to have (a run
+    /// layer newer than the app image being rebased), without asking first: a mount
+    /// answers alike for a blob that was there after all, and a stream sends it again.
+    pub async fn copy_new_blob(
+        &self,
+        from: &ImageRef,
+        to: &ImageRef,
+        blob: &Descriptor,
+        on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<BlobTransfer, OciError> {
         if let (ImageRef::Registry(src), ImageRef::Registry(dst)) = (from, to) {
             if src.registry == dst.registry
                 && src.repository != dst.repository
