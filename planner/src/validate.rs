@@ -28,6 +28,10 @@ pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]*$";
 
 const DEFAULT_STATE_DIR: &str = ".kpackd";
 const DEFAULT_CONCURRENCY: u32 = 2;
+/// Rebases at once: each is a handful of small requests, so the registry's latency,
+/// not the machine, bounds them; 32 keeps a loopback registry busy (bench/fleet-rebase)
+/// and a remote one from seeing a burst.
+const DEFAULT_REBASE_CONCURRENCY: u32 = 32;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// A git source without `revision` builds the remote's default branch.
 pub const DEFAULT_REVISION: &str = "HEAD";
@@ -150,6 +154,20 @@ impl Validator<'_> {
                 )
             })
             .unwrap_or(NonZeroU32::MIN);
+        let rebase_concurrency = table
+            .rebase_concurrency
+            .as_ref()
+            .map_or(NonZeroU32::new(DEFAULT_REBASE_CONCURRENCY), |c| {
+                self.at_least_one(
+                    c,
+                    "`rebase-concurrency` must be at least 1",
+                    "no rebases could run",
+                    &format!(
+                        "leave `rebase-concurrency` out for the default, {DEFAULT_REBASE_CONCURRENCY}"
+                    ),
+                )
+            })
+            .unwrap_or(NonZeroU32::MIN);
         let poll_interval = table
             .poll_interval
             .as_ref()
@@ -183,6 +201,7 @@ impl Validator<'_> {
         Settings {
             state_dir,
             concurrency,
+            rebase_concurrency,
             poll_interval,
             insecure_registries,
             platform,
