@@ -28,9 +28,9 @@ pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]*$";
 
 const DEFAULT_STATE_DIR: &str = ".kpackd";
 const DEFAULT_CONCURRENCY: u32 = 2;
-/// Rebases at once: each is a handful of small requests, so the registry's latency,
-/// not the machine, bounds them; 32 keeps a loopback registry busy (bench/fleet-rebase)
-/// and a remote one from seeing a burst.
+/// Rebases at once: each is 7 small requests, so a remote registry's latency bounds
+/// them; 32 overlaps those round trips, and keeps a registry from seeing more than 32
+/// small requests in flight from one apply (bench/fleet-rebase sweeps the limit).
 const DEFAULT_REBASE_CONCURRENCY: u32 = 32;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// A git source without `revision` builds the remote's default branch.
