@@ -81,7 +81,7 @@ pub enum Command {
         /// Only these images (repeatable)
         #[arg(long = "target", value_name = "IMAGE")]
         targets: Vec<String>,
-        /// Builds and rebases at once (default: `concurrency` in kpack.toml)
+        /// Builds at once (default: `concurrency` in kpack.toml)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         concurrency: Option<u32>,
         /// Wait this long for another apply or watch to release the state (e.g. `5m`)

@@ -149,6 +149,7 @@ impl Reconciler for PlanAndApply {
             concurrency: self
                 .concurrency
                 .unwrap_or(loaded.config.settings.concurrency.get() as usize),
+            rebase_concurrency: loaded.config.settings.rebase_concurrency.get() as usize,
         };
         let store = image_store(&loaded.config);
         let planned = Arc::new(planned);

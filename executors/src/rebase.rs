@@ -225,15 +225,19 @@ pub async fn rebase(store: &ImageStore, req: &RebaseRequest) -> Result<RebaseRes
     let mut pinned = Vec::with_capacity(req.tags.len());
     for tag in &req.tags {
         if !prepared.iter().any(|p| p.same_location(tag)) {
-            for how in rebased.copy_layers(store, req, &run, tag, &sent).await? {
+            for how in rebased
+                .copy_layers(store, req, &app, &run, tag, &sent)
+                .await?
+            {
                 layers.add(how);
             }
             let write_err = |source| RebaseError::Write {
                 destination: tag.to_string(),
                 source,
             };
+            // The config is new: it names the new run image.
             store
-                .push_blob_bytes(
+                .upload_blob_bytes(
                     tag,
                     &rebased.manifest.config.media_type,
                     rebased.config.clone(),
@@ -250,14 +254,7 @@ pub async fn rebase(store: &ImageStore, req: &RebaseRequest) -> Result<RebaseRes
                 destination: tag.to_string(),
                 source,
             })?;
-        let puts = match tag {
-            ImageRef::Registry(r) if r.tag.is_some() || r.digest.is_none() => 2,
-            _ => 1,
-        };
-        sent.fetch_add(
-            puts * rebased.raw_manifest.bytes.len() as u64,
-            Ordering::Relaxed,
-        );
+        sent.fetch_add(rebased.raw_manifest.bytes.len() as u64, Ordering::Relaxed);
         pinned.push(written);
     }
 
@@ -504,30 +501,42 @@ impl Rebased {
     }
 
     /// Makes the layers present at `destination`: the new run image's from where it
-    /// lives, the app layers from the app image's repository unless `destination` is
-    /// that repository (they are there: the app image's manifest refers to them).
+    /// lives, the app layers from the app image's repository. When `destination` is
+    /// that repository, every layer the app image refers to is there already (the
+    /// app layers, and the run layers the two run images share): those are counted
+    /// as present without a request, and the other run layers are new there.
     async fn copy_layers(
         &self,
         store: &ImageStore,
         req: &RebaseRequest,
+        app: &Image,
         run: &Image,
         destination: &ImageRef,
         sent: &Arc<AtomicU64>,
     ) -> Result<Vec<BlobTransfer>, RebaseError> {
         let base = run.manifest.layers.len();
         let app_in_place = req.image.same_location(destination);
+        let present = |layer: &Descriptor| {
+            app_in_place && app.manifest.layers.iter().any(|l| l.digest == layer.digest)
+        };
+        let mut transfers = Vec::new();
         let copies = self
             .manifest
             .layers
             .iter()
             .enumerate()
             .filter_map(|(i, layer)| {
-                if i < base {
-                    Some((run.source.clone(), layer.clone()))
+                if i < base && present(layer) {
+                    transfers.push(BlobTransfer::Existed);
+                    None
+                } else if i < base {
+                    // In the app image's repository, a run layer the app image does
+                    // not refer to is new: it is mounted (or sent) without asking.
+                    Some((run.source.clone(), layer.clone(), app_in_place))
                 } else if app_in_place {
                     None
                 } else {
-                    Some((req.image.clone(), layer.clone()))
+                    Some((req.image.clone(), layer.clone(), false))
                 }
             })
             // Owned items: a stream of borrowed ones makes the future lose `Send`
@@ -540,22 +549,30 @@ impl Rebased {
             })
         };
         futures::stream::iter(copies)
-            .map(|(from, layer)| {
+            .map(|(from, layer, new)| {
                 let on_bytes = on_bytes.clone();
                 async move {
-                    store
-                        .copy_blob(&from, destination, &layer, on_bytes)
-                        .await
-                        .map_err(|source| RebaseError::CopyLayer {
-                            layer: layer.digest.to_string(),
-                            destination: destination.to_string(),
-                            source: Box::new(source),
-                        })
+                    let copy = if new {
+                        store
+                            .copy_new_blob(&from, destination, &layer, on_bytes)
+                            .await
+                    } else {
+                        store.copy_blob(&from, destination, &layer, on_bytes).await
+                    };
+                    copy.map_err(|source| RebaseError::CopyLayer {
+                        layer: layer.digest.to_string(),
+                        destination: destination.to_string(),
+                        source: Box::new(source),
+                    })
                 }
             })
             .buffer_unordered(store.settings().parallel_blobs.max(1))
-            .try_collect()
-            .await
+            .try_for_each(|how| {
+                transfers.push(how);
+                futures::future::ready(Ok(()))
+            })
+            .await?;
+        Ok(transfers)
     }
 }
 

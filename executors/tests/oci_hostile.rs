@@ -1,6 +1,7 @@
 //! A misbehaving registry on 127.0.0.1, answering raw HTTP/1.1: reads stop at their
-//! deadlines and sizes, and credentials stay away from plain-HTTP token realms on
-//! other hosts.
+//! deadlines and sizes, credentials stay away from plain-HTTP token realms on other
+//! hosts, and a registry that wants tokens is asked for the challenge once and for each
+//! scope's token once, however many stores and requests.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -270,5 +271,77 @@ async fn credentials_stay_away_from_a_plain_http_realm_on_another_port() {
     assert!(
         !got_authorization.load(Ordering::SeqCst),
         "the token realm on another port was sent the registry's credentials"
+    );
+}
+
+#[tokio::test]
+async fn one_challenge_per_host_and_one_token_per_scope_for_the_whole_process() {
+    let token_requests = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = token_requests.clone();
+    let (token_port, _) = serve(move |head| {
+        seen.lock()
+            .unwrap()
+            .push(head.lines().next().unwrap_or_default().to_string());
+        ok(
+            "application/json",
+            br#"{"token":"t1","expires_in":300}"#.to_vec(),
+            None,
+        )
+    })
+    .await;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+        sha256(b"{}")
+    );
+    let challenges = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (counted_challenges, counted_answers) = (challenges.clone(), answered.clone());
+    let (port, _) = serve(move |head| {
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nauthorization: bearer t1\r\n")
+        {
+            counted_answers.fetch_add(1, Ordering::SeqCst);
+            return ok(
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.clone().into_bytes(),
+                None,
+            );
+        }
+        counted_challenges.fetch_add(1, Ordering::SeqCst);
+        Answer::Send {
+            head: format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{token_port}/token\",service=\"hostile\"\r\nContent-Length: 0\r\n\r\n"
+            ),
+            body: Arc::new(Vec::new()),
+            stall_after: None,
+        }
+    })
+    .await;
+
+    // A burst from one store, then reads from a second store of the same process.
+    let first = store(CredentialSource::anonymous());
+    let app = image(port);
+    let burst = (0..8).map(|_| first.manifest(&app));
+    for result in futures::future::join_all(burst).await {
+        result.unwrap();
+    }
+    let second = store(CredentialSource::anonymous());
+    second.manifest(&image(port)).await.unwrap();
+    let other = ImageRef::parse(&format!("127.0.0.1:{port}/hostile/other:v1")).unwrap();
+    second.manifest(&other).await.unwrap();
+
+    assert_eq!(challenges.load(Ordering::SeqCst), 1, "one 401 in all");
+    assert_eq!(answered.load(Ordering::SeqCst), 10);
+    let tokens = token_requests.lock().unwrap().clone();
+    assert_eq!(tokens.len(), 2, "one token per repository: {tokens:#?}");
+    assert!(
+        tokens[0].contains("scope=repository%3Ahostile%2Fapp%3Apull")
+            && tokens[0].contains("service=hostile"),
+        "{tokens:#?}"
+    );
+    assert!(
+        tokens[1].contains("scope=repository%3Ahostile%2Fother%3Apull"),
+        "{tokens:#?}"
     );
 }

@@ -66,9 +66,13 @@ pub struct SettingsTable {
     /// file. Default: `.kpackd`.
     #[schemars(with = "Option<String>")]
     pub state_dir: Option<Spanned<String>>,
-    /// How many builds and rebases run at once. Default: 2.
+    /// How many builds run at once. Default: 2.
     #[schemars(with = "Option<u32>", range(min = 1))]
     pub concurrency: Option<Spanned<u32>>,
+    /// How many rebases run at once, besides the builds: a rebase only reads and
+    /// writes manifests and configs, so many fit beside a build. Default: 32.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub rebase_concurrency: Option<Spanned<u32>>,
     /// Watch mode: how often git remotes and registries are polled, such as `"30s"`,
     /// `"1m"`, `"1h30m"`. Default: `"1m"`.
     #[schemars(with = "Option<String>")]

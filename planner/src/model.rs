@@ -38,8 +38,10 @@ pub struct Config {
 pub struct Settings {
     /// Absolute; default `<dir>/.kpackd`.
     pub state_dir: PathBuf,
-    /// Builds and rebases at once; default 2.
+    /// Builds at once; default 2.
     pub concurrency: NonZeroU32,
+    /// Rebases at once, besides the builds; default 32.
+    pub rebase_concurrency: NonZeroU32,
     /// Watch mode polling; default one minute.
     pub poll_interval: Duration,
     /// `host[:port]` spoken to over plain HTTP (besides localhost and 127.0.0.1).

@@ -29,6 +29,10 @@ pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]*$";
 
 const DEFAULT_STATE_DIR: &str = ".kpackd";
 const DEFAULT_CONCURRENCY: u32 = 2;
+/// Rebases at once: each is 7 small requests, so a remote registry's latency bounds
+/// them; 32 overlaps those round trips, and keeps a registry from seeing more than 32
+/// small requests in flight from one apply (bench/fleet-rebase sweeps the limit).
+const DEFAULT_REBASE_CONCURRENCY: u32 = 32;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// How long one build may run unless the image says otherwise (`timeout`).
 const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
@@ -159,6 +163,20 @@ impl Validator<'_> {
                 )
             })
             .unwrap_or(NonZeroU32::MIN);
+        let rebase_concurrency = table
+            .rebase_concurrency
+            .as_ref()
+            .map_or(NonZeroU32::new(DEFAULT_REBASE_CONCURRENCY), |c| {
+                self.at_least_one(
+                    c,
+                    "`rebase-concurrency` must be at least 1",
+                    "no rebases could run",
+                    &format!(
+                        "leave `rebase-concurrency` out for the default, {DEFAULT_REBASE_CONCURRENCY}"
+                    ),
+                )
+            })
+            .unwrap_or(NonZeroU32::MIN);
         let poll_interval = table
             .poll_interval
             .as_ref()
@@ -192,6 +210,7 @@ impl Validator<'_> {
         Settings {
             state_dir,
             concurrency,
+            rebase_concurrency,
             poll_interval,
             insecure_registries,
             platform,

@@ -107,6 +107,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
         concurrency: args
             .concurrency
             .unwrap_or(planned.config.settings.concurrency.get() as usize),
+        rebase_concurrency: planned.config.settings.rebase_concurrency.get() as usize,
     };
     let progress = Progress::new(args.verbose || args.json);
     let store = image_store(&planned.config);

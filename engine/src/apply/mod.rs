@@ -1,5 +1,7 @@
 //! `kpackd apply`: executes a [`Plan`] — forgets the images gone from kpack.toml, then
-//! runs every build and rebase with bounded concurrency, recording every step.
+//! runs every build and rebase with bounded concurrency, recording every step. Builds
+//! and rebases have limits of their own: a rebase only moves manifests and configs, so
+//! a stack patch rebases many images at once beside the builds.
 //!
 //! The shape is a dispatcher and its jobs. The [`Dispatcher`] alone owns the state and
 //! the run: it queues the planned builds, starts jobs while there is room, and handles
@@ -55,8 +57,10 @@ pub enum ApplyError {
 /// How apply runs.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Builds and rebases at once.
+    /// Builds at once.
     pub concurrency: usize,
+    /// Rebases at once, besides the builds.
+    pub rebase_concurrency: usize,
 }
 
 /// What an observer of the run is told (progress bars, plain lines, the watch daemon).
@@ -153,8 +157,9 @@ struct Dispatcher<'a> {
     state: &'a mut State,
     context: Arc<JobContext>,
     observer: &'a dyn Observer,
-    concurrency: usize,
-    queue: VecDeque<Job>,
+    /// Builds, then rebases, waiting to start, in plan order.
+    builds: Lane,
+    rebases: Lane,
     running: HashMap<BuildId, Running>,
     tasks: JoinSet<()>,
     events: mpsc::UnboundedSender<Event>,
@@ -166,6 +171,34 @@ struct Running {
     image: String,
     number: u64,
     started: Instant,
+    rebase: bool,
+}
+
+/// Jobs of one kind waiting, and how many of them may run at once.
+struct Lane {
+    queue: VecDeque<Job>,
+    limit: usize,
+    running: usize,
+}
+
+impl Lane {
+    fn new(limit: usize) -> Lane {
+        Lane {
+            queue: VecDeque::new(),
+            limit: limit.max(1),
+            running: 0,
+        }
+    }
+
+    /// The next job, if there is room for it (counted as running).
+    fn next(&mut self) -> Option<Job> {
+        if self.running >= self.limit {
+            return None;
+        }
+        let job = self.queue.pop_front()?;
+        self.running += 1;
+        Some(job)
+    }
 }
 
 impl<'a> Dispatcher<'a> {
@@ -180,8 +213,8 @@ impl<'a> Dispatcher<'a> {
             state,
             context,
             observer,
-            concurrency: options.concurrency.max(1),
-            queue: VecDeque::new(),
+            builds: Lane::new(options.concurrency),
+            rebases: Lane::new(options.rebase_concurrency),
             running: HashMap::new(),
             tasks: JoinSet::new(),
             events,
@@ -246,7 +279,11 @@ impl<'a> Dispatcher<'a> {
             tag: &tag,
         })?;
         self.observer.moved(&build);
-        self.queue.push_back(Job {
+        let lane = match kind {
+            JobKind::Rebase { .. } => &mut self.rebases,
+            JobKind::Build { .. } => &mut self.builds,
+        };
+        lane.queue.push_back(Job {
             id: build.id,
             image: change.image.clone(),
             number: build.number,
@@ -269,8 +306,8 @@ impl<'a> Dispatcher<'a> {
 
     async fn run(mut self, cancel: CancellationToken) -> Result<ApplyReport, ApplyError> {
         loop {
-            while self.running.len() < self.concurrency && !cancel.is_cancelled() {
-                let Some(job) = self.queue.pop_front() else {
+            while !cancel.is_cancelled() {
+                let Some(job) = self.builds.next().or_else(|| self.rebases.next()) else {
                     break;
                 };
                 self.start(job);
@@ -304,6 +341,7 @@ impl<'a> Dispatcher<'a> {
                 image: job.image.clone(),
                 number: job.number,
                 started: Instant::now(),
+                rebase: matches!(job.kind, JobKind::Rebase { .. }),
             },
         );
         self.tasks
@@ -340,7 +378,15 @@ impl<'a> Dispatcher<'a> {
                     }
                 };
                 let (build, tags) = outcome;
-                let started = self.running.remove(&id).map(|r| r.started);
+                let started = self.running.remove(&id).map(|r| {
+                    let lane = if r.rebase {
+                        &mut self.rebases
+                    } else {
+                        &mut self.builds
+                    };
+                    lane.running = lane.running.saturating_sub(1);
+                    r.started
+                });
                 self.record(&build, tags, started.map(|s| s.elapsed()));
                 self.prune(&build.image)?;
             }
@@ -442,7 +488,12 @@ impl<'a> Dispatcher<'a> {
             self.record(&build, Vec::new(), Some(run.started.elapsed()));
             tracing::warn!(image = %run.image, number = build.number, "build canceled");
         }
-        let queued: Vec<Job> = self.queue.drain(..).collect();
+        let queued: Vec<Job> = self
+            .builds
+            .queue
+            .drain(..)
+            .chain(self.rebases.queue.drain(..))
+            .collect();
         for job in queued {
             let build = self.state.finish(job.id, Outcome::Canceled)?;
             self.observer.moved(&build);

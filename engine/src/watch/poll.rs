@@ -1,6 +1,12 @@
-//! When each upstream is polled next: every poll interval with ±10% jitter (so a fleet's
-//! upstreams do not all fire at once), doubling the wait after each failure up to a
-//! bound, and never twice at once (an upstream is "in flight" until its reconcile ends).
+//! When each upstream is polled next: every poll interval with ±10% jitter (so that
+//! kpackd processes started together do not poll together), doubling the wait after
+//! each failure up to a bound, and never twice at once (an upstream is "in flight" until
+//! its reconcile ends).
+//!
+//! Upstreams come due in rounds: when the first is due, every upstream due within the
+//! jitter's span (a fifth of the interval) is taken with it, so a fleet's hundred
+//! remotes are polled by one reconcile per interval, not by a hundred reconciles that
+//! each plan the whole fleet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
@@ -74,11 +80,16 @@ impl PollSchedule {
             .min()
     }
 
-    /// The upstreams due by `now`, marked in flight.
+    /// The upstreams due by `now`, with every one due within a round's span of it
+    /// (see [`round_span`]), marked in flight; none when nothing is due by `now`.
     pub fn take_due(&mut self, now: Instant) -> Vec<Upstream> {
+        if self.next_due().is_none_or(|due| due > now) {
+            return Vec::new();
+        }
+        let by = now + round_span(self.interval);
         self.entries
             .iter_mut()
-            .filter(|(_, e)| !e.in_flight && e.due <= now)
+            .filter(|(_, e)| !e.in_flight && e.due <= by)
             .map(|(u, e)| {
                 e.in_flight = true;
                 u.clone()
@@ -123,6 +134,12 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
     let bound = interval.max(MAX_BACKOFF);
     let factor = 1u32 << failures.min(16);
     interval.saturating_mul(factor).min(bound)
+}
+
+/// How far ahead of a due upstream the others are taken with it: the jitter's whole
+/// span, so that upstreams polled together stay together.
+pub fn round_span(interval: Duration) -> Duration {
+    interval / 5
 }
 
 /// `d` give or take 10%, at random.
@@ -186,5 +203,32 @@ mod tests {
             wait >= Duration::from_secs(18) && wait <= Duration::from_secs(22),
             "{wait:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstreams_due_within_a_round_are_polled_together() {
+        let interval = Duration::from_secs(100);
+        let upstreams: BTreeSet<Upstream> = (0..100)
+            .map(|i| Upstream::Git(format!("https://example.com/{i}.git")))
+            .collect();
+        let mut schedule = PollSchedule::new(interval);
+        schedule.set_upstreams(&upstreams, interval);
+        for round in 0..3 {
+            let due = schedule.next_due().expect("something is due");
+            tokio::time::advance(due - Instant::now()).await;
+            let taken = schedule.take_due(Instant::now());
+            assert_eq!(taken.len(), upstreams.len(), "round {round}");
+            assert_eq!(schedule.next_due(), None);
+            schedule.finished(&taken.into_iter().collect(), &BTreeSet::new());
+        }
+        // A failing upstream backs off out of the round.
+        let due = schedule.next_due().unwrap();
+        tokio::time::advance(due - Instant::now()).await;
+        let taken = schedule.take_due(Instant::now());
+        let failed = BTreeSet::from([taken[0].clone()]);
+        schedule.finished(&taken.into_iter().collect(), &failed);
+        let due = schedule.next_due().unwrap();
+        tokio::time::advance(due - Instant::now()).await;
+        assert_eq!(schedule.take_due(Instant::now()).len(), upstreams.len() - 1);
     }
 }

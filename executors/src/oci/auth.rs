@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
 use super::OciError;
@@ -52,15 +51,13 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
-    pub(crate) fn to_registry_auth(&self) -> RegistryAuth {
+    /// The user and secret sent with Basic authentication (to a registry that asks
+    /// for it, or to its token service); `None` when anonymous.
+    pub(crate) fn basic_pair(&self) -> Option<(&str, &str)> {
         match self {
-            Credential::Anonymous => RegistryAuth::Anonymous,
-            Credential::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credential::IdentityToken { username, token } => {
-                RegistryAuth::Basic(username.clone(), token.clone())
-            }
+            Credential::Anonymous => None,
+            Credential::Basic { username, password } => Some((username, password)),
+            Credential::IdentityToken { username, token } => Some((username, token)),
         }
     }
 }

@@ -14,8 +14,8 @@
 //! - writing: blobs first ([`ImageStore::push_blob_file`], [`ImageStore::push_blob_bytes`],
 //!   [`ImageStore::copy_blob`] — each skips a blob the destination has, and
 //!   `copy_blob` mounts across repositories of one registry), then the manifest with
-//!   its exact bytes ([`ImageStore::push_manifest`]: by digest, then the tag or layout
-//!   name);
+//!   its exact bytes ([`ImageStore::push_manifest`]: under the tag, else by digest;
+//!   or as a layout name);
 //! - whole images: [`copy_image`], [`unpack_image`], [`LayerInfo`] and
 //!   [`RuntimeConfig`] (for a summary);
 //! - layers: [`layer::LayerBuilder`] writes a CNB-normalised `tar+gzip` from files on
@@ -29,6 +29,8 @@
 mod auth;
 mod beneath;
 mod blob;
+mod cache;
+mod challenge;
 mod copy;
 mod error;
 mod inspect;

@@ -1,63 +1,94 @@
-//! Registry access: reads (manifests, HEADs, blob downloads) over reqwest with our
-//! own bounds, writes (uploads, mounts, manifest pushes) over oci-client. One
+//! Registry access over reqwest, with our own bounds and our own authorization: one
 //! connection pool per registry host (plain HTTP for loopback and insecure
-//! registries), credentials looked up and vetted once per host, every call retried
-//! on transient failures, bounded in time, and its errors mapped to [`OciError`].
+//! registries), credentials looked up once per host, every call retried on transient
+//! failures, bounded in time, and its errors mapped to [`OciError`]. Reads are here,
+//! writes (uploads, mounts, manifest pushes) in [`upload`].
+//!
+//! Authorization follows the registry's own answers (see [`super::challenge`]): a
+//! request goes unauthenticated until the registry's origin has answered a `401`;
+//! from then on it carries what that challenge asks for, Basic credentials or a
+//! Bearer token for the request's scope, cached process-wide until it expires. No
+//! `GET /v2/` probe is ever sent.
 //!
 //! Registries are untrusted, so every read is bounded: a connect timeout, a read
 //! timeout (silence between bytes), a deadline per request (per blob, one that grows
 //! with its declared size), and a size cap ([`MAX_MANIFEST_SIZE`], or a blob's
-//! declared size).
+//! declared size). Credentials and tokens go only to the registry's own origin (an
+//! upload `Location` elsewhere gets none), and credentials go to a token service only
+//! over HTTPS or on the registry's own host and port.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+mod upload;
+
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use imageref::{Digest, RegistryRef};
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
 
-use super::blob::{file_stream, with_deadlines, BlobStream};
+use super::auth::Credential;
+use super::blob::{with_deadlines, BlobStream};
+use super::challenge::{self, Challenge, Known, Origin, Token, TokenKey};
 use super::error::error_chain;
 use super::manifest::{media_type, RawManifest, MAX_MANIFEST_SIZE};
 use super::store::BLOB_MIN_RATE;
 use super::{OciError, StoreSettings};
 
-/// How long a registry token is reused for our own reads. Registries issue tokens
-/// for at least 60 s (the distribution spec's default when `expires_in` is absent).
-const TOKEN_REUSE: Duration = Duration::from_secs(50);
-
 /// The most of an error body kept for the message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// One registry host: its oci-client, our own reqwest client, the vetted credential.
+/// The largest token service answer read.
+const MAX_TOKEN_ANSWER: u64 = 1024 * 1024;
+
+/// One registry host: our reqwest client, its origin, the credential for it.
 struct Host {
-    client: Client,
     http: reqwest::Client,
-    /// `scheme://host[:port]`, as oci-client resolves the registry.
+    /// `scheme://host[:port]`.
     base: String,
-    auth: RegistryAuth,
-    /// `repository` → the `Authorization` value for pulls, and when it was made.
-    tokens: Mutex<HashMap<String, (Option<HeaderValue>, Instant)>>,
+    base_url: Url,
+    /// What the process knows of the origin's authorization.
+    origin: Arc<Origin>,
+    credential: Credential,
+}
+
+/// What a request needs the registry to allow, as a token scope.
+pub(crate) enum Access<'a> {
+    Pull,
+    Push,
+    /// Push to the repository, and pull from `from` (a cross-repository mount).
+    Mount {
+        from: &'a str,
+    },
+}
+
+impl Access<'_> {
+    /// The token scopes, space-separated, for `repository`.
+    fn scope(&self, repository: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+            Access::Mount { from } => {
+                format!("repository:{repository}:pull,push repository:{from}:pull")
+            }
+        }
+    }
 }
 
 pub(crate) struct Registries {
     settings: Arc<StoreSettings>,
-    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    hosts: std::sync::Mutex<std::collections::HashMap<String, Arc<Host>>>,
 }
 
 impl Registries {
     pub(crate) fn new(settings: Arc<StoreSettings>) -> Registries {
         Registries {
             settings,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -68,14 +99,8 @@ impl Registries {
             || self.settings.insecure_registries.iter().any(|r| r == host)
     }
 
-    /// The client for `r`'s registry, made (and given its credentials) on first use.
-    async fn client(&self, r: &RegistryRef) -> Result<Client, OciError> {
-        Ok(self.host(r).await?.client.clone())
-    }
-
-    /// `r`'s registry host, made on first use: its credential is looked up and vetted
-    /// (see [`vet_credential`]) once.
-    async fn host(&self, r: &RegistryRef) -> Result<Arc<Host>, OciError> {
+    /// `r`'s registry host, made on first use (its credential looked up once).
+    fn host(&self, r: &RegistryRef) -> Result<Arc<Host>, OciError> {
         if let Some(h) = self
             .hosts
             .lock()
@@ -86,12 +111,15 @@ impl Registries {
         }
         let credential = self.settings.credentials.lookup(&r.registry)?;
         let insecure = self.is_insecure(&r.registry);
-        let oci_ref = to_oci(r);
         let base = format!(
             "{}://{}",
             if insecure { "http" } else { "https" },
-            oci_ref.resolve_registry()
+            registry_host(&r.registry)
         );
+        let base_url = Url::parse(&base).map_err(|e| OciError::Invalid {
+            what: format!("registry {}", r.registry),
+            reason: e.to_string(),
+        })?;
         let s = &self.settings;
         let http = reqwest::Client::builder()
             .connect_timeout(s.connect_timeout)
@@ -101,34 +129,13 @@ impl Registries {
                 registry: r.registry.clone(),
                 reason: error_chain(&e),
             })?;
-        let auth = credential.to_registry_auth();
-        let auth = match auth {
-            RegistryAuth::Anonymous => auth,
-            auth => self.vet_credential(&http, &base, r, auth).await?,
-        };
-        let client = Client::new(ClientConfig {
-            protocol: if insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            // Blobs are streamed in one PUT: faster than chunked PATCHes, and every
-            // blob kpackd pushes has a known size.
-            use_monolithic_push: true,
-            connect_timeout: Some(s.connect_timeout),
-            read_timeout: Some(s.read_timeout),
-            ..Default::default()
-        });
-        client
-            .store_auth_if_needed(oci_ref.resolve_registry(), &auth)
-            .await;
         tracing::debug!(registry = %r.registry, http = insecure, "registry client");
         let host = Arc::new(Host {
-            client,
             http,
+            origin: challenge::origin(&base),
             base,
-            auth,
-            tokens: Mutex::new(HashMap::new()),
+            base_url,
+            credential,
         });
         Ok(self
             .hosts
@@ -139,125 +146,287 @@ impl Registries {
             .clone())
     }
 
-    /// Decides whether the registry's credentials may go where its token service
-    /// is: they are sent to a Bearer realm only over HTTPS, or when the realm is the
-    /// registry's own host and port. A realm elsewhere over plain HTTP gets an
-    /// anonymous token request instead (public images still pull; private ones fail
-    /// with the registry's 401), and a warning says why: the credentials would cross
-    /// the network in the clear to a host they do not belong to.
-    ///
-    /// The challenge is read once, here. A registry that answers differently later
-    /// gains nothing it could not get anyway by asking for Basic auth itself; what
-    /// this stops is an honest registry's (or a tampered-with plain-HTTP) challenge
-    /// sending the credentials to a third host in the clear.
-    async fn vet_credential(
-        &self,
-        http: &reqwest::Client,
-        base: &str,
-        r: &RegistryRef,
-        auth: RegistryAuth,
-    ) -> Result<RegistryAuth, OciError> {
-        let probe = http.get(format!("{base}/v2/")).send();
-        let response = self
-            .bounded(r, "authentication probe", probe)
-            .await?
-            .map_err(|e| reqwest_error(e, r))?;
-        let realm = response
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_realm);
-        drop(response);
-        match realm {
-            Some(realm) if !realm_may_receive_credentials(&realm, base) => {
-                tracing::warn!(
-                    registry = %r.registry,
-                    %realm,
-                    "the registry's token service is another host over plain HTTP: \
-                     credentials withheld, asking for an anonymous token"
-                );
-                Ok(RegistryAuth::Anonymous)
-            }
-            _ => Ok(auth),
-        }
-    }
-
     /// `fut` bounded by the request deadline.
     async fn bounded<T>(
         &self,
         r: &RegistryRef,
         what: &str,
-        fut: impl std::future::Future<Output = T>,
+        fut: impl Future<Output = T>,
     ) -> Result<T, OciError> {
-        let limit = self.settings.request_timeout;
-        tokio::time::timeout(limit, fut)
-            .await
-            .map_err(|_| OciError::TimedOut {
-                reference: r.to_string(),
-                what: what.to_string(),
-                reason: format!("no answer within {limit:?}"),
-            })
+        bounded_by(self.settings.request_timeout, r, what, fut).await
     }
 
-    /// The `Authorization` value for pulls from `r`'s repository: a Bearer token
-    /// (from oci-client's token dance with the vetted credential), else Basic
-    /// credentials for a registry that wants them, else none.
+    /// Sends the request `build` makes (made afresh for a second sending) to `url`,
+    /// authorized as `r`'s registry asks, within `limit`, and returns the response
+    /// whatever its status.
+    ///
+    /// While the origin's answer to an unauthenticated request is unknown, the first
+    /// request goes alone and the others wait for it. A `401` with a challenge not
+    /// known yet, or one to a Bearer token that may have expired, is answered once:
+    /// the challenge is recorded for the whole process and the request sent again
+    /// with what it asks for.
+    #[allow(clippy::too_many_arguments)]
+    async fn send<F, Fut>(
+        &self,
+        host: &Host,
+        r: &RegistryRef,
+        access: Access<'_>,
+        what: &str,
+        limit: Duration,
+        url: &Url,
+        build: F,
+    ) -> Result<reqwest::Response, OciError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<reqwest::RequestBuilder, OciError>>,
+    {
+        let _gate = if host.origin.known() == Known::Unknown {
+            let gate = host.origin.gate.lock().await;
+            (host.origin.known() == Known::Unknown).then_some(gate)
+        } else {
+            None
+        };
+        let ours = challenge::same_origin(url, &host.base_url);
+        let scope = access.scope(&r.repository);
+        let known = host.origin.known();
+        let authorization = match (&known, ours) {
+            (Known::Challenged(c), true) => self.authorization(host, r, c, &scope, None).await?,
+            _ => None,
+        };
+        let response = self
+            .send_once(r, what, limit, &build, authorization.as_ref())
+            .await?;
+        if !ours {
+            return Ok(response);
+        }
+        if response.status() != StatusCode::UNAUTHORIZED {
+            if known == Known::Unknown {
+                host.origin.learn(Known::Open);
+            }
+            return Ok(response);
+        }
+        let Some(asked) = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse)
+        else {
+            return Ok(response);
+        };
+        let again = match &known {
+            Known::Challenged(c) if *c == asked => {
+                matches!(asked, Challenge::Bearer { .. }) && authorization.is_some()
+            }
+            _ => true,
+        };
+        if !again {
+            return Ok(response);
+        }
+        tracing::debug!(registry = %r.registry, challenge = ?asked, "registry asks for authorization");
+        host.origin.learn(Known::Challenged(asked.clone()));
+        drop(response);
+        let fresh = self
+            .authorization(host, r, &asked, &scope, authorization.as_ref())
+            .await?;
+        self.send_once(r, what, limit, &build, fresh.as_ref()).await
+    }
+
+    async fn send_once<F, Fut>(
+        &self,
+        r: &RegistryRef,
+        what: &str,
+        limit: Duration,
+        build: &F,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<reqwest::Response, OciError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<reqwest::RequestBuilder, OciError>>,
+    {
+        let mut request = build().await?;
+        if let Some(a) = authorization {
+            request = request.header(AUTHORIZATION, a.clone());
+        }
+        bounded_by(limit, r, what, request.send())
+            .await?
+            .map_err(|e| reqwest_error(e, r))
+    }
+
+    /// What `challenge` asks of a request for `scope`: Basic credentials, or a Bearer
+    /// token (cached process-wide; `stale`, the token a registry just refused, is
+    /// replaced), or nothing for an anonymous Basic challenge.
+    ///
+    /// Credentials go to a Bearer realm only over HTTPS, or when the realm is the
+    /// registry's own host and port. A realm elsewhere over plain HTTP gets an
+    /// anonymous token request instead (public images still pull; private ones fail
+    /// with the registry's 401), and a warning says why: the credentials would cross
+    /// the network in the clear to a host they do not belong to.
     async fn authorization(
         &self,
         host: &Host,
         r: &RegistryRef,
+        challenge: &Challenge,
+        scope: &str,
+        stale: Option<&HeaderValue>,
     ) -> Result<Option<HeaderValue>, OciError> {
-        let oci_ref = to_oci(r);
-        let key = oci_ref.repository().to_string();
-        if let Some((value, made)) = host
-            .tokens
-            .lock()
-            .expect("the token map is never left poisoned")
-            .get(&key)
-        {
-            if made.elapsed() < TOKEN_REUSE {
-                return Ok(value.clone());
+        let (realm, service) = match challenge {
+            Challenge::Basic => {
+                return host
+                    .credential
+                    .basic_pair()
+                    .map(|(user, secret)| header_value(&challenge::basic(user, secret), r))
+                    .transpose()
+            }
+            Challenge::Bearer { realm, service } => (realm, service),
+        };
+        let credential = match host.credential.basic_pair() {
+            Some(_) if !challenge::realm_may_receive_credentials(realm, &host.base) => {
+                if host.origin.first_warning() {
+                    tracing::warn!(
+                        registry = %r.registry,
+                        %realm,
+                        "the registry's token service is another host over plain HTTP: \
+                         credentials withheld, asking for an anonymous token"
+                    );
+                }
+                None
+            }
+            pair => pair,
+        };
+        let key = TokenKey {
+            realm: realm.clone(),
+            service: service.clone(),
+            scope: scope.to_string(),
+            credential: challenge::credential_key(credential),
+        };
+        let slot = challenge::slot(&key);
+        let mut held = slot.lock().await;
+        if let Some(token) = held.as_ref() {
+            if token.until > Instant::now() && Some(&token.value) != stale {
+                return Ok(Some(token.value.clone()));
             }
         }
         let token = self
-            .bounded(
-                r,
-                "authentication",
-                host.client
-                    .auth(&oci_ref, &host.auth, RegistryOperation::Pull),
-            )
-            .await?
-            .map_err(|e| OciError::from_client(e, &r.registry, &r.to_string()))?;
-        let value = match (token, &host.auth) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, RegistryAuth::Basic(user, pass)) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-            )),
-            (None, _) => None,
-        };
-        let value = match value {
-            Some(v) => {
-                let mut v = HeaderValue::from_str(&v).map_err(|_| OciError::Invalid {
-                    what: format!("token for {r}"),
-                    reason: "not a valid header value".into(),
-                })?;
-                v.set_sensitive(true);
-                Some(v)
+            .fetch_token(host, r, realm, service.as_deref(), scope, credential)
+            .await?;
+        *held = Some(token.clone());
+        Ok(Some(token.value))
+    }
+
+    /// One token request to `realm` for `scope`.
+    async fn fetch_token(
+        &self,
+        host: &Host,
+        r: &RegistryRef,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credential: Option<(&str, &str)>,
+    ) -> Result<Token, OciError> {
+        let mut url = Url::parse(realm).map_err(|e| OciError::Invalid {
+            what: format!("token service of {}", r.registry),
+            reason: format!("realm `{realm}`: {e}"),
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            for s in scope.split(' ') {
+                query.append_pair("scope", s);
             }
-            None => None,
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+        }
+        let mut request = host.http.get(url.clone());
+        if let Some((user, secret)) = credential {
+            request = request.basic_auth(user, Some(secret));
+        }
+        let response = self
+            .bounded(r, "authentication", request.send())
+            .await?
+            .map_err(|e| reqwest_error(e, r))?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, url.as_str(), r).await);
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        let body = read_capped(
+            response,
+            MAX_TOKEN_ANSWER,
+            self.settings.read_timeout,
+            deadline,
+            &format!("token answer for {r}"),
+            r,
+            false,
+        )
+        .await?;
+        #[derive(Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let invalid = |reason: String| OciError::Invalid {
+            what: format!("token answer for {r}"),
+            reason,
         };
-        host.tokens
-            .lock()
-            .expect("the token map is never left poisoned")
-            .insert(key, (value.clone(), Instant::now()));
-        Ok(value)
+        let answer: Answer =
+            serde_json::from_slice(&body).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let token = answer
+            .token
+            .filter(|t| !t.is_empty())
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid("no token in it".into()))?;
+        Ok(Token {
+            value: header_value(&format!("Bearer {token}"), r)?,
+            until: Instant::now() + challenge::lifetime(answer.expires_in),
+        })
+    }
+
+    /// An error for a response with an error status, with the registry's message
+    /// (read up to [`MAX_ERROR_BODY`]).
+    async fn status_error(
+        &self,
+        response: reqwest::Response,
+        url: &str,
+        r: &RegistryRef,
+    ) -> OciError {
+        let status = response.status();
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        let body = read_capped(
+            response,
+            MAX_ERROR_BODY as u64,
+            self.settings.read_timeout,
+            deadline,
+            "error answer",
+            r,
+            true,
+        )
+        .await
+        .unwrap_or_default();
+        OciError::from_client(
+            OciDistributionError::ServerError {
+                code: status.as_u16(),
+                url: url.to_string(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            },
+            &r.registry,
+            &r.to_string(),
+        )
+    }
+
+    /// `/v2/<repository>/<path>` on `r`'s registry.
+    fn url(&self, host: &Host, r: &RegistryRef, path: &str) -> Result<Url, OciError> {
+        let url = format!("{}/v2/{}/{path}", host.base, r.repository);
+        Url::parse(&url).map_err(|e| OciError::Invalid {
+            what: format!("URL for {r}"),
+            reason: format!("`{url}`: {e}"),
+        })
     }
 
     /// Sends one read request for `path` under `r`'s repository (`manifests/…`,
     /// `blobs/…`) and returns the response once its headers are in and its status
     /// is a success; an error status becomes an [`OciError`] with the registry's
-    /// message (read up to [`MAX_ERROR_BODY`]).
+    /// message.
     async fn read_request(
         &self,
         r: &RegistryRef,
@@ -265,72 +434,28 @@ impl Registries {
         path: &str,
         accept: &str,
     ) -> Result<reqwest::Response, OciError> {
-        let host = self.host(r).await?;
-        let authorization = self.authorization(&host, r).await?;
-        let url = format!("{}/v2/{}/{path}", host.base, to_oci(r).repository());
-        let mut request = host.http.request(method, &url).header(ACCEPT, accept);
-        if let Some(a) = authorization {
-            request = request.header(AUTHORIZATION, a);
-        }
+        let host = self.host(r)?;
+        let url = self.url(&host, r, path)?;
         let response = self
-            .bounded(r, "request", request.send())
-            .await?
-            .map_err(|e| reqwest_error(e, r))?;
-        let status = response.status();
-        if status.is_success() {
+            .send(
+                &host,
+                r,
+                Access::Pull,
+                "request",
+                self.settings.request_timeout,
+                &url,
+                || async {
+                    Ok(host
+                        .http
+                        .request(method.clone(), url.clone())
+                        .header(ACCEPT, accept))
+                },
+            )
+            .await?;
+        if response.status().is_success() {
             return Ok(response);
         }
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            // A token may have expired early: the next attempt asks afresh.
-            host.tokens
-                .lock()
-                .expect("the token map is never left poisoned")
-                .remove(to_oci(r).repository());
-        }
-        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
-        let body = read_capped(
-            response,
-            MAX_ERROR_BODY as u64,
-            self.settings.read_timeout,
-            deadline,
-            r,
-            true,
-        )
-        .await
-        .unwrap_or_default();
-        Err(OciError::from_client(
-            OciDistributionError::ServerError {
-                code: status.as_u16(),
-                url,
-                message: String::from_utf8_lossy(&body).into_owned(),
-            },
-            &r.registry,
-            &r.to_string(),
-        ))
-    }
-
-    /// Runs one oci-client call with retries and the request deadline, mapping its
-    /// errors.
-    async fn call<T, F, Fut>(&self, r: &RegistryRef, what: &str, op: F) -> Result<T, OciError>
-    where
-        F: Fn(Client, Reference) -> Fut,
-        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
-    {
-        let client = self.client(r).await?;
-        let oci_ref = to_oci(r);
-        let shown = r.to_string();
-        self.settings
-            .retry
-            .run(what, || {
-                let fut = op(client.clone(), oci_ref.clone());
-                let shown = &shown;
-                async move {
-                    self.bounded(r, what, fut)
-                        .await?
-                        .map_err(|e| OciError::from_client(e, &r.registry, shown))
-                }
-            })
-            .await
+        Err(self.status_error(response, url.as_str(), r).await)
     }
 
     /// Tag or digest → manifest digest, with a HEAD (a GET when the registry sends
@@ -425,24 +550,12 @@ impl Registries {
             cap,
             self.settings.read_timeout,
             deadline,
+            &format!("manifest {r}"),
             r,
             false,
         )
         .await?;
         Ok((bytes, header))
-    }
-
-    pub(crate) async fn blob_exists(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-    ) -> Result<bool, OciError> {
-        let d = digest.to_string();
-        self.call(r, "check blob", |c, o| {
-            let d = d.clone();
-            async move { c.blob_exists(&o, &d).await }
-        })
-        .await
     }
 
     /// A stream of the blob's bytes, bounded in time: the read timeout between
@@ -477,124 +590,6 @@ impl Registries {
             .request_timeout
             .saturating_add(Duration::from_secs(size / BLOB_MIN_RATE))
     }
-
-    /// Tries a cross-repository mount from `source` (same registry); `false` when the
-    /// registry declined (202: it opened an upload session instead).
-    pub(crate) async fn mount_blob(
-        &self,
-        target: &RegistryRef,
-        source: &RegistryRef,
-        digest: &Digest,
-    ) -> Result<bool, OciError> {
-        let d = digest.to_string();
-        let from = to_oci(source);
-        let result = self
-            .call(target, "mount blob", |c, o| {
-                let (d, from) = (d.clone(), from.clone());
-                async move {
-                    match c.mount_blob(&o, &from, &d).await {
-                        Err(OciDistributionError::SpecViolationError(_)) => Ok(false),
-                        other => other.map(|()| true),
-                    }
-                }
-            })
-            .await?;
-        tracing::debug!(%target, %source, %digest, mounted = result, "cross-repository mount");
-        Ok(result)
-    }
-
-    /// Pushes a blob from a stream that `open` makes afresh for every attempt.
-    pub(crate) async fn push_blob<F, Fut, S>(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        size: u64,
-        open: F,
-    ) -> Result<(), OciError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<S, OciError>>,
-        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    {
-        let client = self.client(r).await?;
-        let oci_ref = to_oci(r);
-        let shown = r.to_string();
-        let d = digest.to_string();
-        self.settings
-            .retry
-            .run("push blob", || async {
-                let stream = open().await?.map_err(OciDistributionError::IoError);
-                let push = client.push_blob_stream(&oci_ref, stream, &d, Some(size));
-                match tokio::time::timeout(self.blob_deadline(size), push).await {
-                    Ok(result) => result
-                        .map(drop)
-                        .map_err(|e| OciError::from_client(e, &r.registry, &shown)),
-                    Err(_) => Err(OciError::TimedOut {
-                        reference: shown.clone(),
-                        what: "push blob".into(),
-                        reason: format!("not finished within {:?}", self.blob_deadline(size)),
-                    }),
-                }
-            })
-            .await
-    }
-
-    pub(crate) async fn push_blob_file(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        size: u64,
-        path: &Path,
-    ) -> Result<(), OciError> {
-        self.push_blob(r, digest, size, || file_stream(path)).await
-    }
-
-    pub(crate) async fn push_blob_bytes(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        bytes: Bytes,
-    ) -> Result<(), OciError> {
-        let size = bytes.len() as u64;
-        self.push_blob(r, digest, size, || {
-            let bytes = bytes.clone();
-            async move { Ok(futures::stream::iter([Ok(bytes)])) }
-        })
-        .await
-    }
-
-    /// Puts a manifest with its exact bytes under `r`'s tag or digest.
-    pub(crate) async fn push_manifest(
-        &self,
-        r: &RegistryRef,
-        manifest: &RawManifest,
-    ) -> Result<(), OciError> {
-        let content_type: reqwest::header::HeaderValue =
-            manifest.media_type.parse().map_err(|_| OciError::Invalid {
-                what: format!("manifest {}", manifest.digest),
-                reason: format!("media type `{}` is not a header value", manifest.media_type),
-            })?;
-        let bytes = manifest.bytes.clone();
-        self.call(r, "push manifest", |c, o| {
-            let (bytes, content_type) = (bytes.clone(), content_type.clone());
-            async move { c.push_manifest_raw(&o, bytes, content_type).await }
-        })
-        .await
-        .map(drop)
-    }
-}
-
-fn to_oci(r: &RegistryRef) -> Reference {
-    match &r.digest {
-        Some(d) => Reference::with_digest(r.registry.clone(), r.repository.clone(), d.to_string()),
-        None => Reference::with_tag(
-            r.registry.clone(),
-            r.repository.clone(),
-            r.tag
-                .clone()
-                .unwrap_or_else(|| imageref::DEFAULT_TAG.to_string()),
-        ),
-    }
 }
 
 fn parse_digest(s: &str, r: &RegistryRef) -> Result<Digest, OciError> {
@@ -606,11 +601,45 @@ fn parse_digest(s: &str, r: &RegistryRef) -> Result<Digest, OciError> {
 
 /// `manifests/<digest or tag>` for `r`.
 fn manifest_path(r: &RegistryRef) -> String {
-    let o = to_oci(r);
-    format!(
-        "manifests/{}",
-        o.digest().or(o.tag()).unwrap_or(imageref::DEFAULT_TAG)
-    )
+    match (&r.digest, &r.tag) {
+        (Some(d), _) => format!("manifests/{d}"),
+        (None, Some(t)) => format!("manifests/{t}"),
+        (None, None) => format!("manifests/{}", imageref::DEFAULT_TAG),
+    }
+}
+
+/// The host that serves `registry`'s API (`docker.io` is served by `index.docker.io`).
+fn registry_host(registry: &str) -> &str {
+    match registry {
+        "docker.io" => "index.docker.io",
+        other => other,
+    }
+}
+
+/// `fut` bounded by `limit`.
+async fn bounded_by<T>(
+    limit: Duration,
+    r: &RegistryRef,
+    what: &str,
+    fut: impl Future<Output = T>,
+) -> Result<T, OciError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| OciError::TimedOut {
+            reference: r.to_string(),
+            what: what.to_string(),
+            reason: format!("no answer within {limit:?}"),
+        })
+}
+
+/// `text` as a header value that is never logged.
+fn header_value(text: &str, r: &RegistryRef) -> Result<HeaderValue, OciError> {
+    let mut value = HeaderValue::from_str(text).map_err(|_| OciError::Invalid {
+        what: format!("authorization for {r}"),
+        reason: "not a valid header value".into(),
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 fn accept() -> String {
@@ -635,11 +664,12 @@ async fn read_capped(
     cap: u64,
     idle: Duration,
     deadline: tokio::time::Instant,
+    what: &str,
     r: &RegistryRef,
     lossy: bool,
 ) -> Result<Bytes, OciError> {
     let too_big = |size: String| OciError::Invalid {
-        what: format!("manifest {r}"),
+        what: what.to_string(),
         reason: format!("{size} bytes, more than the {cap} allowed"),
     };
     if let Some(len) = response.content_length() {
@@ -704,59 +734,4 @@ pub(crate) fn io_error(e: std::io::Error, r: &impl std::fmt::Display) -> OciErro
 /// stay out of reach).
 fn answered(e: &OciError) -> bool {
     !matches!(e, OciError::TimedOut { .. } | OciError::Unreachable { .. })
-}
-
-/// The `realm` of a `Bearer` challenge, if the header is one.
-fn bearer_realm(challenge: &str) -> Option<String> {
-    let (scheme, params) = challenge.trim().split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    let at = params.to_ascii_lowercase().find("realm=")?;
-    let value = params[at + "realm=".len()..].trim_start();
-    let value = match value.strip_prefix('"') {
-        Some(quoted) => quoted.split('"').next()?,
-        None => value.split(',').next()?.trim(),
-    };
-    Some(value.to_string())
-}
-
-/// Whether credentials may be sent to the token `realm` of the registry at `base`
-/// (`scheme://host[:port]`): over HTTPS, or to the registry's own host and port.
-fn realm_may_receive_credentials(realm: &str, base: &str) -> bool {
-    let (Ok(realm), Ok(base)) = (reqwest::Url::parse(realm), reqwest::Url::parse(base)) else {
-        return false;
-    };
-    realm.scheme() == "https"
-        || (realm.host_str() == base.host_str()
-            && realm.port_or_known_default() == base.port_or_known_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn realms() {
-        assert_eq!(
-            bearer_realm(r#"Bearer realm="http://other:1/token",service="reg""#).as_deref(),
-            Some("http://other:1/token")
-        );
-        assert_eq!(bearer_realm(r#"Basic realm="x""#), None);
-        let base = "http://127.0.0.1:5000";
-        assert!(realm_may_receive_credentials(
-            "https://auth.example/token",
-            base
-        ));
-        assert!(realm_may_receive_credentials(
-            "http://127.0.0.1:5000/token",
-            base
-        ));
-        assert!(!realm_may_receive_credentials(
-            "http://127.0.0.1:5001/token",
-            base
-        ));
-        assert!(!realm_may_receive_credentials("http://other/token", base));
-        assert!(!realm_may_receive_credentials("not a url", base));
-    }
 }

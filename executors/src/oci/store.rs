@@ -12,6 +12,7 @@ use imageref::{Digest, ImageRef, LayoutRef, RegistryRef};
 use imageref::Platform;
 
 use super::blob::{limited, verified, BlobStream};
+use super::cache::ReadCache;
 use super::layer::WrittenLayer;
 use super::layout::Layout;
 use super::manifest::{
@@ -129,6 +130,8 @@ pub enum BlobTransfer {
 pub struct ImageStore {
     settings: Arc<StoreSettings>,
     registries: Arc<Registries>,
+    /// Manifests read by digest and configs, from registries.
+    cache: Arc<ReadCache>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -145,6 +148,7 @@ impl ImageStore {
         ImageStore {
             registries: Arc::new(Registries::new(settings.clone())),
             settings,
+            cache: Arc::default(),
         }
     }
 
@@ -183,7 +187,7 @@ impl ImageStore {
     /// The manifest `r` names, exactly as stored.
     pub async fn manifest(&self, r: &ImageRef) -> Result<RawManifest, OciError> {
         match r {
-            ImageRef::Registry(reg) => self.registries.manifest(reg, None).await,
+            ImageRef::Registry(reg) => self.registry_manifest(reg).await,
             ImageRef::Layout(l) => {
                 let layout = open_layout(l)?;
                 let entry = layout.find(l.name.as_deref())?;
@@ -199,16 +203,27 @@ impl ImageStore {
         digest: &Digest,
     ) -> Result<RawManifest, OciError> {
         match r {
-            ImageRef::Registry(reg) => {
-                self.registries
-                    .manifest(&reg.at_digest(digest.clone()), None)
-                    .await
-            }
+            ImageRef::Registry(reg) => self.registry_manifest(&reg.at_digest(digest.clone())).await,
             ImageRef::Layout(l) => {
                 let bytes = open_layout(l)?.read_blob(digest).await?;
                 RawManifest::from_bytes(bytes)
             }
         }
+    }
+
+    /// A manifest from a registry; one named by digest from the cache when it is
+    /// there, and kept in it once read.
+    async fn registry_manifest(&self, r: &RegistryRef) -> Result<RawManifest, OciError> {
+        let Some(digest) = &r.digest else {
+            return self.registries.manifest(r, None).await;
+        };
+        let repository = cache_key(r);
+        if let Some(bytes) = self.cache.get(&repository, digest) {
+            return RawManifest::from_bytes(bytes);
+        }
+        let raw = self.registries.manifest(r, None).await?;
+        self.cache.put(&repository, &raw.digest, &raw.bytes);
+        Ok(raw)
     }
 
     /// The image `r` names, for the configured platform when `r` names an index:
@@ -286,12 +301,27 @@ impl ImageStore {
                 ),
             });
         }
+        let cached = match r {
+            ImageRef::Registry(reg) => Some(cache_key(reg)),
+            ImageRef::Layout(_) => None,
+        };
+        if let Some(bytes) = cached
+            .as_ref()
+            .and_then(|k| self.cache.get(k, &blob.digest))
+        {
+            return Ok(bytes);
+        }
         let mut stream = self.open_blob(r, blob).await?;
         let mut out = Vec::with_capacity(blob.size as usize);
         while let Some(chunk) = stream.next().await {
             out.extend_from_slice(&chunk.map_err(|e| io_error(e, r))?);
         }
-        Ok(Bytes::from(out))
+        // The stream ended, so its bytes hashed to the digest.
+        let bytes = Bytes::from(out);
+        if let Some(key) = cached {
+            self.cache.put(&key, &blob.digest, &bytes);
+        }
+        Ok(bytes)
     }
 
     /// A blob's bytes as a stream, checked against its declared size as they come
@@ -362,6 +392,27 @@ impl ImageStore {
         Ok(descriptor)
     }
 
+    /// Pushes a small blob just made (a rebased image's config) without asking first
+    /// whether the destination has it: for a new blob that question costs a request
+    /// for nothing, and pushing a blob the destination has is harmless.
+    pub async fn upload_blob_bytes(
+        &self,
+        r: &ImageRef,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Descriptor, OciError> {
+        let descriptor = Descriptor::new(media_type, sha256_digest(&bytes), bytes.len() as u64);
+        match r {
+            ImageRef::Registry(reg) => {
+                self.registries
+                    .push_blob_bytes(reg, &descriptor.digest, bytes)
+                    .await?
+            }
+            ImageRef::Layout(_) => return self.push_blob_bytes(r, media_type, bytes).await,
+        }
+        Ok(descriptor)
+    }
+
     /// Copies one blob from `from` to `to`: nothing when `to` has it, a
     /// cross-repository mount when both are repositories of one registry, else a
     /// stream of its bytes (`on_bytes` sees each chunk's length). Retried whole on
@@ -376,6 +427,19 @@ impl ImageStore {
         if self.blob_exists(to, &blob.digest).await? {
             return Ok(BlobTransfer::Existed);
         }
+        self.copy_new_blob(from, to, blob, on_bytes).await
+    }
+
+    /// [`copy_blob`](Self::copy_blob) for a blob `to` is not expected to have (a run
+    /// layer newer than the app image being rebased), without asking first: a mount
+    /// answers alike for a blob that was there after all, and a stream sends it again.
+    pub async fn copy_new_blob(
+        &self,
+        from: &ImageRef,
+        to: &ImageRef,
+        blob: &Descriptor,
+        on_bytes: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<BlobTransfer, OciError> {
         if let (ImageRef::Registry(src), ImageRef::Registry(dst)) = (from, to) {
             if src.registry == dst.registry
                 && src.repository != dst.repository
@@ -414,15 +478,15 @@ impl ImageStore {
         Ok(BlobTransfer::Uploaded)
     }
 
-    /// Pushes a manifest under `r`: to a registry by digest first, then under `r`'s
-    /// tag if it has one; to a layout as a blob, then as `r`'s `index.json` entry.
-    /// Every blob it refers to must be there already. Returns `r` pinned to the digest.
+    /// Pushes a manifest under `r`: to a registry under `r`'s tag if it has one (the
+    /// registry keeps it by digest too), else by digest; to a layout as a blob, then
+    /// as `r`'s `index.json` entry. Every blob it refers to must be there already.
+    /// Returns `r` pinned to the digest.
     pub async fn push_manifest(
         &self,
         r: &ImageRef,
         manifest: &RawManifest,
     ) -> Result<ImageRef, OciError> {
-        self.push_manifest_by_digest(r, manifest).await?;
         match r {
             ImageRef::Registry(reg) => {
                 if reg.tag.is_some() || reg.digest.is_none() {
@@ -431,10 +495,13 @@ impl ImageStore {
                         ..reg.clone()
                     };
                     self.registries.push_manifest(&tagged, manifest).await?;
+                } else {
+                    self.push_manifest_by_digest(r, manifest).await?;
                 }
                 Ok(ImageRef::Registry(reg.at_digest(manifest.digest.clone())))
             }
             ImageRef::Layout(l) => {
+                self.push_manifest_by_digest(r, manifest).await?;
                 let layout = open_or_create_layout(l)?;
                 let name = l.name.clone();
                 let descriptor = manifest.descriptor();
@@ -498,6 +565,11 @@ impl ImageStore {
                 .map(drop),
         }
     }
+}
+
+/// `registry/repository`: where a cached read came from.
+fn cache_key(r: &RegistryRef) -> String {
+    format!("{}/{}", r.registry, r.repository)
 }
 
 fn open_layout(l: &LayoutRef) -> Result<Layout, OciError> {
