@@ -179,6 +179,7 @@ fn hello_request(
         cache_image: None,
         project_metadata: None,
         default_process: None,
+        layer_compression: Default::default(),
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::buildpack::{compare_versions, DirectoryBuildpack, Group};
+use crate::config::LayerCompression;
 use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
 use crate::graph::{Node, NodeKind};
 use crate::Reason;
@@ -163,6 +164,8 @@ pub struct Image {
     pub cache: Cache,
     pub history: History,
     pub network: bool,
+    /// How the image's layers are compressed.
+    pub layer_compression: LayerCompression,
     /// The reasons that may make this image be rebuilt or rebased (default: all).
     pub rebuild_on: BTreeSet<Reason>,
     pub spans: ImageSpans,
@@ -274,6 +277,10 @@ pub struct ImageConfig {
     pub builder: String,
     pub default_process: Option<String>,
     pub network: bool,
+    /// `zstd` when the layers are zstd-compressed; absent for gzip, so that images that
+    /// never set it keep the configuration (and hash) they had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_compression: Option<String>,
 }
 
 impl ImageConfig {
@@ -300,6 +307,10 @@ impl Image {
             builder: self.builder.clone(),
             default_process: self.default_process.clone(),
             network: self.network,
+            layer_compression: match self.layer_compression {
+                LayerCompression::Gzip => None,
+                LayerCompression::Zstd => Some("zstd".to_string()),
+            },
         }
     }
 

@@ -23,7 +23,7 @@ use super::export::{export, ExportError, ExportRequest};
 use super::phase::{BuildpackDir, PhaseContext};
 use super::stack::{self, StackError};
 use super::{LogSink, Phase};
-use crate::oci::ImageStore;
+use crate::oci::{ImageStore, LayerCompression};
 
 /// Everything one build needs. Plain data: the engine fills it from kpack.toml.
 #[derive(Debug, Clone)]
@@ -59,6 +59,8 @@ pub struct BuildRequest {
     /// The process type the image starts instead of the buildpacks' default; the build
     /// fails when no buildpack defined it.
     pub default_process: Option<String>,
+    /// How the image's layers are compressed (`layer-compression`).
+    pub layer_compression: LayerCompression,
 }
 
 /// What a successful build made.
@@ -220,6 +222,7 @@ pub async fn build_image(
             project_metadata: req.project_metadata.as_ref(),
             created,
             default_process: req.default_process.as_deref(),
+            layer_compression: req.layer_compression,
         },
         logs,
     )
