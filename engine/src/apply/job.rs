@@ -449,9 +449,12 @@ async fn materialise_source(
                 sub_path,
                 digest,
             } => {
-                // The copy's version comes from the same read as the copy itself.
-                let now = source::path::copy(path, sub_path.as_deref(), &app_dir)
-                    .map_err(|e| error_chain(&e))?;
+                // The copy's version comes from the same read as the copy itself, or, for
+                // files whose stat the plan's hashing recorded, from the stat cache.
+                let stat_cache = source::path::stat_cache_file(&cache, path, sub_path.as_deref());
+                let now =
+                    source::path::copy_cached(path, sub_path.as_deref(), &app_dir, &stat_cache)
+                        .map_err(|e| error_chain(&e))?;
                 if &now != digest {
                     tracing::warn!(
                         path = %path.display(),

@@ -9,6 +9,7 @@ mod app_dir;
 pub mod blob;
 pub mod git;
 pub mod path;
+mod stat_cache;
 
 use std::io::{self, Read, Write};
 
