@@ -181,6 +181,7 @@ fn hello_request(
         image_group: None,
         project_descriptor: None,
         default_process: None,
+        layer_compression: Default::default(),
     }
 }
 

@@ -191,6 +191,7 @@ fn request<'a>(
         project_metadata: None,
         created: None,
         default_process: None,
+        layer_compression: Default::default(),
     }
 }
 

@@ -11,9 +11,12 @@ use std::time::{Duration, SystemTime};
 
 mod oci_support;
 
+use std::num::NonZeroUsize;
+
+use executors::oci::compress::CHUNK;
 use executors::oci::layer::{LayerBuilder, NORMALISED_MTIME};
 use executors::oci::unpack::unpack_layer;
-use executors::oci::{unpack_image, OciError, UnpackOptions};
+use executors::oci::{media_type, unpack_image, LayerCompression, OciError, UnpackOptions};
 use sha2::{Digest as _, Sha256};
 
 /// Builds the same tree in `dir`, creating files in the given order, with `mtime` on
@@ -113,6 +116,135 @@ fn the_same_tree_gives_the_same_bytes() {
     sorted.sort();
     assert_eq!(names, sorted, "entries are sorted");
     assert!(names.contains(&"workspace/data/a-again.txt".to_string()));
+}
+
+/// A tree whose tar spans several compression chunks: incompressible files (each bigger
+/// than a chunk, and one exactly a chunk) and many small ones.
+fn big_tree(dir: &Path) {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    fs::create_dir_all(dir.join("small")).unwrap();
+    fs::write(dir.join("a.bin"), noise(2 * CHUNK + 4321)).unwrap();
+    fs::write(dir.join("b.bin"), noise(CHUNK)).unwrap();
+    for i in 0..200 {
+        fs::write(
+            dir.join(format!("small/{i:03}.txt")),
+            format!("line {i}\n").repeat(i),
+        )
+        .unwrap();
+    }
+}
+
+/// The uncompressed tar of a layer: what its diffID is the sha256 of.
+fn tar_of(builder: &LayerBuilder, work: &Path) -> Vec<u8> {
+    let out = work.join("plain");
+    fs::create_dir_all(&out).unwrap();
+    let one = NonZeroUsize::MIN;
+    let written = builder
+        .write_compressed(&out, LayerCompression::Gzip, one)
+        .unwrap();
+    let mut tar = Vec::new();
+    flate2::read::MultiGzDecoder::new(fs::File::open(&written.path).unwrap())
+        .read_to_end(&mut tar)
+        .unwrap();
+    tar
+}
+
+#[test]
+fn a_layer_is_the_same_bytes_on_1_2_and_8_threads() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    big_tree(&tree);
+    let mut builder = LayerBuilder::new(1000, 1000);
+    builder.add(Path::new("/workspace"), &tree).unwrap();
+    let tar = tar_of(&builder, work.path());
+    assert!(tar.len() > 3 * CHUNK, "the tar spans several chunks");
+    let tar_sha = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+
+    for compression in [LayerCompression::Gzip, LayerCompression::Zstd] {
+        let mut blobs = Vec::new();
+        for threads in [1, 2, 8] {
+            let out = work.path().join(format!("{compression:?}-{threads}"));
+            fs::create_dir_all(&out).unwrap();
+            let threads = NonZeroUsize::new(threads).unwrap();
+            let written = builder
+                .write_compressed(&out, compression, threads)
+                .unwrap();
+            let bytes = fs::read(&written.path).unwrap();
+            assert_eq!(written.diff_id.to_string(), tar_sha, "{compression:?}");
+            assert_eq!(
+                written.digest.to_string(),
+                format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+            );
+            assert_eq!(written.size, bytes.len() as u64);
+            assert_eq!(written.compression(), compression);
+            assert_eq!(written.descriptor().media_type, compression.media_type());
+            blobs.push(bytes);
+        }
+        assert!(
+            blobs[0] == blobs[1],
+            "{compression:?}: 1 and 2 threads differ"
+        );
+        assert!(
+            blobs[0] == blobs[2],
+            "{compression:?}: 1 and 8 threads differ"
+        );
+
+        // Decompressed, the blob is the tar, byte for byte (every member or frame of it).
+        let mut back = Vec::new();
+        match compression {
+            LayerCompression::Gzip => {
+                flate2::read::MultiGzDecoder::new(&blobs[0][..])
+                    .read_to_end(&mut back)
+                    .unwrap();
+            }
+            LayerCompression::Zstd => back = zstd::stream::decode_all(&blobs[0][..]).unwrap(),
+        }
+        assert!(back == tar, "{compression:?}: decompressed blob is the tar");
+    }
+    assert_eq!(
+        LayerCompression::Zstd.media_type(),
+        media_type::OCI_LAYER_ZSTD
+    );
+}
+
+#[test]
+fn a_zstd_layer_unpacks() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    big_tree(&tree);
+    let out = work.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let written = LayerBuilder::new(0, 0)
+        .add(Path::new("/app"), &tree)
+        .unwrap()
+        .write_compressed(&out, LayerCompression::Zstd, NonZeroUsize::new(2).unwrap())
+        .unwrap();
+    let target = work.path().join("root");
+    fs::create_dir_all(&target).unwrap();
+    unpack_layer(
+        fs::File::open(&written.path).unwrap(),
+        &target,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(target.join("app/a.bin")).unwrap(),
+        fs::read(tree.join("a.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("app/small/199.txt")).unwrap(),
+        "line 199\n".repeat(199)
+    );
 }
 
 /// A tar entry written byte by byte, so that names the `tar` crate would refuse

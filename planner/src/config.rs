@@ -218,6 +218,10 @@ pub struct ImageTable {
     pub history: Option<HistoryTable>,
     /// Whether buildpacks may reach the network during the build. Default: true.
     pub network: Option<bool>,
+    /// How the image's layers are compressed: `gzip` (the default; every runtime reads
+    /// it) or `zstd` (smaller and faster to write; needs containerd 1.5+, Podman or CRI-O,
+    /// or Docker Engine 23+).
+    pub layer_compression: Option<LayerCompression>,
     /// Which upstream changes make kpackd rebuild or rebase the image. Default: all.
     #[schemars(with = "Option<Vec<Reason>>")]
     pub rebuild_on: Option<Vec<Spanned<Reason>>>,
@@ -234,6 +238,17 @@ pub struct ImageTable {
     /// `sub-path`, when there is one). Default: `project.toml`, when there is one.
     #[schemars(with = "Option<String>")]
     pub project_descriptor: Option<Spanned<String>>,
+}
+
+/// `layer-compression = "gzip" | "zstd"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerCompression {
+    /// `application/vnd.oci.image.layer.v1.tar+gzip`.
+    #[default]
+    Gzip,
+    /// `application/vnd.oci.image.layer.v1.tar+zstd`.
+    Zstd,
 }
 
 /// `source = { ... }`: exactly one of `git`, `path`, `blob` or `image`.

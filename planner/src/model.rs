@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::buildpack::{compare_versions, BuildpackRef, DirectoryBuildpack, Group};
+use crate::config::LayerCompression;
 use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
 use crate::graph::{Node, NodeKind};
 use crate::Reason;
@@ -165,6 +166,8 @@ pub struct Image {
     pub cache: Cache,
     pub history: History,
     pub network: bool,
+    /// How the image's layers are compressed.
+    pub layer_compression: LayerCompression,
     /// The reasons that may make this image be rebuilt or rebased (default: all).
     pub rebuild_on: BTreeSet<Reason>,
     /// How long one build or rebase may run.
@@ -299,6 +302,10 @@ pub struct ImageConfig {
     /// `project-descriptor`, when named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_descriptor: Option<String>,
+    /// `zstd` when the layers are zstd-compressed; absent for gzip, so that images that
+    /// never set it keep the configuration (and hash) they had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_compression: Option<String>,
 }
 
 impl ImageConfig {
@@ -332,6 +339,10 @@ impl Image {
                 .map(BuildpackRef::to_string)
                 .collect(),
             project_descriptor: self.project_descriptor.clone(),
+            layer_compression: match self.layer_compression {
+                LayerCompression::Gzip => None,
+                LayerCompression::Zstd => Some("zstd".to_string()),
+            },
         }
     }
 

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imageref::ImageRef;
-use planner::{BuilderKind, BuildpackSource, Cache, Config, Graph, Reason, Source};
+use planner::{
+    BuilderKind, BuildpackSource, Cache, Config, Graph, LayerCompression, Reason, Source,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,4 +205,33 @@ fn graph_orders_the_fleet() {
         ),
         "{dot}"
     );
+}
+
+#[test]
+fn layer_compression_is_gzip_by_default_and_zstd_is_a_config_change() {
+    let full = std::fs::read_to_string(fixtures().join("full.toml")).unwrap();
+    let zstd = full.replacen(
+        "network = false",
+        "network = false\nlayer-compression = \"zstd\"",
+        1,
+    );
+    assert_ne!(zstd, full, "the fixture has `network = false` in an image");
+    // The fixture's relative paths resolve against its directory: write it next to it.
+    let path = fixtures().join(format!(".layer-compression-{}.toml", std::process::id()));
+    std::fs::write(&path, &zstd).unwrap();
+    let loaded = planner::load(&path);
+    std::fs::remove_file(&path).unwrap();
+    let zstd_config = loaded.unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+
+    let gzip_config = load("full.toml");
+    let gzip = &gzip_config.images["hello"];
+    assert_eq!(gzip.layer_compression, LayerCompression::Gzip);
+    let json = serde_json::to_string(&gzip.config()).unwrap();
+    assert!(
+        !json.contains("layer-compression"),
+        "gzip leaves the configuration (and its hash) as it was: {json}"
+    );
+    let zstd = &zstd_config.images["hello"];
+    assert_eq!(zstd.layer_compression, LayerCompression::Zstd);
+    assert_ne!(zstd.config().digest(), gzip.config().digest());
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
 use executors::lifecycle::run::{build_image, BuildRequest};
 use executors::lifecycle::{LogSink, Phase};
-use executors::oci::{ImageStore, OciError};
+use executors::oci::{ImageStore, LayerCompression, OciError};
 use executors::rebase::{rebase, RebaseRequest};
 use executors::source;
 use imageref::{Digest, ImageRef};
@@ -380,6 +380,10 @@ async fn build(
         state_dir: ctx.state_dir.clone(),
         previous_image: previous.and_then(|digest| at_digest(&image.tag, digest)),
         project_metadata: Some(project_metadata(source)),
+        layer_compression: match image.layer_compression {
+            planner::LayerCompression::Gzip => LayerCompression::Gzip,
+            planner::LayerCompression::Zstd => LayerCompression::Zstd,
+        },
     };
     let result = build_image(&ctx.store, &request, sink)
         .await
@@ -563,9 +567,12 @@ async fn materialise_source(
                 sub_path,
                 digest,
             } => {
-                // The copy's version comes from the same read as the copy itself.
-                let now = source::path::copy(path, sub_path.as_deref(), &app_dir)
-                    .map_err(|e| JobFailure::from_error(&e))?;
+                // The copy's version comes from the same read as the copy itself, or, for
+                // files whose stat the plan's hashing recorded, from the stat cache.
+                let stat_cache = source::path::stat_cache_file(&cache, path, sub_path.as_deref());
+                let now =
+                    source::path::copy_cached(path, sub_path.as_deref(), &app_dir, &stat_cache)
+                        .map_err(|e| JobFailure::from_error(&e))?;
                 if &now != digest {
                     tracing::warn!(
                         path = %path.display(),

@@ -152,7 +152,12 @@ async fn run(job: &Job, context: &Arc<Context>) -> Result<Output, ResolveError> 
         }
         Job::Path { dir, sub_path } => {
             let (dir, sub_path) = (dir.clone(), sub_path.clone());
-            blocking(move || Ok(Output::Content(path::hash(&dir, sub_path.as_deref())?))).await
+            let stat_cache = path::stat_cache_file(&context.cache_dir, &dir, sub_path.as_deref());
+            blocking(move || {
+                let version = path::hash_cached(&dir, sub_path.as_deref(), &stat_cache)?;
+                Ok(Output::Content(version))
+            })
+            .await
         }
         Job::Blob { url } => {
             let cache = context.cache_dir.join("blobs");
@@ -161,7 +166,8 @@ async fn run(job: &Job, context: &Arc<Context>) -> Result<Output, ResolveError> 
         }
         Job::BuildpackDir(dir) => {
             let dir = dir.clone();
-            blocking(move || Ok(Output::Content(path::hash(&dir, None)?))).await
+            let stat_cache = path::stat_cache_file(&context.cache_dir, &dir, None);
+            blocking(move || Ok(Output::Content(path::hash_cached(&dir, None, &stat_cache)?))).await
         }
     }
 }

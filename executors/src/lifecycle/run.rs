@@ -24,7 +24,7 @@ use super::phase::{BuildpackDir, PhaseContext};
 use super::project::{self, ProjectInputs, ProjectSettings};
 use super::stack::{self, StackError};
 use super::{LogSink, Phase};
-use crate::oci::ImageStore;
+use crate::oci::{ImageStore, LayerCompression};
 use crate::source::project::ProjectError;
 
 /// Everything one build needs. Plain data: the engine fills it from kpack.toml.
@@ -67,6 +67,8 @@ pub struct BuildRequest {
     /// The process type the image starts instead of the buildpacks' default; the build
     /// fails when no buildpack defined it.
     pub default_process: Option<String>,
+    /// How the image's layers are compressed (`layer-compression`).
+    pub layer_compression: LayerCompression,
 }
 
 /// What a successful build made.
@@ -232,6 +234,7 @@ pub async fn build_image(
             project_metadata: req.project_metadata.as_ref(),
             created,
             default_process: req.default_process.as_deref(),
+            layer_compression: req.layer_compression,
         },
         logs,
     )

@@ -1,6 +1,8 @@
 //! Writing layers the way the CNB lifecycle does: a tar of files from disk, normalised
 //! (sorted entries, mtime 1980-01-01T00:00:01Z, no user or group names, a given
-//! uid/gid), hashed (diffID), gzipped and hashed again (digest) in one pass to a file.
+//! uid/gid), hashed (diffID), compressed and hashed again (digest) in one pass to a file.
+//! Compression runs on every core in fixed-size chunks (see [`super::compress`]), so a
+//! layer's bytes do not depend on the machine that wrote it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -8,11 +10,13 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use flate2::write::GzEncoder;
+use std::num::NonZeroUsize;
+
 use imageref::Digest;
 use sha2::{Digest as _, Sha256};
 
-use super::manifest::{media_type, Descriptor};
+use super::compress::{compress_into, default_threads, LayerCompression};
+use super::manifest::Descriptor;
 use super::OciError;
 
 /// The mtime of every entry: 1980-01-01T00:00:01Z, as CNB tooling writes it.
@@ -23,17 +27,27 @@ pub const NORMALISED_MTIME: u64 = 315_532_801;
 pub struct WrittenLayer {
     /// sha256 of the uncompressed tar: what the image config and CNB labels record.
     pub diff_id: Digest,
-    /// sha256 of the gzipped blob: what the manifest records.
+    /// sha256 of the compressed blob: what the manifest records.
     pub digest: Digest,
-    /// Size of the gzipped blob.
+    /// Size of the compressed blob.
     pub size: u64,
-    /// The gzipped blob, `layer-<hex>.tar.gz` in the directory given to `write`.
+    /// The compressed blob, `layer-<hex>.tar.gz` (or `.tar.zst` when zstd-compressed) in
+    /// the directory given to `write`: the extension says how it is compressed.
     pub path: PathBuf,
 }
 
 impl WrittenLayer {
+    /// How the blob is compressed, as its file name says.
+    pub fn compression(&self) -> LayerCompression {
+        LayerCompression::of_file_name(&self.path.to_string_lossy())
+    }
+
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(media_type::OCI_LAYER_GZIP, self.digest.clone(), self.size)
+        Descriptor::new(
+            self.compression().media_type(),
+            self.digest.clone(),
+            self.size,
+        )
     }
 }
 
@@ -113,8 +127,20 @@ impl LayerBuilder {
         }
     }
 
-    /// Writes the layer into `out_dir`. Blocking: run it on a blocking thread.
+    /// Writes the layer into `out_dir`, gzipped on one thread per core. Blocking: run
+    /// it on a blocking thread.
     pub fn write(&self, out_dir: &Path) -> Result<WrittenLayer, OciError> {
+        self.write_compressed(out_dir, LayerCompression::Gzip, default_threads())
+    }
+
+    /// Writes the layer into `out_dir`, compressed as `compression` on up to `threads`
+    /// threads; the bytes are the same whatever `threads` is. Blocking.
+    pub fn write_compressed(
+        &self,
+        out_dir: &Path,
+        compression: LayerCompression,
+        threads: NonZeroUsize,
+    ) -> Result<WrittenLayer, OciError> {
         let temp = tempfile::Builder::new()
             .prefix(".layer-")
             .tempfile_in(out_dir)
@@ -123,20 +149,28 @@ impl LayerBuilder {
             1 << 20,
             temp.reopen().map_err(|e| OciError::io(temp.path(), e))?,
         ));
-        let gzip = GzEncoder::new(blob, flate2::Compression::fast());
-        let mut tar = tar::Builder::new(Hashing::new(gzip));
-        self.append_all(&mut tar)?;
         let io_err = |e| OciError::io(temp.path(), e);
-        let tar_hashing = tar.into_inner().map_err(io_err)?;
-        let diff_id = tar_hashing.digest();
-        let blob = tar_hashing.inner.finish().map_err(io_err)?;
+        let (diff_id, blob) = compress_into(blob, compression, threads, |compressed| {
+            let mut tar = tar::Builder::new(Hashing::new(compressed));
+            self.append_all(&mut tar)
+                .map_err(|e| io::Error::other(TarFailed(e)))?;
+            Ok(tar.into_inner()?.digest())
+        })
+        .map_err(|e| match e.downcast::<TarFailed>() {
+            Ok(TarFailed(e)) => e,
+            Err(e) => io_err(e),
+        })?;
         let (digest, size) = (blob.digest(), blob.size);
         blob.inner
             .into_inner()
             .map_err(|e| io_err(e.into_error()))?
             .sync_all()
             .map_err(io_err)?;
-        let path = out_dir.join(format!("layer-{}.tar.gz", digest.hex()));
+        let path = out_dir.join(format!(
+            "layer-{}.{}",
+            digest.hex(),
+            compression.extension()
+        ));
         temp.persist(&path)
             .map_err(|e| OciError::io(&path, e.error))?;
         Ok(WrittenLayer {
@@ -228,6 +262,12 @@ fn append_file<W: Write>(
     // A file that grows while being read must not spill into the next header.
     tar.append_data(header, name, io::Read::take(file, len))
 }
+
+/// An error of reading the files of a layer, carried through the compressing writer's
+/// `io::Error` and taken out again, so it keeps the path it names.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct TarFailed(OciError);
 
 /// `/layers/x/./y` → `layers/x/y`; `..` is refused.
 fn image_path(p: &Path) -> Result<String, OciError> {

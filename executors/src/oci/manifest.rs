@@ -17,6 +17,7 @@ pub mod media_type {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
     pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_MANIFEST_LIST: &str =

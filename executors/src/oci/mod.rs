@@ -18,8 +18,8 @@
 //!   or as a layout name);
 //! - whole images: [`copy_image`], [`unpack_image`], [`LayerInfo`] and
 //!   [`RuntimeConfig`] (for a summary);
-//! - layers: [`layer::LayerBuilder`] writes a CNB-normalised `tar+gzip` from files on
-//!   disk; [`unpack::unpack_layer`] applies one to a directory, refusing any entry that
+//! - layers: [`layer::LayerBuilder`] writes a CNB-normalised `tar+gzip` (or `tar+zstd`,
+//!   [`LayerCompression`]) from files on disk, compressed on every core; [`unpack::unpack_layer`] applies one to a directory, refusing any entry that
 //!   would write outside it.
 //!
 //! Transient registry failures (connection trouble, 429, 5xx) are retried with
@@ -31,6 +31,7 @@ mod beneath;
 mod blob;
 mod cache;
 mod challenge;
+pub mod compress;
 mod copy;
 mod error;
 mod inspect;
@@ -44,6 +45,7 @@ pub mod unpack;
 
 pub use auth::{Credential, CredentialSource};
 pub use blob::{blocking_reader, BlobStream};
+pub use compress::LayerCompression;
 pub use copy::{copy_image, CopyProgress, CopyReport};
 pub use error::OciError;
 pub use inspect::{LayerInfo, RuntimeConfig};

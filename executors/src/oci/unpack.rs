@@ -1,4 +1,4 @@
-//! Applying layers to a root filesystem: gzip or plain tar, OCI whiteouts, hard links
+//! Applying layers to a root filesystem: gzip, zstd or plain tar, OCI whiteouts, hard links
 //! and symlinks. Every write goes through a handle on a directory inside the target,
 //! opened one name at a time without following links ([`super::beneath`]), so no
 //! entry — nor any symlink it goes through, nor a later fix-up of directory modes —
@@ -113,7 +113,7 @@ async fn stage_blob(mut blob: super::blob::BlobStream, dir: &Path) -> io::Result
     Ok(file)
 }
 
-/// Applies one layer (gzip-compressed or plain tar) to `target`. Blocking. The reader
+/// Applies one layer (gzip- or zstd-compressed, or plain tar) to `target`. Blocking. The reader
 /// is read to its end, so a digest-checking stream gets to check — but by then the
 /// entries are applied: callers that need the check first stage the blob, as
 /// [`unpack_image`] does, or unpack into a scratch directory.
@@ -130,9 +130,10 @@ pub fn unpack_layer(
         Unpacker::new(target, options)?.apply(&mut archive)?;
         Box::new(archive.into_inner().into_inner())
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(OciError::Unsupported(
-            "zstd-compressed layers are not supported".into(),
-        ));
+        let decoder = zstd::stream::read::Decoder::with_buffer(buffered).map_err(read_err)?;
+        let mut archive = tar::Archive::new(decoder);
+        Unpacker::new(target, options)?.apply(&mut archive)?;
+        Box::new(archive.into_inner().finish())
     } else {
         let mut archive = tar::Archive::new(buffered);
         Unpacker::new(target, options)?.apply(&mut archive)?;

@@ -97,6 +97,24 @@ impl AppDir {
         written.map_err(|source| write_error(entry, source))
     }
 
+    /// Writes a regular file as a copy of `source` (in the kernel where the file system
+    /// can), mode 755 when `executable`, else 644.
+    pub(crate) fn copy_file(
+        &mut self,
+        entry: &Path,
+        source: &Path,
+        executable: bool,
+    ) -> Result<(), EntryError> {
+        let at = self.place(entry)?;
+        let written = (|| {
+            create_parent(&at)?;
+            fs::copy(source, &at)?;
+            let mode = if executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&at, fs::Permissions::from_mode(mode))
+        })();
+        written.map_err(|source| write_error(entry, source))
+    }
+
     /// Makes `entry` a hard link to the already written regular file `existing`.
     pub(crate) fn hard_link(&mut self, entry: &Path, existing: &Path) -> Result<(), EntryError> {
         let at = self.place(entry)?;

@@ -125,7 +125,7 @@ pub fn extract(
     match format {
         Some(Format::Tar) => extract_tar(file, archive, &placement, &mut app)?,
         Some(Format::Gzip) => {
-            let tar = flate2::read::GzDecoder::new(io::BufReader::new(file));
+            let tar = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
             extract_tar(tar, archive, &placement, &mut app)?;
         }
         Some(Format::Zip) => extract_zip(file, archive, &placement, &mut app)?,

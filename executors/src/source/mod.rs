@@ -10,6 +10,7 @@ pub mod blob;
 pub mod git;
 pub mod path;
 pub mod project;
+mod stat_cache;
 
 use std::io::{self, Read, Write};
 

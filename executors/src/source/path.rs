@@ -6,6 +6,10 @@
 //! of directories above it do not, so the version depends on nothing outside it.
 //! Hidden files count; `.git` never does. Empty directories are not part of a source
 //! (as in git). Symbolic links are kept as links, and must resolve inside the source.
+//!
+//! With a stat cache ([`stat_cache_file`]), a file whose stat has not changed since it
+//! was last hashed is not read to be hashed (see `stat_cache` for the rule that keeps
+//! this exact); [`copy_cached`] then copies it in the kernel.
 
 use std::fs;
 use std::io;
@@ -18,6 +22,7 @@ use sha2::{Digest as _, Sha256};
 use crate::hashing::HashingReader;
 
 use super::app_dir::{confined_path, AppDir};
+use super::stat_cache::{Stat, StatCache};
 use super::{digest_string, hashing_copy, EntryError};
 
 /// A path source that cannot be hashed or copied.
@@ -48,15 +53,44 @@ pub enum PathError {
 /// order. Modification times and owners do not count. File contents stream through the
 /// hasher.
 pub fn hash(dir: &Path, sub_path: Option<&str>) -> Result<String, PathError> {
+    hash_with(dir, sub_path, &mut StatCache::none())
+}
+
+/// [`hash`], reading only the files whose stat differs from what the stat cache kept in
+/// `stat_cache` (see [`stat_cache_file`]) recorded; the cache is updated.
+pub fn hash_cached(
+    dir: &Path,
+    sub_path: Option<&str>,
+    stat_cache: &Path,
+) -> Result<String, PathError> {
+    let mut cache = StatCache::load(stat_cache);
+    let version = hash_with(dir, sub_path, &mut cache)?;
+    cache.save();
+    Ok(version)
+}
+
+fn hash_with(
+    dir: &Path,
+    sub_path: Option<&str>,
+    cache: &mut StatCache,
+) -> Result<String, PathError> {
     let mut tree = TreeHasher::default();
     for entry in entries(dir, sub_path)? {
         let entry = entry?;
         match &entry.kind {
-            Kind::File { executable } => {
-                let mut file = open(&entry.absolute)?;
-                let contents = hashing_copy(&mut file, &mut io::sink())
-                    .map_err(|source| read_error(&entry.absolute, source))?;
-                tree.file(&entry.relative, *executable, contents);
+            Kind::File { executable, stat } => {
+                let contents = match cache.lookup(&entry.relative, stat) {
+                    Some(known) => known,
+                    None => {
+                        let mut file = open(&entry.absolute)?;
+                        let hasher = hashing_copy(&mut file, &mut io::sink())
+                            .map_err(|source| read_error(&entry.absolute, source))?;
+                        let sha256: [u8; 32] = hasher.finalize().into();
+                        cache.record(&entry.relative, *stat, sha256);
+                        sha256
+                    }
+                };
+                tree.file(&entry.relative, *executable, &contents);
             }
             Kind::Symlink { target } => tree.symlink(&entry.relative, target),
         }
@@ -68,18 +102,59 @@ pub fn hash(dir: &Path, sub_path: Option<&str>) -> Result<String, PathError> {
 /// and returns the version of what it copied (what [`hash`] gives for it) from the same
 /// single read of each file.
 pub fn copy(dir: &Path, sub_path: Option<&str>, dest: &Path) -> Result<String, PathError> {
+    copy_with(dir, sub_path, dest, &mut StatCache::none())
+}
+
+/// [`copy`] with the stat cache kept in `stat_cache`: a file the cache knows is copied
+/// in the kernel and not hashed, unless its stat moved during the copy.
+pub fn copy_cached(
+    dir: &Path,
+    sub_path: Option<&str>,
+    dest: &Path,
+    stat_cache: &Path,
+) -> Result<String, PathError> {
+    let mut cache = StatCache::load(stat_cache);
+    let version = copy_with(dir, sub_path, dest, &mut cache)?;
+    cache.save();
+    Ok(version)
+}
+
+fn copy_with(
+    dir: &Path,
+    sub_path: Option<&str>,
+    dest: &Path,
+    cache: &mut StatCache,
+) -> Result<String, PathError> {
     let mut app = AppDir::create(dest)?;
     let mut tree = TreeHasher::default();
     for entry in entries(dir, sub_path)? {
         let entry = entry?;
         match entry.kind {
-            Kind::File { executable } => {
-                let mut file = HashingReader {
-                    inner: open(&entry.absolute)?,
-                    hasher: Sha256::new(),
+            Kind::File { executable, stat } => {
+                let known = cache.lookup(&entry.relative, &stat);
+                let copied_known = match known {
+                    Some(known) => {
+                        app.copy_file(&entry.relative, &entry.absolute, executable)?;
+                        let after = fs::symlink_metadata(&entry.absolute)
+                            .map_err(|source| read_error(&entry.absolute, source))?;
+                        (Stat::of(&after) == stat).then_some(known)
+                    }
+                    None => None,
                 };
-                app.file(&entry.relative, &mut file, executable)?;
-                tree.file(&entry.relative, executable, file.hasher);
+                let contents = match copied_known {
+                    Some(known) => known,
+                    None => {
+                        let mut file = HashingReader {
+                            inner: open(&entry.absolute)?,
+                            hasher: Sha256::new(),
+                        };
+                        app.file(&entry.relative, &mut file, executable)?;
+                        let sha256: [u8; 32] = file.hasher.finalize().into();
+                        cache.record(&entry.relative, stat, sha256);
+                        sha256
+                    }
+                };
+                tree.file(&entry.relative, executable, &contents);
             }
             Kind::Symlink { target } => {
                 tree.symlink(&entry.relative, &target);
@@ -91,17 +166,30 @@ pub fn copy(dir: &Path, sub_path: Option<&str>, dest: &Path) -> Result<String, P
     Ok(tree.finish())
 }
 
+/// Where the stat cache of the path source `dir`/`sub_path` is kept under `cache_dir`:
+/// `paths/<sha256 of the directory and sub-path>.json`.
+pub fn stat_cache_file(cache_dir: &Path, dir: &Path, sub_path: Option<&str>) -> PathBuf {
+    let mut key = Sha256::new();
+    key.update(dir.as_os_str().as_bytes());
+    key.update(b"\0");
+    key.update(sub_path.unwrap_or("").as_bytes());
+    cache_dir
+        .join("paths")
+        .join(format!("{}.json", hex::encode(key.finalize())))
+}
+
 /// The tree hash [`hash`] and [`copy`] compute, one entry at a time in name order.
 #[derive(Default)]
 struct TreeHasher(Sha256);
 
 impl TreeHasher {
-    fn file(&mut self, relative: &Path, executable: bool, contents: Sha256) {
+    /// A file whose contents hash to `contents` (sha256).
+    fn file(&mut self, relative: &Path, executable: bool, contents: &[u8; 32]) {
         self.0
             .update(if executable { b"100755 " } else { b"100644 " });
         self.0.update(relative.as_os_str().as_bytes());
         self.0.update(b"\0");
-        self.0.update(contents.finalize());
+        self.0.update(contents);
     }
 
     fn symlink(&mut self, relative: &Path, target: &Path) {
@@ -118,7 +206,7 @@ impl TreeHasher {
 }
 
 enum Kind {
-    File { executable: bool },
+    File { executable: bool, stat: Stat },
     Symlink { target: PathBuf },
 }
 
@@ -187,6 +275,7 @@ fn entries(
             match entry.metadata() {
                 Ok(meta) => Kind::File {
                     executable: meta.permissions().mode() & 0o111 != 0,
+                    stat: Stat::of(&meta),
                 },
                 Err(source) => {
                     return Some(Err(PathError::Walk {
@@ -245,5 +334,98 @@ mod tests {
         let changed = copy(&src, Some("app"), &dir.path().join("changed")).unwrap();
         assert_ne!(changed, sub);
         assert_eq!(changed, hash(&src, Some("app")).unwrap());
+    }
+
+    /// Sets the mtime of `path` (as `touch -d` does), leaving its contents alone.
+    fn set_mtime(path: &Path, mtime: std::time::SystemTime) {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+
+    fn settle() {
+        // Longer than a file system clock tick, so that what was written before is
+        // strictly older than what is written after.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    /// Hashes `src` with the stat cache in `file`; returns the version and how many
+    /// files had to be read.
+    fn hash_counting(src: &Path, file: &Path) -> (String, usize) {
+        let mut cache = StatCache::load(file);
+        let version = hash_with(src, None, &mut cache).unwrap();
+        let hashed = cache.hashed();
+        cache.save();
+        (version, hashed)
+    }
+
+    #[test]
+    fn the_stat_cache_skips_unchanged_files_and_catches_a_same_size_same_mtime_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, file) = (dir.path().join("src"), dir.path().join("stat/cache.json"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.txt"), "hello world\n").unwrap();
+        fs::write(src.join("b.txt"), "another file\n").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        set_mtime(&src.join("a.txt"), old);
+        settle();
+
+        let (first, hashed) = hash_counting(&src, &file);
+        assert_eq!(
+            (first.as_str(), hashed),
+            (hash(&src, None).unwrap().as_str(), 2)
+        );
+        settle();
+        assert_eq!(
+            hash_counting(&src, &file),
+            (first.clone(), 0),
+            "nothing read"
+        );
+
+        // Same size, mtime put back: only the ctime, which nobody can set, moved.
+        let before = fs::metadata(src.join("a.txt")).unwrap();
+        fs::write(src.join("a.txt"), "HELLO WORLD\n").unwrap();
+        set_mtime(&src.join("a.txt"), old);
+        let after = fs::metadata(src.join("a.txt")).unwrap();
+        assert_eq!(
+            (before.len(), before.modified().unwrap()),
+            (after.len(), after.modified().unwrap())
+        );
+        settle();
+        let (edited, hashed) = hash_counting(&src, &file);
+        assert_ne!(edited, first);
+        assert_eq!(
+            (edited.as_str(), hashed),
+            (hash(&src, None).unwrap().as_str(), 1)
+        );
+
+        // The copy takes the version from the cache and the bytes from the file.
+        let mut cache = StatCache::load(&file);
+        let copied = copy_with(&src, None, &dir.path().join("app"), &mut cache).unwrap();
+        assert_eq!((copied, cache.hashed()), (edited, 0));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("app/a.txt")).unwrap(),
+            "HELLO WORLD\n"
+        );
+    }
+
+    #[test]
+    fn entries_not_older_than_the_cache_file_are_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, file) = (dir.path().join("src"), dir.path().join("cache.json"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.txt"), "alpha\n").unwrap();
+        settle();
+        let (first, _) = hash_counting(&src, &file);
+        // A cache file whose mtime is not after the files' stat: as if the file were
+        // changed in the same tick it was hashed in. Every entry is racy.
+        set_mtime(&file, std::time::SystemTime::UNIX_EPOCH);
+        assert_eq!(hash_counting(&src, &file), (first.clone(), 1));
+        // Saved again (later than the file's ctime), the entry counts.
+        settle();
+        assert_eq!(hash_counting(&src, &file), (first, 0));
     }
 }

@@ -197,7 +197,7 @@ async fn restore_contents(
     let unpacked = tokio::task::spawn_blocking(move || -> Result<Digest, String> {
         let file = File::open(&blob).map_err(|e| format!("{}: {e}", blob.display()))?;
         let mut tar = HashingReader {
-            inner: flate2::read::GzDecoder::new(BufReader::with_capacity(256 * 1024, file)),
+            inner: flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, file)),
             hasher: Sha256::new(),
         };
         unpack::unpack_layer(&mut tar, &root, &UnpackOptions { chown: false })

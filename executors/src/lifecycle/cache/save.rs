@@ -11,7 +11,7 @@ use crate::lifecycle::export::{buildpack_layers, BuildpackLayers, LayerMetadata}
 use crate::lifecycle::phase::LAYERS_DIR;
 use crate::lifecycle::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
-use crate::oci::OciError;
+use crate::oci::{LayerCompression, OciError};
 
 /// Commits the `cache = true` layers of `group` in `layers_dir` to the cache: layers export
 /// already wrote (`written`, by `<esc id>/<name>`, as [`crate::lifecycle::export::ExportReport::written`]) are
@@ -44,7 +44,11 @@ pub async fn save(
                 continue;
             }
             let key = format!("{}/{}", escape_id(&bp.id), layer.name);
-            let written = match written.get(&key) {
+            // The cache keeps gzip blobs: a zstd layer of the image is written again.
+            let exported = written
+                .get(&key)
+                .filter(|w| w.compression() == LayerCompression::Gzip);
+            let written = match exported {
                 Some(w) => w.clone(),
                 None => {
                     let in_image = Path::new(LAYERS_DIR)

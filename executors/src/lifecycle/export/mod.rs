@@ -41,7 +41,7 @@ use super::descriptor::{Group, GroupBuildpack};
 use super::stack::RunImage;
 use super::{LogSink, Phase};
 use crate::oci::layer::WrittenLayer;
-use crate::oci::{Descriptor, ImageStore, OciError};
+use crate::oci::{Descriptor, ImageStore, LayerCompression, OciError};
 use reuse::LayerWriter;
 
 /// The platform API whose image semantics kpackd follows (`CNB_PLATFORM_API` of app images).
@@ -117,6 +117,8 @@ pub struct ExportRequest<'a> {
     /// The process the image starts (its Entrypoint), instead of the buildpacks' default
     /// (the lifecycle's `-process-type`); it must be one of the processes.
     pub default_process: Option<&'a str>,
+    /// How the layers written here are compressed.
+    pub layer_compression: LayerCompression,
 }
 
 /// What export wrote.
@@ -175,6 +177,7 @@ pub async fn export(
     let writer = LayerWriter {
         work_dir: req.work_dir.to_path_buf(),
         previous: req.previous,
+        compression: req.layer_compression,
     };
 
     for bp in &group {

@@ -9,8 +9,9 @@ use imageref::{Digest, ImageRef};
 
 use super::labels::LayersMetadata;
 use super::{write_err, Blob, ExportError, ImageLayer};
+use crate::oci::compress::default_threads;
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
-use crate::oci::{Descriptor, OciError};
+use crate::oci::{media_type, Descriptor, LayerCompression, OciError};
 
 /// The image the last build wrote, for reusing its layers by diffID.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +64,11 @@ pub(super) fn dir_layer(
 }
 
 /// Writes layers on a blocking thread and reuses the previous image's blob when the
-/// diffID matches.
+/// diffID matches and it is compressed the way this image's layers are.
 pub(super) struct LayerWriter<'a> {
     pub(super) work_dir: PathBuf,
     pub(super) previous: &'a PreviousImage,
+    pub(super) compression: LayerCompression,
 }
 
 impl LayerWriter<'_> {
@@ -90,10 +92,13 @@ impl LayerWriter<'_> {
         created_by: String,
     ) -> Result<ImageLayer, ExportError> {
         let work_dir = self.work_dir.clone();
-        let written = tokio::task::spawn_blocking(move || collect()?.write(&work_dir))
-            .await
-            .expect("writing a layer does not panic")
-            .map_err(|e| write_err(&created_by, e))?;
+        let compression = self.compression;
+        let written = tokio::task::spawn_blocking(move || {
+            collect()?.write_compressed(&work_dir, compression, default_threads())
+        })
+        .await
+        .expect("writing a layer does not panic")
+        .map_err(|e| write_err(&created_by, e))?;
         Ok(self.reuse_or_write(written, created_by))
     }
 
@@ -110,14 +115,26 @@ impl LayerWriter<'_> {
             return self.write(collect, created_by).await;
         }
         let work_dir = self.work_dir.clone();
-        let previous: BTreeSet<Digest> = self.previous.layers.keys().cloned().collect();
+        let compression = self.compression;
+        let previous: BTreeSet<Digest> = self
+            .previous
+            .layers
+            .iter()
+            .filter(|(_, descriptor)| self.reusable(descriptor))
+            .map(|(diff_id, _)| diff_id.clone())
+            .collect();
+        if previous.is_empty() {
+            return self.write(collect, created_by).await;
+        }
         let outcome = tokio::task::spawn_blocking(move || {
             let builder = collect()?;
             let diff_id = builder.diff_id()?;
             if previous.contains(&diff_id) {
                 return Ok(Err(diff_id));
             }
-            builder.write(&work_dir).map(Ok)
+            builder
+                .write_compressed(&work_dir, compression, default_threads())
+                .map(Ok)
         })
         .await
         .expect("writing a layer does not panic")
@@ -131,11 +148,24 @@ impl LayerWriter<'_> {
         })
     }
 
+    /// Whether a previous image's layer blob is compressed as this image's layers are
+    /// (so that switching `layer-compression` rewrites the layers it covers).
+    fn reusable(&self, descriptor: &Descriptor) -> bool {
+        let wanted = self.compression.media_type();
+        descriptor.media_type == wanted
+            || (self.compression == LayerCompression::Gzip
+                && descriptor.media_type == media_type::DOCKER_LAYER_GZIP)
+    }
+
     /// The image layer for a layer written to disk: the previous image's blob when it
     /// has the same diffID, else the new one.
     fn reuse_or_write(&self, written: WrittenLayer, created_by: String) -> ImageLayer {
         let diff_id = written.diff_id.clone();
-        if self.previous.layer(&diff_id).is_some() {
+        let reusable = self
+            .previous
+            .layer(&diff_id)
+            .is_some_and(|(_, descriptor)| self.reusable(descriptor));
+        if reusable {
             return self
                 .previous
                 .reused(&diff_id, created_by, Some(written))

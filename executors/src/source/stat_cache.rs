@@ -1,0 +1,221 @@
+//! The stat cache of a path source: for each file, what `lstat` said of it (size,
+//! mtime and ctime in nanoseconds, inode, device) and the sha256 of its contents, as
+//! git's index keeps them. A file whose stat is unchanged since it was hashed is neither
+//! read nor hashed again.
+//!
+//! A stat can stay the same while the contents change only when the change lands in
+//! the same clock tick as the stat (file system timestamps are coarse, a few
+//! milliseconds on Linux) — rewriting a file, even with `touch -d` to put its mtime back,
+//! moves its ctime, which no user can set. Hence the rule for such *racy* entries: an
+//! entry counts only when its mtime and ctime are strictly older than the cache file's
+//! own mtime (taken from the same file system clock when the cache was saved); any other
+//! entry is hashed again, every time, until it is old enough. A new cache holds only
+//! the entries that were confirmed or hashed in this run, so files that went away
+//! leave it.
+//!
+//! The cache is a hint, never the truth: a missing, unreadable or malformed cache file
+//! means hashing everything, and a cache that cannot be saved is logged and forgotten.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What `lstat` says of a file, as far as a change of its contents shows in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stat {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stat {
+    pub(crate) fn of(meta: &fs::Metadata) -> Stat {
+        Stat {
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    /// Whether both timestamps are strictly older than `saved_ns`, the cache file's mtime:
+    /// only then can no change within the same tick hide behind an equal stat.
+    fn settled_before(&self, saved_ns: i128) -> bool {
+        self.mtime_ns < saved_ns && self.ctime_ns < saved_ns
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    stat: Stat,
+    /// Hex sha256 of the file's contents.
+    sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheFile {
+    /// Entries by path relative to the source root.
+    files: BTreeMap<PathBuf, Entry>,
+}
+
+/// A stat cache loaded from (and saved back to) one file.
+#[derive(Debug, Default)]
+pub(crate) struct StatCache {
+    file: Option<PathBuf>,
+    /// The entries as loaded, and the cache file's mtime in nanoseconds.
+    loaded: BTreeMap<PathBuf, Entry>,
+    saved_ns: i128,
+    /// The entries of this run, saved by [`StatCache::save`].
+    next: BTreeMap<PathBuf, Entry>,
+    /// How many files were looked up, and how many of them had to be read.
+    looked_up: usize,
+    hashed: usize,
+}
+
+impl StatCache {
+    /// A cache that remembers nothing and saves nowhere.
+    pub(crate) fn none() -> StatCache {
+        StatCache::default()
+    }
+
+    /// Loads the cache kept in `file`; a missing or unreadable one is an empty cache.
+    pub(crate) fn load(file: &Path) -> StatCache {
+        let mut cache = StatCache {
+            file: Some(file.to_path_buf()),
+            ..StatCache::default()
+        };
+        let Ok(meta) = fs::metadata(file) else {
+            return cache;
+        };
+        let parsed = fs::read(file).map_err(|e| e.to_string()).and_then(|bytes| {
+            serde_json::from_slice::<CacheFile>(&bytes).map_err(|e| e.to_string())
+        });
+        match parsed {
+            Ok(parsed) => {
+                cache.loaded = parsed.files;
+                cache.saved_ns = Stat::of(&meta).mtime_ns;
+            }
+            Err(reason) => {
+                tracing::debug!(file = %file.display(), %reason, "stat cache unreadable: hashing every file");
+            }
+        }
+        cache
+    }
+
+    /// The sha256 of the contents of the file at `relative`, if its stat `now` is the one
+    /// recorded and the entry is not racy (module docs). The entry is kept.
+    pub(crate) fn lookup(&mut self, relative: &Path, now: &Stat) -> Option<[u8; 32]> {
+        self.looked_up += 1;
+        let entry = self.loaded.get(relative)?;
+        if entry.stat != *now || !entry.stat.settled_before(self.saved_ns) {
+            return None;
+        }
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&entry.sha256, &mut sha256).ok()?;
+        self.next.insert(relative.to_path_buf(), entry.clone());
+        Some(sha256)
+    }
+
+    /// Records the contents hash of a file just read, with the stat taken before it was
+    /// read (so a change during the read shows as a changed stat next time).
+    pub(crate) fn record(&mut self, relative: &Path, stat: Stat, sha256: [u8; 32]) {
+        self.hashed += 1;
+        let sha256 = hex::encode(sha256);
+        self.next
+            .insert(relative.to_path_buf(), Entry { stat, sha256 });
+    }
+
+    /// How many files were read and hashed in this run.
+    #[cfg(test)]
+    pub(crate) fn hashed(&self) -> usize {
+        self.hashed
+    }
+
+    /// Writes this run's entries over the cache file (atomically: a temporary file,
+    /// then a rename). Failing to is logged: the cache only saves time.
+    pub(crate) fn save(self) {
+        tracing::debug!(
+            files = self.looked_up,
+            hashed = self.hashed,
+            "stat cache: files read and hashed"
+        );
+        let Some(file) = &self.file else {
+            return;
+        };
+        if let Err(e) = self.write(file) {
+            tracing::warn!(file = %file.display(), "could not save the stat cache: {e}");
+        }
+    }
+
+    fn write(&self, file: &Path) -> std::io::Result<()> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut temp = tempfile::Builder::new().prefix(".stat-").tempfile_in(dir)?;
+        let body = CacheFile {
+            files: self.next.clone(),
+        };
+        serde_json::to_writer(&mut temp, &body)?;
+        temp.flush()?;
+        temp.persist(file).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(mtime_ns: i128, ctime_ns: i128) -> Stat {
+        Stat {
+            size: 10,
+            mtime_ns,
+            ctime_ns,
+            ino: 7,
+            dev: 1,
+        }
+    }
+
+    #[test]
+    fn entries_not_older_than_the_cache_are_racy() {
+        let mut cache = StatCache {
+            saved_ns: 1_000,
+            ..StatCache::default()
+        };
+        for (name, at) in [("old", 999), ("same-tick", 1_000), ("later", 1_001)] {
+            cache.loaded.insert(
+                PathBuf::from(name),
+                Entry {
+                    stat: stat(at, at),
+                    sha256: "ab".repeat(32),
+                },
+            );
+        }
+        assert_eq!(
+            cache.lookup(Path::new("old"), &stat(999, 999)),
+            Some([0xab; 32])
+        );
+        assert_eq!(
+            cache.lookup(Path::new("same-tick"), &stat(1_000, 1_000)),
+            None
+        );
+        assert_eq!(cache.lookup(Path::new("later"), &stat(1_001, 1_001)), None);
+        // An older mtime does not help when the ctime (a rewrite) is recent.
+        cache.loaded.insert(
+            PathBuf::from("touched"),
+            Entry {
+                stat: stat(10, 1_000),
+                sha256: "cd".repeat(32),
+            },
+        );
+        assert_eq!(cache.lookup(Path::new("touched"), &stat(10, 1_000)), None);
+        // A changed stat is a miss whatever the times.
+        assert_eq!(cache.lookup(Path::new("old"), &stat(999, 998)), None);
+    }
+}
