@@ -117,6 +117,11 @@ fn actions(plan: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `kpackd plan --json` in `root`.
+fn plan(root: &Path) -> serde_json::Value {
+    serde_json::from_slice(&kpackd(root, &["plan", "--json"]).stdout).expect("JSON")
+}
+
 fn pair(image: &str, action: &str) -> (String, String) {
     (image.to_string(), action.to_string())
 }
@@ -432,34 +437,13 @@ printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/done.toml""#,
     let app = root.join("app");
     std::fs::create_dir_all(&app).expect("an app dir");
     std::fs::write(app.join("slow"), "").expect("an app file");
-    std::fs::write(
-        root.join("kpack.toml"),
-        r#"[kpackd]
-state-dir = "state"
-
-[stacks.test]
-build-image = "oci:stacks:build"
-run-image = "oci:stacks:run"
-
-[stores.test]
-buildpacks = ["buildpacks/slow"]
-
-[builders.test]
-stack = "test"
-store = "test"
-order = [{ group = [{ id = "test/slow" }] }]
-
-[images.slow]
-tag = "oci:out:slow"
-builder = "test"
-source = { path = "app" }
-timeout = "2s"
-"#,
-    )
-    .expect("writing kpack.toml");
-    let plan = |root: &Path| -> serde_json::Value {
-        serde_json::from_slice(&kpackd(root, &["plan", "--json"]).stdout).expect("JSON")
-    };
+    let config = support::one_image_config(
+        "slow",
+        "test/slow",
+        "slow",
+        "source = { path = \"app\" }\ntimeout = \"2s\"",
+    );
+    std::fs::write(root.join("kpack.toml"), config).expect("writing kpack.toml");
 
     let first = kpackd(root, &["apply"]);
     assert_eq!(first.status.code(), Some(1), "a timed-out build fails");
@@ -541,33 +525,13 @@ printf '[types]\nlaunch = true\n' > "$CNB_LAYERS_DIR/done.toml""#,
         support::write_source_image(&src, &root.join("sources"), "app");
     };
     version(1, "one");
-    std::fs::write(
-        root.join("kpack.toml"),
-        r#"[kpackd]
-state-dir = "state"
-
-[stacks.test]
-build-image = "oci:stacks:build"
-run-image = "oci:stacks:run"
-
-[stores.test]
-buildpacks = ["buildpacks/hello"]
-
-[builders.test]
-stack = "test"
-store = "test"
-order = [{ group = [{ id = "test/hello" }] }]
-
-[images.app]
-tag = "oci:out:app"
-builder = "test"
-source = { image = "oci:sources:app", sub-path = "app" }
-"#,
-    )
-    .expect("writing kpack.toml");
-    let plan = |root: &Path| -> serde_json::Value {
-        serde_json::from_slice(&kpackd(root, &["plan", "--json"]).stdout).expect("JSON")
-    };
+    let config = support::one_image_config(
+        "hello",
+        "test/hello",
+        "app",
+        "source = { image = \"oci:sources:app\", sub-path = \"app\" }",
+    );
+    std::fs::write(root.join("kpack.toml"), config).expect("writing kpack.toml");
 
     assert_eq!(kpackd(root, &["apply"]).status.code(), Some(0));
     assert!(stdout(&kpackd(root, &["logs", "app"])).contains("built one"));

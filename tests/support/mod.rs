@@ -89,6 +89,34 @@ pub fn patch_run_image(work: &Path, layout: &Path, level: &str) {
     });
 }
 
+/// A kpack.toml of the test stack, one store with the directory buildpack
+/// `buildpacks/<buildpack>` (id `id`), one builder, and one image `image` pushed to
+/// `oci:out:<image>` whose table ends with `image_keys` (its source, and any more keys).
+pub fn one_image_config(buildpack: &str, id: &str, image: &str, image_keys: &str) -> String {
+    format!(
+        r#"[kpackd]
+state-dir = "state"
+
+[stacks.test]
+build-image = "oci:stacks:build"
+run-image = "oci:stacks:run"
+
+[stores.test]
+buildpacks = ["buildpacks/{buildpack}"]
+
+[builders.test]
+stack = "test"
+store = "test"
+order = [{{ group = [{{ id = "{id}" }}] }}]
+
+[images.{image}]
+tag = "oci:out:{image}"
+builder = "test"
+{image_keys}
+"#
+    )
+}
+
 /// Writes a source image (kpack's registry source) with one layer holding the files of
 /// the directory `dir` (made by the caller) to `layout` as `ref_name`.
 pub fn write_source_image(dir: &Path, layout: &Path, ref_name: &str) {
