@@ -221,7 +221,7 @@ pub struct ImageTable {
     /// How the image's layers are compressed: `gzip` (the default; every runtime reads
     /// it) or `zstd` (smaller and faster to write; needs containerd 1.5+, Podman or CRI-O,
     /// or Docker Engine 23+).
-    pub layer_compression: Option<LayerCompression>,
+    pub layer_compression: Option<CompressionSetting>,
     /// Which upstream changes make kpackd rebuild or rebase the image. Default: all.
     #[schemars(with = "Option<Vec<Reason>>")]
     pub rebuild_on: Option<Vec<Spanned<Reason>>>,
@@ -240,15 +240,25 @@ pub struct ImageTable {
     pub project_descriptor: Option<Spanned<String>>,
 }
 
+// As written in kpack.toml; the model holds an `imageref::LayerCompression`.
 /// `layer-compression = "gzip" | "zstd"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum LayerCompression {
+#[schemars(rename = "LayerCompression")]
+pub enum CompressionSetting {
     /// `application/vnd.oci.image.layer.v1.tar+gzip`.
-    #[default]
     Gzip,
     /// `application/vnd.oci.image.layer.v1.tar+zstd`.
     Zstd,
+}
+
+impl From<CompressionSetting> for imageref::LayerCompression {
+    fn from(setting: CompressionSetting) -> imageref::LayerCompression {
+        match setting {
+            CompressionSetting::Gzip => imageref::LayerCompression::Gzip,
+            CompressionSetting::Zstd => imageref::LayerCompression::Zstd,
+        }
+    }
 }
 
 /// `source = { ... }`: exactly one of `git`, `path`, `blob` or `image`.

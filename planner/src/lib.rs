@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use buildpack::{BuildpackRef, DirectoryBuildpack, Group};
-pub use config::{schema, LayerCompression};
+pub use config::schema;
 pub use diagnostic::{did_you_mean, ConfigError, InvalidConfig, Problem, Span};
 pub use graph::{Cycle, Graph, Node, NodeKind};
 pub use model::{

@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imageref::{ImageRef, Platform};
+use imageref::{ImageRef, LayerCompression, Platform};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::buildpack::{compare_versions, BuildpackRef, DirectoryBuildpack, Group};
-use crate::config::LayerCompression;
 use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
 use crate::graph::{Node, NodeKind};
 use crate::Reason;

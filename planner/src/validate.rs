@@ -774,7 +774,7 @@ impl Validator<'_> {
             cache: cache?,
             history: history?,
             network: t.network.unwrap_or(true),
-            layer_compression: t.layer_compression.unwrap_or_default(),
+            layer_compression: t.layer_compression.map(Into::into).unwrap_or_default(),
             rebuild_on,
             timeout,
             buildpacks: buildpacks?,

@@ -5,10 +5,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use imageref::ImageRef;
-use planner::{
-    BuilderKind, BuildpackSource, Cache, Config, Graph, LayerCompression, Reason, Source,
-};
+use imageref::{ImageRef, LayerCompression};
+use planner::{BuilderKind, BuildpackSource, Cache, Config, Graph, Reason, Source};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,8 +10,10 @@
 //!   optionally prefixed `docker://`), with the `docker.io` and `library/` defaults;
 //! - `oci:<dir>[:<ref-name>]`, an OCI image layout on disk, as skopeo writes it.
 
+mod compression;
 mod platform;
 
+pub use compression::LayerCompression;
 pub use platform::{Platform, Target};
 
 use std::fmt;

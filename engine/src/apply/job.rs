@@ -13,7 +13,7 @@ use std::sync::Arc;
 use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
 use executors::lifecycle::run::{build_image, BuildRequest};
 use executors::lifecycle::{LogSink, Phase};
-use executors::oci::{ImageStore, LayerCompression, OciError};
+use executors::oci::{ImageStore, OciError};
 use executors::rebase::{rebase, RebaseRequest};
 use executors::source;
 use imageref::{Digest, ImageRef};
@@ -380,10 +380,7 @@ async fn build(
         state_dir: ctx.state_dir.clone(),
         previous_image: previous.and_then(|digest| at_digest(&image.tag, digest)),
         project_metadata: Some(project_metadata(source)),
-        layer_compression: match image.layer_compression {
-            planner::LayerCompression::Gzip => LayerCompression::Gzip,
-            planner::LayerCompression::Zstd => LayerCompression::Zstd,
-        },
+        layer_compression: image.layer_compression,
     };
     let result = build_image(&ctx.store, &request, sink)
         .await

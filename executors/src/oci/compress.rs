@@ -21,8 +21,6 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use flate2::write::GzEncoder;
 
-use super::manifest::media_type;
-
 /// The size of the pieces compressed independently: 2 MiB. Layers whose tar is no
 /// longer than this (most layers, the launcher's among them) are one gzip member, as
 /// before compression went parallel.
@@ -36,56 +34,21 @@ const MAX_DEFAULT_THREADS: usize = 16;
 /// level on most data and smaller.
 const ZSTD_LEVEL: i32 = 3;
 
-/// How an image's layers are compressed: `layer-compression` in the configuration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum LayerCompression {
-    /// `application/vnd.oci.image.layer.v1.tar+gzip`, which every runtime reads.
-    #[default]
-    Gzip,
-    /// `application/vnd.oci.image.layer.v1.tar+zstd`.
-    Zstd,
-}
+pub use imageref::LayerCompression;
 
-impl LayerCompression {
-    /// The OCI media type of a layer compressed this way.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            LayerCompression::Gzip => media_type::OCI_LAYER_GZIP,
-            LayerCompression::Zstd => media_type::OCI_LAYER_ZSTD,
+/// One chunk as one complete, self-contained member.
+fn compress(compression: LayerCompression, chunk: &[u8]) -> io::Result<Vec<u8>> {
+    match compression {
+        LayerCompression::Gzip => {
+            // flate2's default header: no name, no mtime (0), OS byte 255 ("unknown").
+            let mut gz = GzEncoder::new(
+                Vec::with_capacity(chunk.len() / 2 + 64),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(chunk)?;
+            gz.finish()
         }
-    }
-
-    /// The file name extension of a layer blob compressed this way.
-    pub fn extension(self) -> &'static str {
-        match self {
-            LayerCompression::Gzip => "tar.gz",
-            LayerCompression::Zstd => "tar.zst",
-        }
-    }
-
-    /// The compression of a layer blob named with [`extension`](Self::extension).
-    pub fn of_file_name(name: &str) -> LayerCompression {
-        if name.ends_with(".tar.zst") {
-            LayerCompression::Zstd
-        } else {
-            LayerCompression::Gzip
-        }
-    }
-
-    /// One chunk as one complete, self-contained member.
-    fn compress(self, chunk: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            LayerCompression::Gzip => {
-                // flate2's default header: no name, no mtime (0), OS byte 255 ("unknown").
-                let mut gz = GzEncoder::new(
-                    Vec::with_capacity(chunk.len() / 2 + 64),
-                    flate2::Compression::fast(),
-                );
-                gz.write_all(chunk)?;
-                gz.finish()
-            }
-            LayerCompression::Zstd => zstd::bulk::compress(chunk, ZSTD_LEVEL),
-        }
+        LayerCompression::Zstd => zstd::bulk::compress(chunk, ZSTD_LEVEL),
     }
 }
 
@@ -152,7 +115,7 @@ impl<'scope, W: Write> ChunkedWriter<'scope, '_, W> {
     /// a worker once the oldest member in flight is written if the limit is reached.
     fn submit(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         if self.threads == 1 {
-            let member = self.compression.compress(&chunk)?;
+            let member = compress(self.compression, &chunk)?;
             return self.out.write_all(&member);
         }
         if self.workers.is_empty() {
@@ -182,7 +145,7 @@ impl<'scope, W: Write> ChunkedWriter<'scope, '_, W> {
             let (outbox, done) = sync_channel::<io::Result<Vec<u8>>>(2);
             let handle = self.scope.spawn(move || {
                 for chunk in inbox {
-                    if outbox.send(compression.compress(&chunk)).is_err() {
+                    if outbox.send(compress(compression, &chunk)).is_err() {
                         return;
                     }
                 }
@@ -212,7 +175,7 @@ impl<'scope, W: Write> ChunkedWriter<'scope, '_, W> {
         if !self.buf.is_empty() || (self.workers.is_empty() && self.pending.is_empty()) {
             let last = std::mem::take(&mut self.buf);
             if self.workers.is_empty() {
-                let member = self.compression.compress(&last)?;
+                let member = compress(self.compression, &last)?;
                 self.out.write_all(&member)?;
             } else {
                 self.submit(last)?;
