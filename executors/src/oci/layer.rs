@@ -63,6 +63,8 @@ pub struct LayerBuilder {
     uid: u64,
     gid: u64,
     entries: BTreeMap<String, Option<PathBuf>>,
+    /// The sha256 of the contents of files on disk, where the caller knows it.
+    known: HashMap<PathBuf, [u8; 32]>,
 }
 
 impl LayerBuilder {
@@ -71,7 +73,67 @@ impl LayerBuilder {
             uid,
             gid,
             entries: BTreeMap::new(),
+            known: HashMap::new(),
         }
+    }
+
+    /// Tells the builder the sha256 of the contents of the file `on_disk`, for
+    /// [`fingerprint`](Self::fingerprint). The caller vouches that the file holds them.
+    pub fn know(&mut self, on_disk: PathBuf, sha256: [u8; 32]) {
+        self.known.insert(on_disk, sha256);
+    }
+
+    /// A sha256 over everything the layer's tar is made of, with the sha256 of each
+    /// file's contents in place of the contents: equal fingerprints mean equal tars (by
+    /// this version of kpackd). `None` when a file's contents are not known (see
+    /// [`know`](Self::know)). Reads only metadata. Blocking.
+    pub fn fingerprint(&self) -> Result<Option<Digest>, OciError> {
+        let mut hasher = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        field(concat!("kpackd layer fingerprint ", env!("CARGO_PKG_VERSION")).as_bytes());
+        field(format!("{} {}", self.uid, self.gid).as_bytes());
+        let mut first_path_of_inode: HashMap<(u64, u64), &str> = HashMap::new();
+        for (name, source) in &self.entries {
+            field(name.as_bytes());
+            let Some(source) = source else {
+                field(b"parent");
+                continue;
+            };
+            let meta = fs::symlink_metadata(source).map_err(|e| OciError::io(source, e))?;
+            field(format!("mode {:o}", meta.mode() & 0o7777).as_bytes());
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                field(b"dir");
+            } else if kind.is_symlink() {
+                let target = fs::read_link(source).map_err(|e| OciError::io(source, e))?;
+                field(b"symlink");
+                field(target.as_os_str().as_encoded_bytes());
+            } else {
+                let first = (meta.nlink() > 1)
+                    .then(|| first_path_of_inode.get(&(meta.dev(), meta.ino())).copied())
+                    .flatten();
+                if let Some(first) = first {
+                    field(b"link");
+                    field(first.as_bytes());
+                    continue;
+                }
+                if meta.nlink() > 1 {
+                    first_path_of_inode.insert((meta.dev(), meta.ino()), name);
+                }
+                let Some(contents) = self.known.get(source) else {
+                    return Ok(None);
+                };
+                field(format!("file {}", meta.len()).as_bytes());
+                field(contents);
+            }
+        }
+        Ok(Some(
+            Digest::sha256_hex(&hex::encode(hasher.finalize()))
+                .expect("sha256 hex is a valid digest"),
+        ))
     }
 
     /// Adds `on_disk` as `in_image` (absolute or relative; `..` is refused).

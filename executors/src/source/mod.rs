@@ -5,6 +5,7 @@
 //! Every function here blocks on file or network I/O (gix and the blob download are
 //! blocking clients): call them from `tokio::task::spawn_blocking`.
 
+pub mod app_contents;
 mod app_dir;
 pub mod blob;
 pub mod git;

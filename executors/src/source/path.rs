@@ -107,6 +107,11 @@ pub fn copy(dir: &Path, sub_path: Option<&str>, dest: &Path) -> Result<String, P
 
 /// [`copy`] with the stat cache kept in `stat_cache`: a file the cache knows is copied
 /// in the kernel and not hashed, unless its stat moved during the copy.
+///
+/// It also writes the record of what `dest` holds (see [`app_contents`]), so that export
+/// can tell an unchanged app layer without reading it.
+///
+/// [`app_contents`]: super::app_contents
 pub fn copy_cached(
     dir: &Path,
     sub_path: Option<&str>,
@@ -114,8 +119,10 @@ pub fn copy_cached(
     stat_cache: &Path,
 ) -> Result<String, PathError> {
     let mut cache = StatCache::load(stat_cache);
-    let version = copy_with(dir, sub_path, dest, &mut cache)?;
+    let mut record = super::app_contents::new_record(dest, stat_cache);
+    let version = copy_recording(dir, sub_path, dest, &mut cache, &mut record)?;
     cache.save();
+    record.save_settled();
     Ok(version)
 }
 
@@ -124,6 +131,17 @@ fn copy_with(
     sub_path: Option<&str>,
     dest: &Path,
     cache: &mut StatCache,
+) -> Result<String, PathError> {
+    copy_recording(dir, sub_path, dest, cache, &mut StatCache::none())
+}
+
+/// [`copy_with`], recording in `record` what each file of `dest` holds.
+fn copy_recording(
+    dir: &Path,
+    sub_path: Option<&str>,
+    dest: &Path,
+    cache: &mut StatCache,
+    record: &mut StatCache,
 ) -> Result<String, PathError> {
     let mut app = AppDir::create(dest)?;
     let mut tree = TreeHasher::default();
@@ -155,6 +173,10 @@ fn copy_with(
                     }
                 };
                 tree.file(&entry.relative, executable, &contents);
+                let copied = dest.join(&entry.relative);
+                let written =
+                    fs::symlink_metadata(&copied).map_err(|source| read_error(&copied, source))?;
+                record.record(&entry.relative, Stat::of(&written), contents);
             }
             Kind::Symlink { target } => {
                 tree.symlink(&entry.relative, &target);

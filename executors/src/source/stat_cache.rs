@@ -63,6 +63,10 @@ struct Entry {
 struct CacheFile {
     /// Entries by path relative to the source root.
     files: BTreeMap<PathBuf, Entry>,
+    /// For the record of an app dir (see `app_contents`): where the layer fingerprints
+    /// of app dirs copied from the same source are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprints: Option<PathBuf>,
 }
 
 /// A stat cache loaded from (and saved back to) one file.
@@ -77,6 +81,8 @@ pub(crate) struct StatCache {
     /// How many files were looked up, and how many of them had to be read.
     looked_up: usize,
     hashed: usize,
+    /// See [`CacheFile::fingerprints`].
+    fingerprints: Option<PathBuf>,
 }
 
 impl StatCache {
@@ -100,6 +106,7 @@ impl StatCache {
         match parsed {
             Ok(parsed) => {
                 cache.loaded = parsed.files;
+                cache.fingerprints = parsed.fingerprints;
                 cache.saved_ns = Stat::of(&meta).mtime_ns;
             }
             Err(reason) => {
@@ -132,6 +139,52 @@ impl StatCache {
             .insert(relative.to_path_buf(), Entry { stat, sha256 });
     }
 
+    /// A cache that starts empty (whatever `file` holds) and is saved to `file`.
+    pub(crate) fn empty_at(file: &Path) -> StatCache {
+        StatCache {
+            file: Some(file.to_path_buf()),
+            ..StatCache::default()
+        }
+    }
+
+    /// Where the layer fingerprints that go with this record are kept, if it says.
+    pub(crate) fn fingerprints(&self) -> Option<&Path> {
+        self.fingerprints.as_deref()
+    }
+
+    /// Sets where the layer fingerprints that go with this record are kept.
+    pub(crate) fn set_fingerprints(&mut self, file: PathBuf) {
+        self.fingerprints = Some(file);
+    }
+
+    /// The newest mtime or ctime among this run's entries, in nanoseconds.
+    pub(crate) fn newest_ns(&self) -> Option<i128> {
+        self.next
+            .values()
+            .map(|e| e.stat.mtime_ns.max(e.stat.ctime_ns))
+            .max()
+    }
+
+    /// Saves like [`save`](Self::save), and again (up to a few times, a few milliseconds
+    /// apart) while the file is not strictly newer than every entry, so that entries
+    /// written just before are not racy when it is loaded.
+    pub(crate) fn save_settled(self) {
+        let (Some(file), Some(newest)) = (self.file.clone(), self.newest_ns()) else {
+            return self.save();
+        };
+        for _ in 0..5 {
+            if let Err(e) = self.write(&file) {
+                tracing::warn!(file = %file.display(), "could not save the record: {e}");
+                return;
+            }
+            let saved = fs::metadata(&file).map(|m| Stat::of(&m).mtime_ns);
+            if saved.is_ok_and(|saved| saved > newest) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// How many files were read and hashed in this run.
     #[cfg(test)]
     pub(crate) fn hashed(&self) -> usize {
@@ -160,6 +213,7 @@ impl StatCache {
         let mut temp = tempfile::Builder::new().prefix(".stat-").tempfile_in(dir)?;
         let body = CacheFile {
             files: self.next.clone(),
+            fingerprints: self.fingerprints.clone(),
         };
         serde_json::to_writer(&mut temp, &body)?;
         temp.flush()?;

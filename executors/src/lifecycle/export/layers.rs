@@ -182,7 +182,11 @@ async fn buildpack_layer(
                 .await?
         } else {
             writer
-                .write_or_reuse(dir_layer(owner, in_image, layer.dir.clone()), created_by)
+                .write_or_reuse(
+                    dir_layer(owner, in_image, layer.dir.clone()),
+                    created_by,
+                    None,
+                )
                 .await?
         };
         if let Some(w) = &image_layer.local {
@@ -253,23 +257,30 @@ pub(super) async fn add_app_layers(
     layers: &mut Vec<ImageLayer>,
 ) -> Result<Vec<Sha>, ExportError> {
     let slices: Vec<Vec<String>> = build_md.slices.iter().map(|s| s.paths.clone()).collect();
-    let app_layers = app_layers(req, &slices).await?;
+    let (app_layers, mut contents) = app_layers(req, &slices).await?;
     let sliced = slices.len();
     let mut app = Vec::new();
-    for (i, builder) in app_layers.into_iter().enumerate() {
+    for (i, (builder, fingerprint)) in app_layers.into_iter().enumerate() {
         let created_by = if sliced == 0 {
             "Application Layer".to_string()
         } else {
             format!("Application Slice: {}", i + 1)
         };
+        let known = fingerprint.as_ref().and_then(|f| contents.diff_id(f));
         let layer = writer
-            .write_or_reuse(move || Ok(builder), created_by)
+            .write_or_reuse(move || Ok(builder), created_by, known)
             .await?;
+        if let Some(fingerprint) = &fingerprint {
+            contents.remember(fingerprint, &layer.diff_id);
+        }
         app.push(Sha {
             sha: layer.diff_id.to_string(),
         });
         layers.push(layer);
     }
+    tokio::task::spawn_blocking(move || contents.save())
+        .await
+        .expect("saving the layer fingerprints does not panic");
     Ok(app)
 }
 

@@ -106,13 +106,29 @@ impl LayerWriter<'_> {
     /// the previous image has is then neither compressed nor written to disk, which is
     /// most of the work for big unchanged layers (app slices of assets, say). Such a layer
     /// comes without a local copy, so layers the cache needs go through `write`.
+    ///
+    /// `known_diff_id` is the diffID the layer has, if the caller knows it without
+    /// reading the layer (the app layers' fingerprints): when the previous image has it,
+    /// the layer is not even collected.
     pub(super) async fn write_or_reuse(
         &self,
         collect: impl FnOnce() -> Result<LayerBuilder, OciError> + Send + 'static,
         created_by: String,
+        known_diff_id: Option<Digest>,
     ) -> Result<ImageLayer, ExportError> {
         if self.previous.reference.is_none() || self.previous.layers.is_empty() {
             return self.write(collect, created_by).await;
+        }
+        let known = known_diff_id.filter(|diff_id| {
+            self.previous
+                .layer(diff_id)
+                .is_some_and(|(_, descriptor)| self.reusable(descriptor))
+        });
+        if let Some(diff_id) = known {
+            return Ok(self
+                .previous
+                .reused(&diff_id, created_by, None)
+                .expect("the previous image has this diffID: checked above"));
         }
         let work_dir = self.work_dir.clone();
         let compression = self.compression;
