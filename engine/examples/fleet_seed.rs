@@ -267,6 +267,7 @@ async fn seed(
         })?;
         for step in [
             BuildStatus::ResolvingSource,
+            BuildStatus::Preparing,
             BuildStatus::Detecting,
             BuildStatus::Building,
             BuildStatus::Exporting,

@@ -296,12 +296,7 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn last_success(&self, image: &str) -> Result<Option<Build>, ApplyError> {
-        Ok(self
-            .state
-            .builds(Some(image))?
-            .into_iter()
-            .rev()
-            .find(|b| b.status == BuildStatus::Succeeded))
+        Ok(self.state.last_succeeded(image)?)
     }
 
     async fn run(mut self, cancel: CancellationToken) -> Result<ApplyReport, ApplyError> {
@@ -395,16 +390,7 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn current(&self, id: BuildId) -> Result<Build, ApplyError> {
-        let image = self
-            .running
-            .get(&id)
-            .map(|r| r.image.clone())
-            .unwrap_or_default();
-        self.state
-            .builds(Some(&image))?
-            .into_iter()
-            .find(|b| b.id == id)
-            .ok_or(ApplyError::State(StateError::NoSuchBuild(id)))
+        Ok(self.state.build(id)?)
     }
 
     /// Records every step from the build's status up to `to`; a step already passed

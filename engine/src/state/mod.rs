@@ -502,17 +502,41 @@ impl State {
 
     /// The history of one image, or of all, by image and number.
     pub fn builds(&self, image: Option<&str>) -> Result<Vec<Build>, StateError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE ?1 IS NULL OR image = ?1 ORDER BY image, number"
-        ))?;
-        let builds = stmt.query_map([image], |row| {
-            read_build(row).map(|b| b.map(|b| with_dir(b, &self.dir)))
-        })?;
+        // Two statements rather than `?1 IS NULL OR image = ?1`, which SQLite answers
+        // with a scan of every build: one image's history is a search of its index.
+        let mut stmt = match image {
+            Some(_) => self.conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM builds WHERE image = ?1 ORDER BY number"
+            ))?,
+            None => self.conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM builds ORDER BY image, number"
+            ))?,
+        };
+        let rows = match image {
+            Some(image) => stmt.query([image])?,
+            None => stmt.query([])?,
+        };
+        let builds = rows.mapped(|row| read_build(row).map(|b| b.map(|b| with_dir(b, &self.dir))));
         let mut all = Vec::new();
         for build in builds {
             all.push(build??);
         }
         Ok(all)
+    }
+
+    /// One build, by its id.
+    pub fn build(&self, id: BuildId) -> Result<Build, StateError> {
+        find(&self.conn, &self.dir, id)
+    }
+
+    /// The newest successful build of `image`, if any.
+    pub fn last_succeeded(&self, image: &str) -> Result<Option<Build>, StateError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE image = ?1 AND status = 'succeeded'
+             ORDER BY number DESC LIMIT 1"
+        ))?;
+        let build = stmt.query_row([image], read_build).optional()?;
+        build.transpose().map(|b| b.map(|b| with_dir(b, &self.dir)))
     }
 
     /// Drops everything recorded about an image (registry tags are left alone).
@@ -695,14 +719,11 @@ const COLUMNS: &str = "id, image, number, action, status, reasons, details, inpu
     queued_at, started_at, finished_at, log";
 
 fn find(conn: &Connection, dir: &Path, id: BuildId) -> Result<Build, StateError> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
-        [id.0],
-        read_build,
-    )
-    .optional()?
-    .ok_or(StateError::NoSuchBuild(id))?
-    .map(|build| with_dir(build, dir))
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?
+        .query_row([id.0], read_build)
+        .optional()?
+        .ok_or(StateError::NoSuchBuild(id))?
+        .map(|build| with_dir(build, dir))
 }
 
 fn with_dir(mut build: Build, dir: &Path) -> Build {

@@ -548,3 +548,53 @@ fn the_sql_running_condition_matches_is_end() {
         assert_eq!(running, !status.is_end(), "{status}");
     }
 }
+
+#[test]
+fn one_build_and_the_last_success_are_read_without_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(dir.path()).unwrap();
+    assert!(state.last_succeeded("hello").unwrap().is_none());
+    let first = queue(&mut state, "hello", Action::Build, &inputs("c1"));
+    succeed(&mut state, &first, "sha256:out1");
+    let second = queue(&mut state, "hello", Action::Build, &inputs("c2"));
+    succeed(&mut state, &second, "sha256:out2");
+    let other = queue(&mut state, "docs", Action::Build, &inputs("c1"));
+    succeed(&mut state, &other, "sha256:docs");
+    let third = queue(&mut state, "hello", Action::Rebase, &inputs("c2"));
+    state.transition(third.id, BuildStatus::Rebasing).unwrap();
+    state
+        .finish(
+            third.id,
+            Outcome::Failed {
+                message: "registry said no".into(),
+                kind: FailureKind::Build,
+            },
+        )
+        .unwrap();
+
+    let last = state.last_succeeded("hello").unwrap().unwrap();
+    assert_eq!(
+        (last.number, last.output.as_deref()),
+        (2, Some("sha256:out2"))
+    );
+    assert_eq!(last.log, dir.path().join("logs/hello/2.log"));
+    assert_eq!(
+        Some(&last),
+        state
+            .builds(Some("hello"))
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|b| b.status == BuildStatus::Succeeded)
+    );
+
+    let read = state.build(third.id).unwrap();
+    assert_eq!((read.image.as_str(), read.number), ("hello", 3));
+    assert_eq!(read.status, BuildStatus::Failed);
+    assert_eq!(read.log, dir.path().join("logs/hello/3.log"));
+    let err = state.build(BuildId(9999)).unwrap_err();
+    assert!(
+        matches!(err, StateError::NoSuchBuild(BuildId(9999))),
+        "{err}"
+    );
+}
