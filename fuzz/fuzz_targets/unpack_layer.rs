@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = unpack_layer(data, &root, &UnpackOptions { chown: false });
 
     assert!(root.is_dir(), "the root itself is gone");
-    assert_eq!(listing(work.path(), &root), before, "something changed outside the root");
+    assert_eq!(
+        listing(work.path(), &root),
+        before,
+        "something changed outside the root"
+    );
     assert_eq!(
         fs::read_to_string(sentinel.join("secret")).expect("sentinel readable"),
         "do not touch"

@@ -9,4 +9,4 @@ pub mod launch;
 pub mod metadata;
 pub mod process;
 pub mod shell;
-mod toml;
+pub mod toml;
