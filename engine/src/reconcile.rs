@@ -16,7 +16,7 @@ use planner::Config;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, ApplyOptions, Observer};
+use crate::apply::{self, ApplyOptions, Observer, ResultStatus};
 use crate::planning;
 use crate::resolve::{image_store, ResolveOptions};
 use crate::state::{BuildStatus, State};
@@ -170,9 +170,9 @@ impl Reconciler for PlanAndApply {
                     .filter(|r| r.build.is_some())
                     .map(|r| BuildReport {
                         image: r.image.clone(),
-                        outcome: match r.status.as_str() {
-                            "succeeded" => BuildOutcome::Succeeded,
-                            "canceled" => BuildOutcome::Canceled,
+                        outcome: match r.status {
+                            ResultStatus::Ended(BuildStatus::Succeeded) => BuildOutcome::Succeeded,
+                            ResultStatus::Ended(BuildStatus::Canceled) => BuildOutcome::Canceled,
                             _ => BuildOutcome::Failed,
                         },
                         reasons: r.reasons.iter().map(|r| r.to_string()).collect(),

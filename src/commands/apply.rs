@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use engine::apply::{self, ApplyOptions, ApplyReport};
+use engine::apply::{self, ApplyOptions, ApplyReport, ResultStatus};
 use engine::planning::{self, PlanFile, Planned};
 use engine::resolve::image_store;
-use engine::state::{State, StateLock};
+use engine::state::{BuildStatus, State, StateLock};
 use miette::{miette, IntoDiagnostic, WrapErr};
 use planner::plan::Action;
 use tokio_util::sync::CancellationToken;
@@ -205,7 +205,7 @@ fn print_json(planned: &Planned, report: &ApplyReport) -> miette::Result<()> {
 }
 
 fn print_summary(report: &ApplyReport) {
-    let count = |action: Action, status: &str| {
+    let count = |action: Action, status: BuildStatus| {
         report
             .results
             .iter()
@@ -215,11 +215,11 @@ fn print_summary(report: &ApplyReport) {
     let failed: Vec<_> = report
         .results
         .iter()
-        .filter(|r| !matches!(r.status.as_str(), "succeeded" | "forgotten"))
+        .filter(|r| !r.status.is_success())
         .collect();
     let mut out = anstream::stdout();
     for result in &report.results {
-        if result.status == "succeeded" {
+        if result.status == BuildStatus::Succeeded {
             let digest = result.digest.as_deref().unwrap_or("");
             let _ = writeln!(
                 out,
@@ -268,15 +268,22 @@ fn print_summary(report: &ApplyReport) {
         } else {
             "complete"
         },
-        count(Action::Build, "succeeded"),
-        count(Action::Rebase, "succeeded"),
+        count(Action::Build, BuildStatus::Succeeded),
+        count(Action::Rebase, BuildStatus::Succeeded),
         report
             .results
             .iter()
-            .filter(|r| r.status == "forgotten")
+            .filter(|r| r.status == ResultStatus::Forgotten)
             .count(),
-        failed.iter().filter(|r| r.status == "failed").count(),
-        match failed.iter().filter(|r| r.status == "canceled").count() {
+        failed
+            .iter()
+            .filter(|r| r.status == BuildStatus::Failed)
+            .count(),
+        match failed
+            .iter()
+            .filter(|r| r.status == BuildStatus::Canceled)
+            .count()
+        {
             0 => String::new(),
             n => format!(", {n} canceled"),
         }

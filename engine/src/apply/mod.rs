@@ -92,11 +92,7 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// Whether anything failed or was canceled.
     pub fn failed(&self) -> bool {
-        self.canceled
-            || self
-                .results
-                .iter()
-                .any(|r| !matches!(r.status.as_str(), "succeeded" | "forgotten"))
+        self.canceled || self.results.iter().any(|r| !r.status.is_success())
     }
 }
 
@@ -107,8 +103,7 @@ pub struct ImageResult {
     pub action: Action,
     /// The build's number; absent for `forget`.
     pub build: Option<u64>,
-    /// `succeeded`, `failed`, `canceled`, or `forgotten`.
-    pub status: String,
+    pub status: ResultStatus,
     pub reasons: Vec<Reason>,
     /// The manifest digest of the image made.
     pub digest: Option<String>,
@@ -118,6 +113,49 @@ pub struct ImageResult {
     pub failure: Option<FailureReport>,
     pub log: Option<PathBuf>,
     pub duration_ms: Option<u64>,
+}
+
+/// How an image came out of an apply: the status its build or rebase ended in
+/// (`succeeded`, `failed` or `canceled`), or `forgotten`. Serialises as that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultStatus {
+    Ended(BuildStatus),
+    Forgotten,
+}
+
+impl ResultStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Ended(status) => status.as_str(),
+            ResultStatus::Forgotten => "forgotten",
+        }
+    }
+
+    /// Whether the image got what the plan asked: built, rebased or forgotten.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            ResultStatus::Ended(BuildStatus::Succeeded) | ResultStatus::Forgotten
+        )
+    }
+}
+
+impl PartialEq<BuildStatus> for ResultStatus {
+    fn eq(&self, other: &BuildStatus) -> bool {
+        *self == ResultStatus::Ended(*other)
+    }
+}
+
+impl std::fmt::Display for ResultStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ResultStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -233,7 +271,7 @@ impl<'a> Dispatcher<'a> {
                 image: change.image.clone(),
                 action: Action::Forget,
                 build: None,
-                status: "forgotten".into(),
+                status: ResultStatus::Forgotten,
                 reasons: Vec::new(),
                 digest: None,
                 tags: Vec::new(),
@@ -435,7 +473,7 @@ impl<'a> Dispatcher<'a> {
                 image: build.image.clone(),
                 action: build.action,
                 build: Some(build.number),
-                status: build.status.to_string(),
+                status: ResultStatus::Ended(build.status),
                 reasons: build.reasons.clone(),
                 digest: build.output.clone(),
                 tags,
