@@ -163,7 +163,11 @@ source = {{ path = "site" }}
                 .finish(
                     build.id,
                     Outcome::Succeeded {
-                        output: format!("sha256:{:064x}", build.number + 0xabc0),
+                        output: imageref::Digest::parse(&format!(
+                            "sha256:{:064x}",
+                            build.number + 0xabc0
+                        ))
+                        .unwrap(),
                         buildpacks_used: inputs.buildpacks.clone(),
                         rebasable: true,
                     },

@@ -218,42 +218,40 @@ async fn seed(
     })
     .to_string();
     let run_layers = Arc::new(run_layers);
-    let pushed: Vec<(String, String)> = futures::stream::iter(builds.iter().map(|change| {
-        let (store, layers, run_layers, metadata) = (
-            store.clone(),
-            layers.clone(),
-            run_layers.clone(),
-            metadata.clone(),
-        );
-        let name = change.image.clone();
-        let tag = config.images[&name].tag.clone();
-        async move {
-            let app = tokio::task::spawn_blocking({
-                let (layers, name) = (layers.clone(), name.clone());
-                move || {
-                    layer(
-                        &layers,
-                        &name,
-                        &[("/workspace/main.txt", format!("{name}\n").into_bytes())],
-                    )
-                }
-            })
-            .await??;
-            let mut labels = base_labels(1);
-            labels.push((LIFECYCLE_LABEL, metadata));
-            let all: Vec<WrittenLayer> = run_layers.iter().cloned().chain([app]).collect();
-            let pinned = store.push_image(&tag, image_config(labels), &all).await?;
-            let digest = pinned
-                .digest()
-                .ok_or("pushed without a digest")?
-                .to_string();
-            Ok::<_, Error>((name, digest))
-        }
-    }))
-    .buffer_unordered(PARALLEL)
-    .try_collect()
-    .await?;
-    let outputs: std::collections::HashMap<String, String> = pushed.into_iter().collect();
+    let pushed: Vec<(String, imageref::Digest)> =
+        futures::stream::iter(builds.iter().map(|change| {
+            let (store, layers, run_layers, metadata) = (
+                store.clone(),
+                layers.clone(),
+                run_layers.clone(),
+                metadata.clone(),
+            );
+            let name = change.image.clone();
+            let tag = config.images[&name].tag.clone();
+            async move {
+                let app = tokio::task::spawn_blocking({
+                    let (layers, name) = (layers.clone(), name.clone());
+                    move || {
+                        layer(
+                            &layers,
+                            &name,
+                            &[("/workspace/main.txt", format!("{name}\n").into_bytes())],
+                        )
+                    }
+                })
+                .await??;
+                let mut labels = base_labels(1);
+                labels.push((LIFECYCLE_LABEL, metadata));
+                let all: Vec<WrittenLayer> = run_layers.iter().cloned().chain([app]).collect();
+                let pinned = store.push_image(&tag, image_config(labels), &all).await?;
+                let digest = pinned.digest().ok_or("pushed without a digest")?.clone();
+                Ok::<_, Error>((name, digest))
+            }
+        }))
+        .buffer_unordered(PARALLEL)
+        .try_collect()
+        .await?;
+    let outputs: std::collections::HashMap<String, imageref::Digest> = pushed.into_iter().collect();
     for change in &builds {
         let inputs = change.inputs.as_ref().ok_or("a build without inputs")?;
         let tag = config.images[&change.image].tag.to_string();

@@ -4,16 +4,17 @@
 
 use imageref::Target;
 use planner::diff::Desired;
+use planner::plan::StackKey;
 use planner::{BuilderKind, Config, Image};
 
-use crate::resolve::{builder_stack_key, Resolution};
+use crate::resolve::Resolution;
 
-/// The stack key an image's builder builds on: the stack's name, or
-/// [`builder_stack_key`] for a builder image.
-pub fn stack_of(config: &Config, image: &Image) -> String {
+/// The stack an image's builder builds on: a stack of kpack.toml, or the builder
+/// image's own.
+pub fn stack_of(config: &Config, image: &Image) -> StackKey {
     match config.builders.get(&image.builder).map(|b| &b.kind) {
-        Some(BuilderKind::Assembled { stack, .. }) => stack.clone(),
-        _ => builder_stack_key(&image.builder),
+        Some(BuilderKind::Assembled { stack, .. }) => StackKey::stack(stack),
+        _ => StackKey::builder(&image.builder),
     }
 }
 

@@ -302,12 +302,12 @@ fn now_seconds() -> i64 {
 fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream {
     use planner::plan::Upstream as Planned;
     match upstream {
-        Planned::RunImage { stack } => config.stacks.get(stack).map_or_else(
-            || Upstream::Registry(stack.clone()),
+        Planned::RunImage { stack } => config.stacks.get(stack.as_str()).map_or_else(
+            || Upstream::Registry(stack.to_string()),
             |s| Upstream::Registry(s.run_image.to_string()),
         ),
-        Planned::BuildImage { stack } => config.stacks.get(stack).map_or_else(
-            || Upstream::Registry(stack.clone()),
+        Planned::BuildImage { stack } => config.stacks.get(stack.as_str()).map_or_else(
+            || Upstream::Registry(stack.to_string()),
             |s| Upstream::Registry(s.build_image.to_string()),
         ),
         Planned::Source { source } => {

@@ -11,12 +11,14 @@ use engine::state::{BuildStatus, NewBuild, Outcome, State};
 use executors::oci::{ContainerConfig, ImageConfig, ImageStore, StoreSettings};
 use imageref::ImageRef;
 use planner::diff::SourceVersion;
-use planner::plan::{Action, Summary, Upstream};
+use planner::plan::{Action, StackKey, Summary, Upstream};
 use planner::Reason;
 use testkit::git::BareRepo;
 use testkit::registry::Registry;
 
 const STACK_ID: &str = "io.kpackd.tests.stack";
+/// The layer diffID the buildpackage and builder images' labels name.
+const FEED: &str = "sha256:feed000000000000000000000000000000000000000000000000000000000000";
 
 /// A kpack.toml in a temp dir, with its stack images, buildpack and app sources.
 struct Fleet {
@@ -200,7 +202,8 @@ fn apply_all(state: &mut State, planned: &Planned) {
             .finish(
                 build.id,
                 Outcome::Succeeded {
-                    output: format!("sha256:{:064x}", build.number),
+                    output: imageref::Digest::parse(&format!("sha256:{:064x}", build.number))
+                        .unwrap(),
                     buildpacks_used: inputs.buildpacks.clone(),
                     rebasable: true,
                 },
@@ -230,7 +233,7 @@ async fn a_fresh_state_builds_everything_for_its_first_build() {
         let inputs = change.inputs.as_ref().unwrap();
         assert_eq!(inputs.stack_id, STACK_ID);
         assert_eq!(inputs.target.to_string(), "linux/amd64");
-        assert!(inputs.run_image.starts_with("sha256:"));
+        assert!(inputs.run_image.to_string().starts_with("sha256:"));
         assert_eq!(
             inputs.buildpacks.keys().collect::<Vec<_>>(),
             ["tests/hello@0.1.0"]
@@ -244,7 +247,12 @@ async fn a_fresh_state_builds_everything_for_its_first_build() {
         app.source,
         Some(SourcePin::Git { sub_path: Some(s), tree: Some(_), .. }) if s == "app"
     ));
-    assert!(app.stack.unwrap().run_image_digest.starts_with("sha256:"));
+    assert!(app
+        .stack
+        .unwrap()
+        .run_image_digest
+        .to_string()
+        .starts_with("sha256:"));
     assert_eq!(plan.lineage, fleet.state().lineage());
     // Built for the first time: no build to follow, nothing else to do.
     assert!(plan.changes.iter().all(|c| c.last_build.is_none()));
@@ -334,7 +342,7 @@ async fn a_new_run_image_in_a_layout_is_a_rebase() {
     assert_eq!(whole.reasons, [Reason::Stack]);
     assert_eq!(whole.details[0].new.as_deref(), Some(new.as_str()));
     let inputs = whole.inputs.as_ref().unwrap();
-    assert_eq!(inputs.run_image, new);
+    assert_eq!(inputs.run_image.to_string(), new);
     assert!(inputs.last_image.is_some());
 
     // A build image change alone is a note, no work.
@@ -375,10 +383,15 @@ async fn a_new_run_image_in_a_registry_is_a_rebase() {
         planned.plan.changes
     );
     assert_eq!(
-        change(&planned, "app").inputs.as_ref().unwrap().run_image,
+        change(&planned, "app")
+            .inputs
+            .as_ref()
+            .unwrap()
+            .run_image
+            .to_string(),
         new
     );
-    let pinned = &planned.pins("app").stack.unwrap().run_image;
+    let pinned = planned.pins("app").stack.unwrap().run_image.to_string();
     assert!(pinned.ends_with(&format!("@{new}")), "{pinned}");
 }
 
@@ -546,10 +559,11 @@ async fn push_labelled(reference: &str, labels: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn builder_images_and_buildpackage_images_are_resolved_from_their_labels() {
     let fleet = Fleet::new().await;
-    let layers = r#"{"tests/packaged":{"2.0.0":{"api":"0.10","layerDiffID":"sha256:feed"}}}"#;
+    let layers =
+        format!(r#"{{"tests/packaged":{{"2.0.0":{{"api":"0.10","layerDiffID":"{FEED}"}}}}}}"#);
     push_labelled(
         &fleet.absolute("oci:packages:node"),
-        &[("io.buildpacks.buildpack.layers", layers)],
+        &[("io.buildpacks.buildpack.layers", &layers)],
     )
     .await;
     let run = fleet.absolute("oci:stacks:run");
@@ -557,7 +571,7 @@ async fn builder_images_and_buildpackage_images_are_resolved_from_their_labels()
     let builder = push_labelled(
         &fleet.absolute("oci:builders:paketo"),
         &[
-            ("io.buildpacks.buildpack.layers", layers),
+            ("io.buildpacks.buildpack.layers", &layers),
             ("io.buildpacks.builder.metadata", &metadata),
             ("io.buildpacks.base.id", STACK_ID),
         ],
@@ -585,10 +599,10 @@ async fn builder_images_and_buildpackage_images_are_resolved_from_their_labels()
         local.buildpacks.keys().collect::<Vec<_>>(),
         ["tests/hello@0.1.0", "tests/packaged@2.0.0"]
     );
-    assert_eq!(local.buildpacks["tests/packaged@2.0.0"], "sha256:feed");
+    assert_eq!(local.buildpacks["tests/packaged@2.0.0"].to_string(), FEED);
     let prebuilt = change(&planned, "prebuilt").inputs.as_ref().unwrap();
-    assert_eq!(prebuilt.stack, "builder:ready");
-    assert_eq!(prebuilt.build_image, builder);
+    assert_eq!(prebuilt.stack.as_str(), "builder:ready");
+    assert_eq!(prebuilt.build_image.to_string(), builder);
     assert_eq!(prebuilt.run_image, local.run_image);
     assert_eq!(prebuilt.stack_id, STACK_ID);
     assert_eq!(
@@ -627,7 +641,7 @@ async fn an_upstream_that_never_answers_times_out_and_blocks_its_images() {
     assert_eq!(
         error.upstream,
         Upstream::RunImage {
-            stack: "base".into()
+            stack: StackKey::stack("base")
         }
     );
     assert!(error.error.contains("timed out after 1s"), "{error}");

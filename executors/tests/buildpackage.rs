@@ -60,7 +60,7 @@ async fn a_version_that_leaves_the_buildpack_directory_is_refused() {
         &pinned,
         "tests/bp",
         "../../dir",
-        &layer.diff_id.to_string(),
+        &layer.diff_id,
         &state,
         &DiscardLogs,
     )

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use imageref::Target;
+use imageref::{Digest, Target};
 
 use crate::plan::{
-    Action, Change, Detail, Failing, Inputs, Note, Plan, Summary, Upstream, UpstreamFailure,
-    FORMAT_VERSION,
+    Action, Change, Detail, Failing, Inputs, Note, Plan, StackKey, Summary, Upstream,
+    UpstreamFailure, FORMAT_VERSION,
 };
 use crate::Reason;
 
@@ -31,12 +31,12 @@ pub struct Desired {
     /// version in [`Observed::sources`]; images sharing a source share one lookup.
     pub source: String,
     pub builder: String,
-    pub stack: String,
+    pub stack: StackKey,
     /// The stack id the image's stack declares now.
     pub stack_id: String,
     pub target: Target,
     /// The buildpacks the builder provides now: `id@version` → content digest.
-    pub buildpacks: BTreeMap<String, String>,
+    pub buildpacks: BTreeMap<String, Digest>,
     /// The reasons that may cause work for this image (kpack.toml's `rebuild-on`).
     pub rebuild_on: BTreeSet<Reason>,
     /// The image's own group (kpack.toml `buildpacks`), `id` or `id@version` each;
@@ -49,9 +49,9 @@ pub struct Desired {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
     /// Stack name → manifest digest of its run image.
-    pub run_images: BTreeMap<String, String>,
+    pub run_images: BTreeMap<StackKey, Digest>,
     /// Stack name → manifest digest of its build image.
-    pub build_images: BTreeMap<String, String>,
+    pub build_images: BTreeMap<StackKey, Digest>,
     /// Source identity → its version now.
     pub sources: BTreeMap<String, SourceVersion>,
     /// Upstreams that could not be resolved: their dependents are blocked.
@@ -69,16 +69,17 @@ pub enum SourceVersion {
     /// A sha256 over a directory's files or a downloaded archive.
     Content(String),
     /// The manifest digest of a source image.
-    Image(String),
+    Image(Digest),
 }
 
 impl SourceVersion {
-    pub fn id(&self) -> &str {
+    /// The version as the plan's inputs record it.
+    pub fn id(&self) -> String {
         match self {
-            SourceVersion::Commit(id)
-            | SourceVersion::Tree(id)
-            | SourceVersion::Content(id)
-            | SourceVersion::Image(id) => id,
+            SourceVersion::Commit(id) | SourceVersion::Tree(id) | SourceVersion::Content(id) => {
+                id.clone()
+            }
+            SourceVersion::Image(digest) => digest.to_string(),
         }
     }
 
@@ -120,11 +121,11 @@ pub struct RecordedBuild {
     pub inputs: Inputs,
     /// The buildpacks detection chose, `id@version` → content digest; known after a
     /// success. A failed build is compared by every buildpack it was given instead.
-    pub buildpacks_used: Option<BTreeMap<String, String>>,
+    pub buildpacks_used: Option<BTreeMap<String, Digest>>,
     /// Whether the image may be rebased (label `io.buildpacks.rebasable`).
     pub rebasable: bool,
     /// The manifest digest of the image made.
-    pub output: Option<String>,
+    pub output: Option<Digest>,
     /// Why a failed build failed; absent after a success.
     #[serde(default)]
     pub failure: Option<RecordedFailure>,
@@ -201,7 +202,7 @@ pub enum BuildOutcome {
 pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Plan {
     let mut changes = Vec::new();
     let mut failing_images = Vec::new();
-    let mut notes: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    let mut notes: BTreeMap<(StackKey, Digest, Digest), Vec<String>> = BTreeMap::new();
     for image in desired {
         let record = recorded.images.get(&image.image);
         let last = record.and_then(|r| r.last_build.as_ref());
@@ -344,7 +345,7 @@ fn pin(image: &Desired, observed: &Observed) -> Result<Pins, Vec<UpstreamFailure
     match (source, build_image, run_image) {
         (Some(source), Some(build_image), Some(run_image)) if blocked_by.is_empty() => Ok(Pins {
             inputs: Inputs {
-                source: source.id().to_string(),
+                source: source.id(),
                 run_image: run_image.clone(),
                 build_image: build_image.clone(),
                 buildpacks: image.buildpacks.clone(),
@@ -474,8 +475,8 @@ fn changes_since(last: &RecordedBuild, now: &Inputs, source_what: &str) -> Vec<D
         details.push(change(
             Reason::Stack,
             "run image",
-            &was.run_image,
-            &now.run_image,
+            &was.run_image.to_string(),
+            &now.run_image.to_string(),
         ));
     }
     details
@@ -484,7 +485,7 @@ fn changes_since(last: &RecordedBuild, now: &Inputs, source_what: &str) -> Vec<D
 /// BUILDPACK: after a success, a buildpack it used changed digest or left the builder
 /// (new, unused buildpacks do not count). After a failure, any change to the buildpacks
 /// it was given: a buildpack added to the builder may be the fix.
-fn buildpack_changes(last: &RecordedBuild, provided: &BTreeMap<String, String>) -> Vec<Detail> {
+fn buildpack_changes(last: &RecordedBuild, provided: &BTreeMap<String, Digest>) -> Vec<Detail> {
     let compared = match (last.outcome, &last.buildpacks_used) {
         (BuildOutcome::Succeeded, Some(used)) => used,
         _ => &last.inputs.buildpacks,
@@ -496,13 +497,13 @@ fn buildpack_changes(last: &RecordedBuild, provided: &BTreeMap<String, String>) 
             Some(now) => Some(change(
                 Reason::Buildpack,
                 &format!("buildpack {id}"),
-                was,
-                now,
+                &was.to_string(),
+                &now.to_string(),
             )),
             None => Some(Detail {
                 reason: Reason::Buildpack,
                 what: format!("buildpack {id}"),
-                old: Some(was.clone()),
+                old: Some(was.to_string()),
                 new: Some("gone from the builder".to_string()),
             }),
         })
@@ -516,7 +517,7 @@ fn buildpack_changes(last: &RecordedBuild, provided: &BTreeMap<String, String>) 
                     reason: Reason::Buildpack,
                     what: format!("buildpack {id}"),
                     old: Some("absent".to_string()),
-                    new: Some(now.clone()),
+                    new: Some(now.to_string()),
                 }),
         );
     }

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use imageref::Target;
+use imageref::{Digest, Target};
 
 use crate::diff::FailureKind;
 use crate::Reason;
@@ -117,18 +117,20 @@ pub struct Detail {
 pub struct Inputs {
     /// The source version: a commit id, a tree id (sub-path), or a content hash.
     pub source: String,
-    pub run_image: String,
-    pub build_image: String,
+    /// The manifest digest of the run image.
+    pub run_image: Digest,
+    /// The manifest digest of the build image.
+    pub build_image: Digest,
     /// `id@version` → content digest, every buildpack the builder provides.
-    pub buildpacks: BTreeMap<String, String>,
+    pub buildpacks: BTreeMap<String, Digest>,
     /// The image configuration hash (see CONFIG).
     pub config: String,
     pub builder: String,
-    pub stack: String,
+    pub stack: StackKey,
     pub stack_id: String,
     pub target: Target,
     /// For a rebase: the digest of the image whose run image layers are replaced.
-    pub last_image: Option<String>,
+    pub last_image: Option<Digest>,
     /// The image's own group (kpack.toml `buildpacks`), `id` or `id@version` each;
     /// empty: the builder's order.
     pub image_buildpacks: Vec<String>,
@@ -139,16 +141,16 @@ pub struct Inputs {
 #[derive(Serialize, Deserialize)]
 struct InputsJson {
     source: String,
-    run_image: String,
-    build_image: String,
+    run_image: Digest,
+    build_image: Digest,
     buildpacks: Vec<String>,
-    buildpack_digests: BTreeMap<String, String>,
+    buildpack_digests: BTreeMap<String, Digest>,
     config: String,
     builder: String,
-    stack: String,
+    stack: StackKey,
     stack_id: String,
     target: Target,
-    last_image: Option<String>,
+    last_image: Option<Digest>,
     /// Absent when the image has no group of its own, as in plans before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     image_buildpacks: Vec<String>,
@@ -205,15 +207,44 @@ impl TryFrom<InputsJson> for Inputs {
     }
 }
 
+/// Which stack a build uses: a stack of kpack.toml, by its name, or the stack a builder
+/// image brings (itself as the build image, the run image it names), `builder:<name>`.
+/// Stack names cannot hold `:`, so the two never meet.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StackKey(String);
+
+impl StackKey {
+    /// The stack of kpack.toml named `name`.
+    pub fn stack(name: &str) -> StackKey {
+        StackKey(name.to_string())
+    }
+
+    /// The stack of the builder image of builder `name`.
+    pub fn builder(name: &str) -> StackKey {
+        StackKey(format!("builder:{name}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StackKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Something the engine resolves once per plan.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Upstream {
     RunImage {
-        stack: String,
+        stack: StackKey,
     },
     BuildImage {
-        stack: String,
+        stack: StackKey,
     },
     /// A source, by its identity (location, revision, sub-path).
     Source {
@@ -256,10 +287,10 @@ impl fmt::Display for UpstreamFailure {
 /// build uses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Note {
-    pub stack: String,
+    pub stack: StackKey,
     pub what: String,
-    pub old: String,
-    pub new: String,
+    pub old: Digest,
+    pub new: Digest,
     pub images: Vec<String>,
 }
 

@@ -220,7 +220,11 @@ fn print_summary(report: &ApplyReport) {
     let mut out = anstream::stdout();
     for result in &report.results {
         if result.status == BuildStatus::Succeeded {
-            let digest = result.digest.as_deref().unwrap_or("");
+            let digest = result
+                .digest
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {} {} #{}: {} {}",

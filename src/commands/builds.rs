@@ -68,7 +68,9 @@ fn table(builds: &[Build]) -> String {
                     .zip(b.started_at.or(Some(b.queued_at)))
                     .and_then(|(end, start)| end.duration_since(start).ok())
                     .map_or_else(|| "-".to_string(), short_duration),
-                b.output.as_deref().map_or_else(|| "-".to_string(), short),
+                b.output
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |d| short(&d.to_string())),
             ]
         })
         .collect();

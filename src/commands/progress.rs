@@ -52,7 +52,7 @@ fn step(build: &Build) -> String {
     match build.status {
         BuildStatus::Queued => format!("queued ({})", build.action),
         BuildStatus::Succeeded => match &build.output {
-            Some(digest) => format!("succeeded {}", short(digest)),
+            Some(digest) => format!("succeeded {}", short(&digest.to_string())),
             None => "succeeded".into(),
         },
         BuildStatus::Failed => match &build.failure {

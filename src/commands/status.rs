@@ -122,8 +122,8 @@ impl Entry<'_> {
             self.name.to_string(),
             self.tag.clone().unwrap_or_else(dash),
             self.last_success
-                .and_then(|b| b.output.as_deref())
-                .map_or_else(dash, short),
+                .and_then(|b| b.output.as_ref())
+                .map_or_else(dash, |d| short(&d.to_string())),
             self.last
                 .map_or_else(dash, |b| format!("#{} {}", b.number, b.action)),
             status,

@@ -79,8 +79,8 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 paint.style("#", Style::new().dimmed()),
                 note.stack,
                 note.what,
-                short(&note.old),
-                short(&note.new),
+                short(&note.old.to_string()),
+                short(&note.new.to_string()),
                 quoted_list(&note.images)
             );
         }

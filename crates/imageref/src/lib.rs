@@ -176,6 +176,33 @@ impl FromStr for Digest {
     }
 }
 
+// Digests and references travel as their text in JSON and TOML.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Digest, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        Digest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for ImageRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ImageRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ImageRef, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        ImageRef::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl ImageRef {
     /// Parses a reference as written by a user. Relative layout directories are kept
     /// relative; see [`ImageRef::resolve_relative_to`].

@@ -124,9 +124,9 @@ pub fn kind_of(error: &(dyn std::error::Error + 'static)) -> FailureKind {
 #[derive(Debug, Clone)]
 pub struct Success {
     /// The manifest digest of the image pushed.
-    pub output: String,
+    pub output: Digest,
     /// `id@version` → content digest of the buildpacks used.
-    pub buildpacks_used: BTreeMap<String, String>,
+    pub buildpacks_used: BTreeMap<String, Digest>,
     pub rebasable: bool,
     /// Every tag the image was pushed to.
     pub tags: Vec<String>,
@@ -156,10 +156,10 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub enum JobKind {
     /// With the image made by the last successful build, for layer reuse.
-    Build { previous: Option<String> },
+    Build { previous: Option<Digest> },
     /// With the buildpacks the rebased build used (a rebase does not change them).
     Rebase {
-        buildpacks_used: BTreeMap<String, String>,
+        buildpacks_used: BTreeMap<String, Digest>,
     },
 }
 
@@ -184,7 +184,7 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
     };
     let work = async {
         match &job.kind {
-            JobKind::Build { previous } => build(&job, previous.as_deref(), &ctx, &sink).await,
+            JobKind::Build { previous } => build(&job, previous.as_ref(), &ctx, &sink).await,
             JobKind::Rebase { buildpacks_used } => {
                 rebase_job(&job, buildpacks_used.clone(), &ctx, &sink).await
             }
@@ -264,7 +264,7 @@ impl Drop for WorkDir {
 
 async fn build(
     job: &Job,
-    previous: Option<&str>,
+    previous: Option<&Digest>,
     ctx: &JobContext,
     sink: &JobSink,
 ) -> Result<Success, JobFailure> {
@@ -340,12 +340,9 @@ async fn build(
         match &pin.location {
             BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
             BuildpackLocation::Image { reference } => {
-                let reference = ImageRef::parse(reference).map_err(|e| {
-                    JobFailure::build(format!("buildpack {}@{}: {e}", pin.id, pin.version))
-                })?;
                 let dir = executors::lifecycle::buildpackage::materialise(
                     &ctx.store,
-                    &reference,
+                    reference,
                     &pin.id,
                     &pin.version,
                     &pin.digest,
@@ -378,7 +375,7 @@ async fn build(
             _ => None,
         },
         state_dir: ctx.state_dir.clone(),
-        previous_image: previous.and_then(|digest| at_digest(&image.tag, digest)),
+        previous_image: previous.map(|digest| at_digest(&image.tag, digest)),
         project_metadata: Some(project_metadata(source)),
         layer_compression: image.layer_compression,
     };
@@ -399,7 +396,7 @@ async fn build(
     let mut tags = vec![image.tag.to_string()];
     tags.extend(request.additional_tags.iter().map(ToString::to_string));
     Ok(Success {
-        output: result.digest.to_string(),
+        output: result.digest,
         buildpacks_used,
         rebasable: result.rebasable,
         tags,
@@ -408,7 +405,7 @@ async fn build(
 
 async fn rebase_job(
     job: &Job,
-    buildpacks_used: BTreeMap<String, String>,
+    buildpacks_used: BTreeMap<String, Digest>,
     ctx: &JobContext,
     sink: &JobSink,
 ) -> Result<Success, JobFailure> {
@@ -429,13 +426,9 @@ async fn rebase_job(
     let last = job
         .inputs
         .last_image
-        .as_deref()
+        .as_ref()
         .ok_or_else(|| JobFailure::build("the plan names no image to rebase"))?;
-    let current = at_digest(&image.tag, last).ok_or_else(|| {
-        JobFailure::build(format!(
-            "the recorded image digest `{last}` is not a digest"
-        ))
-    })?;
+    let current = at_digest(&image.tag, last);
     let new_run_image = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
     let mut tags = vec![image.tag.clone()];
     tags.extend(extra_tags(image, job.number));
@@ -468,7 +461,7 @@ async fn rebase_job(
         ),
     );
     Ok(Success {
-        output: result.digest.to_string(),
+        output: result.digest,
         buildpacks_used,
         rebasable: true,
         tags: tags.iter().map(ToString::to_string).collect(),
@@ -496,33 +489,32 @@ pub fn extra_tags(image: &Image, number: u64) -> Vec<ImageRef> {
 
 /// The image the plan pinned: a registry reference by digest as is; an image in a
 /// layout (where a ref name is all there is) checked to still be the planned digest.
-async fn pinned(store: &ImageStore, reference: &str, digest: &str) -> Result<ImageRef, JobFailure> {
-    let parsed = ImageRef::parse(reference)
-        .map_err(|e| JobFailure::build(format!("pinned image `{reference}`: {e}")))?;
-    if let ImageRef::Layout(_) = parsed {
-        let planned = Digest::parse(digest)
-            .map_err(|e| JobFailure::build(format!("planned digest `{digest}`: {e}")))?;
+async fn pinned(
+    store: &ImageStore,
+    reference: &ImageRef,
+    planned: &Digest,
+) -> Result<ImageRef, JobFailure> {
+    if let ImageRef::Layout(_) = reference {
         let now = store
-            .resolve(&parsed)
+            .resolve(reference)
             .await
             .map_err(|e| JobFailure::from_error(&e))?;
-        if now.image != planned && now.digest != planned {
+        if now.image != *planned && now.digest != *planned {
             return Err(JobFailure::build(format!(
                 "{reference} is {} now, not {planned} as planned: plan again",
                 now.digest
             )));
         }
     }
-    Ok(parsed)
+    Ok(reference.clone())
 }
 
 /// The image at `tag` with `digest`: a previous build's output, or the image to rebase.
-fn at_digest(tag: &ImageRef, digest: &str) -> Option<ImageRef> {
-    let digest = Digest::parse(digest).ok()?;
-    Some(match tag {
-        ImageRef::Registry(r) => ImageRef::Registry(r.at_digest(digest)),
+fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
+    match tag {
+        ImageRef::Registry(r) => ImageRef::Registry(r.at_digest(digest.clone())),
         ImageRef::Layout(_) => tag.clone(),
-    })
+    }
 }
 
 /// Writes exactly the planned version of a source into `app_dir`.

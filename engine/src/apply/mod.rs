@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use executors::oci::ImageStore;
+use imageref::Digest;
 use planner::plan::{Action, Change};
 use planner::Reason;
 use serde::Serialize;
@@ -106,7 +107,7 @@ pub struct ImageResult {
     pub status: ResultStatus,
     pub reasons: Vec<Reason>,
     /// The manifest digest of the image made.
-    pub digest: Option<String>,
+    pub digest: Option<Digest>,
     /// Every tag pushed.
     pub tags: Vec<String>,
     /// The step a failed build failed in, and why.

@@ -4,16 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use imageref::ImageRef;
+use imageref::{Digest, ImageRef};
 use planner::diff::SourceVersion;
-use planner::plan::{Upstream, UpstreamFailure};
+use planner::plan::{StackKey, Upstream, UpstreamFailure};
 use planner::{BuilderKind, Config, DirectoryBuildpack, Group, Image, Source, Stack};
 
 use super::jobs::{Done, ImageFacts, Job, Output};
-use super::{
-    builder_stack_key, BuildpackLocation, BuildpackPin, Resolution, ResolveError, SourcePin,
-    StackPin,
-};
+use super::{BuildpackLocation, BuildpackPin, Resolution, ResolveError, SourcePin, StackPin};
 
 /// Labels read from stack, buildpackage and builder images.
 pub(super) use cnb::labels::{
@@ -117,7 +114,8 @@ impl Assembly<'_> {
 
     /// A stack of kpack.toml: its build and run images, once per stack.
     fn stack(&mut self, stack: &str, stack_config: &Stack) {
-        if self.resolution.stacks.contains_key(stack) {
+        let stack = StackKey::stack(stack);
+        if self.resolution.stacks.contains_key(&stack) {
             return;
         }
         let build = facts_of(self.done, &stack_config.build_image);
@@ -126,11 +124,11 @@ impl Assembly<'_> {
                 self.resolution
                     .observed
                     .build_images
-                    .insert(stack.to_string(), facts.digest.clone());
+                    .insert(stack.clone(), facts.digest.clone());
             }
             Err(e) => self.fail(
                 Upstream::BuildImage {
-                    stack: stack.to_string(),
+                    stack: stack.clone(),
                 },
                 e,
             ),
@@ -142,11 +140,11 @@ impl Assembly<'_> {
                 self.resolution
                     .observed
                     .run_images
-                    .insert(stack.to_string(), facts.digest.clone());
+                    .insert(stack.clone(), facts.digest.clone());
             }
             Err(e) => self.fail(
                 Upstream::RunImage {
-                    stack: stack.to_string(),
+                    stack: stack.clone(),
                 },
                 e,
             ),
@@ -154,7 +152,7 @@ impl Assembly<'_> {
         if let (Ok(build), Ok((run, id))) = (build, run) {
             self.resolution
                 .stacks
-                .insert(stack.to_string(), stack_pin(build, run, id));
+                .insert(stack, stack_pin(build, run, id));
         }
     }
 
@@ -180,7 +178,7 @@ impl Assembly<'_> {
     /// A builder image: its own stack (itself as build image, the run image it names)
     /// and the buildpacks it carries.
     fn builder_image(&mut self, name: &str, r: &ImageRef) {
-        let key = builder_stack_key(name);
+        let key = StackKey::builder(name);
         let facts = match facts_of(self.done, r) {
             Ok(facts) => facts,
             Err(error) => {
@@ -369,7 +367,7 @@ fn stack_id(declared: Option<&str>, run: &ImageFacts) -> Result<String, ResolveE
 fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>, ResolveError> {
     let Some(label) = facts.labels.get(BUILDPACK_LAYERS_LABEL) else {
         return Err(ResolveError::MissingLabel {
-            reference: facts.pinned.clone(),
+            reference: facts.pinned.to_string(),
             label: BUILDPACK_LAYERS_LABEL,
         });
     };
@@ -377,19 +375,28 @@ fn image_buildpacks(facts: &ImageFacts) -> Result<BTreeMap<String, BuildpackPin>
     // it can become a directory.
     let layers: cnb::labels::BuildpackLayers =
         serde_json::from_str(label).map_err(|e| ResolveError::InvalidLabel {
-            reference: facts.pinned.clone(),
+            reference: facts.pinned.to_string(),
             label: BUILDPACK_LAYERS_LABEL,
             source: std::sync::Arc::new(e),
         })?;
     let mut pins = BTreeMap::new();
     for (id, versions) in layers {
         for (version, info) in versions {
+            let digest = Digest::parse(&info.layer_diff_id).map_err(|source| {
+                ResolveError::InvalidDigest {
+                    what: format!(
+                        "{}: invalid {BUILDPACK_LAYERS_LABEL}: buildpack {id}@{version}",
+                        facts.pinned
+                    ),
+                    source,
+                }
+            })?;
             pins.insert(
                 format!("{id}@{version}"),
                 BuildpackPin {
                     id: id.to_string(),
                     version: version.to_string(),
-                    digest: info.layer_diff_id,
+                    digest,
                     location: BuildpackLocation::Image {
                         reference: facts.pinned.clone(),
                     },
@@ -407,7 +414,7 @@ pub(super) fn builder_run_image(facts: &ImageFacts) -> Result<Option<ImageRef>, 
     };
     let metadata: cnb::labels::BuilderMetadata =
         serde_json::from_str(label).map_err(|e| ResolveError::InvalidLabel {
-            reference: facts.pinned.clone(),
+            reference: facts.pinned.to_string(),
             label: BUILDER_METADATA_LABEL,
             source: std::sync::Arc::new(e),
         })?;
@@ -459,7 +466,12 @@ fn store_buildpacks(
             source: Box::new(source),
         };
         let digest = match done.get(&Job::BuildpackDir(bp.path.clone())) {
-            Some(Ok(Output::Content(digest))) => digest.clone(),
+            Some(Ok(Output::Content(digest))) => Digest::parse(digest).map_err(|source| {
+                failed(ResolveError::InvalidDigest {
+                    what: "its content digest".to_string(),
+                    source,
+                })
+            })?,
             Some(Err(e)) => return Err(failed(e.clone())),
             _ => return Err(failed(ResolveError::NotResolved)),
         };
@@ -484,10 +496,15 @@ mod tests {
 
     use super::*;
 
+    const AA: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const A1: &str = "sha256:a100000000000000000000000000000000000000000000000000000000000000";
+    const A2: &str = "sha256:a200000000000000000000000000000000000000000000000000000000000000";
+    const B1: &str = "sha256:b100000000000000000000000000000000000000000000000000000000000000";
+
     fn facts(labels: &[(&str, &str)]) -> ImageFacts {
         ImageFacts {
-            digest: "sha256:aa".into(),
-            pinned: "registry.test/stack@sha256:aa".into(),
+            digest: Digest::parse(AA).unwrap(),
+            pinned: ImageRef::parse(&format!("registry.test/stack@{AA}")).unwrap(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -525,20 +542,22 @@ mod tests {
 
     #[test]
     fn image_buildpacks_are_read_from_the_layers_label() {
-        let label = r#"{"tests/a":{"1.0.0":{"api":"0.10","layerDiffID":"sha256:a1"},
-                        "2.0.0":{"api":"0.10","layerDiffID":"sha256:a2"}},
-                        "tests/b":{"0.1.0":{"layerDiffID":"sha256:b1"}}}"#;
-        let pins = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, label)])).unwrap();
-        let digests: Vec<(&str, &str)> = pins
+        let label = format!(
+            r#"{{"tests/a":{{"1.0.0":{{"api":"0.10","layerDiffID":"{A1}"}},
+                        "2.0.0":{{"api":"0.10","layerDiffID":"{A2}"}}}},
+                        "tests/b":{{"0.1.0":{{"layerDiffID":"{B1}"}}}}}}"#
+        );
+        let pins = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, &label)])).unwrap();
+        let digests: Vec<(&str, String)> = pins
             .iter()
-            .map(|(k, v)| (k.as_str(), v.digest.as_str()))
+            .map(|(k, v)| (k.as_str(), v.digest.to_string()))
             .collect();
         assert_eq!(
             digests,
             [
-                ("tests/a@1.0.0", "sha256:a1"),
-                ("tests/a@2.0.0", "sha256:a2"),
-                ("tests/b@0.1.0", "sha256:b1")
+                ("tests/a@1.0.0", A1.to_string()),
+                ("tests/a@2.0.0", A2.to_string()),
+                ("tests/b@0.1.0", B1.to_string())
             ]
         );
         assert!(image_buildpacks(&facts(&[])).is_err());
@@ -546,13 +565,21 @@ mod tests {
             .unwrap_err()
             .message();
         assert!(
-            invalid.starts_with(
-                "registry.test/stack@sha256:aa: invalid io.buildpacks.buildpack.layers: expected"
-            ),
+            invalid.starts_with(&format!(
+                "registry.test/stack@{AA}: invalid io.buildpacks.buildpack.layers: expected"
+            )),
             "{invalid}"
         );
-        let escaping = r#"{"tests/a":{"../../dir":{"layerDiffID":"sha256:a1"}}}"#;
-        let err = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, escaping)]))
+        let not_a_digest = r#"{"tests/a":{"1.0.0":{"layerDiffID":"sha256:a1"}}}"#;
+        let err = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, not_a_digest)]))
+            .unwrap_err()
+            .message();
+        assert!(
+            err.contains("tests/a@1.0.0") && err.contains("`sha256:a1`"),
+            "{err}"
+        );
+        let escaping = format!(r#"{{"tests/a":{{"../../dir":{{"layerDiffID":"{A1}"}}}}}}"#);
+        let err = image_buildpacks(&facts(&[(BUILDPACK_LAYERS_LABEL, &escaping)]))
             .unwrap_err()
             .message();
         assert!(err.contains(BUILDPACK_LAYERS_LABEL), "{err}");
@@ -627,7 +654,7 @@ buildpacks = ["fixture/app"]
         for bp in config.stores["fixtures"].directories() {
             done.insert(
                 Job::BuildpackDir(bp.path.clone()),
-                Ok(Output::Content(format!("sha256:{}", bp.id.len()))),
+                Ok(Output::Content(format!("sha256:{:064x}", bp.id.len()))),
             );
         }
         let store = &config.stores["fixtures"];

@@ -78,6 +78,13 @@ pub enum ResolveError {
         builder: String,
         label: &'static str,
     },
+    /// A digest an upstream named is not one.
+    #[error("{what}")]
+    InvalidDigest {
+        what: String,
+        #[source]
+        source: imageref::ParseError,
+    },
     #[error("run image `{name}`")]
     InvalidRunImage {
         name: String,

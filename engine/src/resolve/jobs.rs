@@ -9,7 +9,7 @@ use std::sync::Arc;
 use executors::oci::{ImageConfig, ImageStore, Manifest, RawManifest};
 use executors::source::{blob, git, path};
 use futures::StreamExt as _;
-use imageref::{ImageRef, Target};
+use imageref::{Digest, ImageRef, Target};
 
 use super::blob_cache::BlobCache;
 use super::ResolveError;
@@ -17,8 +17,9 @@ use super::ResolveError;
 /// What one image read found.
 #[derive(Debug, Clone)]
 pub(crate) struct ImageFacts {
-    pub(crate) digest: String,
-    pub(crate) pinned: String,
+    pub(crate) digest: Digest,
+    /// The image by digest (in a layout: the reference as written).
+    pub(crate) pinned: ImageRef,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) target: Target,
 }
@@ -46,7 +47,7 @@ pub(crate) enum Job {
 /// What a job found.
 #[derive(Debug, Clone)]
 pub(crate) enum Output {
-    Image(ImageFacts),
+    Image(Box<ImageFacts>),
     Git {
         commit: String,
         trees: BTreeMap<String, String>,
@@ -221,12 +222,12 @@ async fn read_image(
             source: Arc::new(e),
         })?;
     let pinned = match r {
-        ImageRef::Registry(reg) => reg.at_digest(raw.digest.clone()).to_string(),
-        other => other.to_string(),
+        ImageRef::Registry(reg) => ImageRef::Registry(reg.at_digest(raw.digest.clone())),
+        other => other.clone(),
     };
     let platform = config.platform();
-    Ok(Output::Image(ImageFacts {
-        digest: raw.digest.to_string(),
+    Ok(Output::Image(Box::new(ImageFacts {
+        digest: raw.digest.clone(),
         pinned,
         labels: config.labels(),
         target: Target {
@@ -234,7 +235,7 @@ async fn read_image(
             arch: platform.architecture,
             variant: platform.variant,
         },
-    }))
+    })))
 }
 
 /// Runs `f` on the blocking pool.

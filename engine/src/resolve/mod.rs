@@ -24,8 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use executors::oci::{CredentialSource, ImageStore, StoreSettings};
-use imageref::{ImageRef, Target};
+use imageref::{Digest, ImageRef, Target};
 use planner::diff::Observed;
+use planner::plan::StackKey;
 use planner::{BuilderKind, BuildpackSource, Config, Image, Source};
 use serde::{Deserialize, Serialize};
 
@@ -36,12 +37,6 @@ use jobs::{Context, Job, Output};
 pub const DEFAULT_CONCURRENCY: usize = 8;
 /// How long one upstream may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The key under which a builder image's stack is observed: a builder image brings its
-/// own build image (itself) and names its run image. Stack names cannot hold `:`.
-pub fn builder_stack_key(builder: &str) -> String {
-    format!("builder:{builder}")
-}
 
 /// Where upstreams are cached under the state directory (build caches live in
 /// `cache/<image>`): `git/` (a bare repository per remote), `blobs/` (downloaded
@@ -96,8 +91,8 @@ pub fn image_store(config: &Config) -> ImageStore {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolution {
     pub observed: Observed,
-    /// Stack (or [`builder_stack_key`]) → its pinned images.
-    pub stacks: BTreeMap<String, StackPin>,
+    /// Stack → its pinned images.
+    pub stacks: BTreeMap<StackKey, StackPin>,
     /// Source identity → what to materialise.
     pub sources: BTreeMap<String, SourcePin>,
     /// Builder → `id@version` → where the buildpack is and its digest.
@@ -111,10 +106,10 @@ pub struct Resolution {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackPin {
     /// The build image, `repo@digest` (a layout reference as written).
-    pub build_image: String,
-    pub build_image_digest: String,
-    pub run_image: String,
-    pub run_image_digest: String,
+    pub build_image: ImageRef,
+    pub build_image_digest: Digest,
+    pub run_image: ImageRef,
+    pub run_image_digest: Digest,
     /// The stack id: kpack.toml's, else the run image's label.
     pub stack_id: String,
     /// The run image's platform.
@@ -148,8 +143,8 @@ pub enum SourcePin {
     /// A source image at the digest the plan pinned.
     Image {
         /// The image by digest (in a layout: the reference as written).
-        reference: String,
-        digest: String,
+        reference: ImageRef,
+        digest: Digest,
         sub_path: Option<String>,
     },
 }
@@ -160,7 +155,7 @@ pub struct BuildpackPin {
     pub id: String,
     pub version: String,
     /// sha256 over a directory's files, or the layer diff id in an image.
-    pub digest: String,
+    pub digest: Digest,
     pub location: BuildpackLocation,
 }
 
@@ -172,7 +167,7 @@ pub enum BuildpackLocation {
     },
     /// A buildpackage or builder image, pinned.
     Image {
-        reference: String,
+        reference: ImageRef,
     },
 }
 

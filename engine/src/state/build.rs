@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use imageref::Digest;
 pub use planner::diff::FailureKind;
 use planner::plan::{Action, Detail, Inputs};
 use planner::Reason;
@@ -141,11 +142,11 @@ pub struct Build {
     /// Where the image is pushed.
     pub tag: String,
     /// After a success: the buildpacks detection chose, `id@version` → digest.
-    pub buildpacks_used: Option<BTreeMap<String, String>>,
+    pub buildpacks_used: Option<BTreeMap<String, Digest>>,
     /// After a success: whether the image may be rebased.
     pub rebasable: Option<bool>,
     /// After a success: the manifest digest of the image made.
-    pub output: Option<String>,
+    pub output: Option<Digest>,
     pub failure: Option<Failure>,
     pub queued_at: SystemTime,
     pub started_at: Option<SystemTime>,
@@ -181,8 +182,8 @@ pub struct NewBuild<'a> {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Succeeded {
-        output: String,
-        buildpacks_used: BTreeMap<String, String>,
+        output: Digest,
+        buildpacks_used: BTreeMap<String, Digest>,
         rebasable: bool,
     },
     Failed {

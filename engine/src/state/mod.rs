@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use imageref::Digest;
 use planner::diff::{
     BuildOutcome, Recorded, RecordedBuild, RecordedFailure, RecordedImage, RETRY_LIMIT,
 };
@@ -402,7 +403,7 @@ impl State {
                 params![
                     to.as_str(),
                     now,
-                    output,
+                    output.to_string(),
                     json(buildpacks_used),
                     rebasable,
                     id.0
@@ -765,7 +766,7 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
         BuildId(row.get("id")?),
         text("tag")?,
         row.get("rebasable")?,
-        row.get("output")?,
+        row.get::<_, Option<String>>("output")?,
         PathBuf::from(text("log")?),
     );
     let (queued_at, started_at, finished_at) = (
@@ -805,7 +806,11 @@ fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
                 .transpose()
                 .map_err(corrupt("buildpacks"))?,
             rebasable,
-            output,
+            output: output
+                .as_deref()
+                .map(Digest::parse)
+                .transpose()
+                .map_err(|e| corrupt("output")(Box::new(e)))?,
             failure,
             queued_at: queued_at.unwrap_or(UNIX_EPOCH),
             started_at,

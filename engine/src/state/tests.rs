@@ -3,21 +3,27 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 
-use imageref::Target;
-use planner::plan::{Detail, Inputs};
+use imageref::{Digest, Target};
+use planner::plan::{Detail, Inputs, StackKey};
 use planner::Reason;
 
 use super::*;
 
+/// A valid digest standing for `name`.
+fn digest(name: &str) -> Digest {
+    Digest::sha256_hex(&hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name)))
+        .expect("sha256 hex is a digest")
+}
+
 fn inputs(source: &str) -> Inputs {
     Inputs {
         source: source.into(),
-        run_image: "sha256:run1".into(),
-        build_image: "sha256:build1".into(),
-        buildpacks: BTreeMap::from([("examples/python@0.1.0".into(), "sha256:py".into())]),
+        run_image: digest("sha256:run1"),
+        build_image: digest("sha256:build1"),
+        buildpacks: BTreeMap::from([("examples/python@0.1.0".into(), digest("sha256:py"))]),
         config: "sha256:c0f1".into(),
         builder: "default".into(),
-        stack: "bookworm".into(),
+        stack: StackKey::stack("bookworm"),
         stack_id: "io.kpackd.stacks.bookworm".into(),
         target: Target {
             os: "linux".into(),
@@ -68,10 +74,10 @@ fn succeed(state: &mut State, build: &Build, output: &str) -> Build {
         .finish(
             build.id,
             Outcome::Succeeded {
-                output: output.into(),
+                output: digest(output),
                 buildpacks_used: BTreeMap::from([(
                     "examples/python@0.1.0".into(),
-                    "sha256:py".into(),
+                    digest("sha256:py"),
                 )]),
                 rebasable: true,
             },
@@ -180,7 +186,7 @@ fn builds_are_numbered_per_image_and_walk_the_state_machine() {
 
     let done = succeed(&mut state, &first, "sha256:out1");
     assert_eq!(done.status, BuildStatus::Succeeded);
-    assert_eq!(done.output.as_deref(), Some("sha256:out1"));
+    assert_eq!(done.output, Some(digest("sha256:out1")));
     assert_eq!(done.rebasable, Some(true));
     assert!(done.started_at.is_some() && done.finished_at.is_some());
     let err = state
@@ -254,13 +260,13 @@ fn recorded_holds_the_last_completed_build_and_pending_triggers() {
     assert_eq!(last.number, 1);
     assert_eq!(last.outcome, BuildOutcome::Succeeded);
     assert_eq!(last.inputs.source, "c1");
-    assert_eq!(last.output.as_deref(), Some("sha256:out1"));
+    assert_eq!(last.output, Some(digest("sha256:out1")));
     assert!(last.rebasable);
     assert_eq!(
         last.buildpacks_used,
         Some(BTreeMap::from([(
             "examples/python@0.1.0".to_string(),
-            "sha256:py".to_string()
+            digest("sha256:py")
         )]))
     );
     let docs = &recorded.images["docs"];
@@ -396,7 +402,7 @@ fn a_completed_build_consumes_triggers_an_unfinished_one_releases_them() {
         .finish(
             rebase.id,
             Outcome::Succeeded {
-                output: "sha256:out2".into(),
+                output: digest("sha256:out2"),
                 buildpacks_used: BTreeMap::new(),
                 rebasable: true,
             },
@@ -574,8 +580,8 @@ fn one_build_and_the_last_success_are_read_without_the_history() {
 
     let last = state.last_succeeded("hello").unwrap().unwrap();
     assert_eq!(
-        (last.number, last.output.as_deref()),
-        (2, Some("sha256:out2"))
+        (last.number, last.output.clone()),
+        (2, Some(digest("sha256:out2")))
     );
     assert_eq!(last.log, dir.path().join("logs/hello/2.log"));
     assert_eq!(

@@ -74,7 +74,7 @@ pub async fn materialise(
     image: &ImageRef,
     id: &str,
     version: &str,
-    diff_id: &str,
+    diff_id: &Digest,
     state_dir: &Path,
     logs: &dyn LogSink,
 ) -> Result<PathBuf, BuildpackageError> {
@@ -92,7 +92,7 @@ pub async fn materialise(
         id: id.into(),
         version: version.into(),
         image: image.to_string(),
-        diff_id: diff_id.into(),
+        diff_id: diff_id.to_string(),
     };
     let bad_name = |source| BuildpackageError::Name {
         image: image.to_string(),
@@ -101,9 +101,8 @@ pub async fn materialise(
     };
     let checked_id = BuildpackId::parse(id).map_err(bad_name)?;
     let checked_version = BuildpackVersion::parse(version).map_err(bad_name)?;
-    let digest = Digest::parse(diff_id).map_err(|_| no_layer())?;
     let cache = state_dir.join(BUILDPACKS_CACHE);
-    let root = cache.join(digest.hex());
+    let root = cache.join(diff_id.hex());
     let dir = root
         .join("cnb/buildpacks")
         .join(checked_id.dir_name())
@@ -112,7 +111,7 @@ pub async fn materialise(
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(&cache)
             .map_err(io("create", &cache))?;
-        let lock_path = cache.join(format!("{}.lock", digest.hex()));
+        let lock_path = cache.join(format!("{}.lock", diff_id.hex()));
         let _lock = lock_file(&lock_path)
             .await
             .map_err(|e| io("lock", &lock_path)(std::io::Error::other(e.to_string())))?;
@@ -122,7 +121,7 @@ pub async fn materialise(
                 None,
                 &format!("Extracting buildpack {id}@{version} from {image}"),
             );
-            extract(store, image, &digest, &cache, &root)
+            extract(store, image, diff_id, &cache, &root)
                 .await
                 .map_err(|e| match e {
                     Extract::NoLayer => no_layer(),

@@ -63,7 +63,6 @@ pub fn sha256_digest(bytes: &[u8]) -> Digest {
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
-    #[serde(with = "digest_serde")]
     pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +312,6 @@ pub struct ContainerConfig {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(with = "digest_serde::list")]
     pub diff_ids: Vec<Digest>,
 }
 
@@ -322,42 +320,6 @@ impl Default for RootFs {
         RootFs {
             kind: "layers".into(),
             diff_ids: Vec::new(),
-        }
-    }
-}
-
-/// Digests travel as strings in JSON; `imageref` stays dependency-free, so the
-/// conversion lives here.
-pub(crate) mod digest_serde {
-    use imageref::Digest;
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(d)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::parse(&s).map_err(D::Error::custom)
-    }
-
-    pub mod list {
-        use super::*;
-        use serde::ser::SerializeSeq;
-
-        pub fn serialize<S: Serializer>(list: &[Digest], s: S) -> Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(list.len()))?;
-            for d in list {
-                seq.serialize_element(&d.to_string())?;
-            }
-            seq.end()
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Digest>, D::Error> {
-            Vec::<String>::deserialize(d)?
-                .iter()
-                .map(|s| Digest::parse(s).map_err(D::Error::custom))
-                .collect()
         }
     }
 }

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// A digest of the constants below.
+fn d(digest: &str) -> Digest {
+    Digest::parse(digest).expect("a valid digest")
+}
+
 const C1: &str = "3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c2e4b6d8f0a";
 const C2: &str = "8d04e77a1c3e5f7b9d1f3a5c7e9b1d3f5a7c9e1b";
 const RUN1: &str = "sha256:1a2b0000000000000000000000000000000000000000000000000000000000aa";
@@ -39,23 +44,23 @@ fn world() -> World {
         config: "sha256:c0f1".into(),
         source: SOURCE.into(),
         builder: "default".into(),
-        stack: "bookworm".into(),
+        stack: StackKey::stack("bookworm"),
         stack_id: "io.kpackd.stacks.bookworm".into(),
         target: linux("amd64"),
-        buildpacks: BTreeMap::from([(PYTHON.into(), PY1.into()), (NODEJS.into(), NODE.into())]),
+        buildpacks: BTreeMap::from([(PYTHON.into(), d(PY1)), (NODEJS.into(), d(NODE))]),
         rebuild_on: Reason::ALL.into_iter().collect(),
         image_buildpacks: Vec::new(),
     };
     let observed = Observed {
-        run_images: BTreeMap::from([("bookworm".into(), RUN1.into())]),
-        build_images: BTreeMap::from([("bookworm".into(), BUILD1.into())]),
+        run_images: BTreeMap::from([(StackKey::stack("bookworm"), d(RUN1))]),
+        build_images: BTreeMap::from([(StackKey::stack("bookworm"), d(BUILD1))]),
         sources: BTreeMap::from([(SOURCE.into(), SourceVersion::Commit(C1.into()))]),
         failures: Vec::new(),
     };
     let inputs = Inputs {
         source: C1.into(),
-        run_image: RUN1.into(),
-        build_image: BUILD1.into(),
+        run_image: d(RUN1),
+        build_image: d(BUILD1),
         buildpacks: desired.buildpacks.clone(),
         config: desired.config.clone(),
         builder: desired.builder.clone(),
@@ -70,9 +75,9 @@ fn world() -> World {
         action: Action::Build,
         outcome: BuildOutcome::Succeeded,
         inputs,
-        buildpacks_used: Some(BTreeMap::from([(PYTHON.into(), PY1.into())])),
+        buildpacks_used: Some(BTreeMap::from([(PYTHON.into(), d(PY1))])),
         rebasable: true,
-        output: Some(OUT.into()),
+        output: Some(d(OUT)),
         failure: None,
     };
     let recorded = Recorded {
@@ -139,28 +144,28 @@ impl World {
             .insert(SOURCE.into(), SourceVersion::Commit(C2.into()));
     }
     fn python_edited(&mut self) {
-        self.desired.buildpacks.insert(PYTHON.into(), PY2.into());
+        self.desired.buildpacks.insert(PYTHON.into(), d(PY2));
     }
     fn python_gone(&mut self) {
         self.desired.buildpacks.remove(PYTHON);
     }
     fn node_edited(&mut self) {
-        self.desired.buildpacks.insert(NODEJS.into(), PY2.into());
+        self.desired.buildpacks.insert(NODEJS.into(), d(PY2));
     }
     fn buildpack_added(&mut self) {
         self.desired
             .buildpacks
-            .insert("examples/go@0.3.0".into(), PY2.into());
+            .insert("examples/go@0.3.0".into(), d(PY2));
     }
     fn run_image(&mut self) {
         self.observed
             .run_images
-            .insert("bookworm".into(), RUN2.into());
+            .insert(StackKey::stack("bookworm"), d(RUN2));
     }
     fn build_image(&mut self) {
         self.observed
             .build_images
-            .insert("bookworm".into(), BUILD2.into());
+            .insert(StackKey::stack("bookworm"), d(BUILD2));
     }
     fn trigger(&mut self) {
         self.recorded
@@ -339,8 +344,8 @@ fn a_build_pins_what_is_upstream_now() {
     let plan = w.plan();
     let inputs = plan.changes[0].inputs.as_ref().unwrap();
     assert_eq!(inputs.source, C2);
-    assert_eq!(inputs.run_image, RUN2);
-    assert_eq!(inputs.build_image, BUILD2);
+    assert_eq!(inputs.run_image, d(RUN2));
+    assert_eq!(inputs.build_image, d(BUILD2));
     assert_eq!(inputs.buildpacks, w.desired.buildpacks);
     assert_eq!(inputs.last_image, None);
     assert_eq!(plan.changes[0].last_build, Some(3));
@@ -355,12 +360,12 @@ fn a_rebase_keeps_the_last_build_but_its_run_image() {
     let plan = w.plan();
     let inputs = plan.changes[0].inputs.as_ref().unwrap();
     assert_eq!(plan.changes[0].action, Action::Rebase);
-    assert_eq!(inputs.run_image, RUN2);
+    assert_eq!(inputs.run_image, d(RUN2));
     assert_eq!(inputs.source, C1, "the opted-out commit is not built");
-    assert_eq!(inputs.last_image.as_deref(), Some(OUT));
+    assert_eq!(inputs.last_image, Some(d(OUT)));
     assert_eq!(
         inputs.buildpacks,
-        BTreeMap::from([(PYTHON.to_string(), PY1.to_string())])
+        BTreeMap::from([(PYTHON.to_string(), d(PY1))])
     );
 }
 
@@ -373,10 +378,10 @@ fn a_build_image_change_alone_is_a_note_under_its_stack() {
     assert_eq!(
         plan.notes,
         [Note {
-            stack: "bookworm".into(),
+            stack: StackKey::stack("bookworm"),
             what: "build image".into(),
-            old: BUILD1.into(),
-            new: BUILD2.into(),
+            old: d(BUILD1),
+            new: d(BUILD2),
             images: vec!["hello".into()],
         }]
     );
@@ -403,15 +408,17 @@ fn a_failed_upstream_blocks_its_dependents_only() {
     let mut w = world();
     let mut other = w.desired.clone();
     other.image = "docs".into();
-    other.stack = "jammy".into();
-    w.observed.run_images.insert("jammy".into(), RUN2.into());
+    other.stack = StackKey::stack("jammy");
+    w.observed
+        .run_images
+        .insert(StackKey::stack("jammy"), d(RUN2));
     w.observed
         .build_images
-        .insert("jammy".into(), BUILD2.into());
-    w.observed.run_images.remove("bookworm");
+        .insert(StackKey::stack("jammy"), d(BUILD2));
+    w.observed.run_images.remove(&StackKey::stack("bookworm"));
     let failure = UpstreamFailure {
         upstream: Upstream::RunImage {
-            stack: "bookworm".into(),
+            stack: StackKey::stack("bookworm"),
         },
         error: "manifest unknown".into(),
     };
@@ -516,7 +523,7 @@ fn a_failed_image_that_is_not_built_again_is_listed_as_failing() {
 fn a_failed_rebase_is_retried_as_the_same_rebase() {
     let mut w = world();
     w.last().action = Action::Rebase;
-    w.last().inputs.last_image = Some(OUT.into());
+    w.last().inputs.last_image = Some(d(OUT));
     w.infra_failed(1);
     let plan = w.plan();
     assert_eq!(plan.changes[0].inputs.as_ref(), Some(&w.last().inputs));

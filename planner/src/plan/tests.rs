@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// A digest of the constants below.
+fn d(digest: &str) -> Digest {
+    Digest::parse(digest).expect("a valid digest")
+}
+
 const C1: &str = "3f2a9c1e5b7d4a6f8e0c2b4d6f8a0c2e4b6d8f0a";
 const C2: &str = "8d04e77a1c3e5f7b9d1f3a5c7e9b1d3f5a7c9e1b";
 const RUN1: &str = "sha256:1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
@@ -13,12 +18,12 @@ const PY: &str = "sha256:0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0d0e0f0a0b0c0
 fn inputs(source: &str, run_image: &str) -> Inputs {
     Inputs {
         source: source.into(),
-        run_image: run_image.into(),
-        build_image: BUILD2.into(),
-        buildpacks: BTreeMap::from([("examples/python@0.1.0".into(), PY.into())]),
+        run_image: d(run_image),
+        build_image: d(BUILD2),
+        buildpacks: BTreeMap::from([("examples/python@0.1.0".into(), d(PY))]),
         config: "sha256:c0f1".into(),
         builder: "default".into(),
-        stack: "bookworm".into(),
+        stack: StackKey::stack("bookworm"),
         stack_id: "io.kpackd.stacks.bookworm".into(),
         target: Target {
             os: "linux".into(),
@@ -71,7 +76,7 @@ fn representative() -> Plan {
             reasons: vec![Reason::Stack],
             details: vec![detail(Reason::Stack, "run image", Some(RUN1), Some(RUN2))],
             inputs: Some(Inputs {
-                last_image: Some(BUILD1.into()),
+                last_image: Some(d(BUILD1)),
                 image_buildpacks: Vec::new(),
                 ..inputs(C1, RUN2)
             }),
@@ -99,10 +104,10 @@ fn representative() -> Plan {
         changes,
         errors: vec![failure],
         notes: vec![Note {
-            stack: "bookworm".into(),
+            stack: StackKey::stack("bookworm"),
             what: "build image".into(),
-            old: BUILD1.into(),
-            new: BUILD2.into(),
+            old: d(BUILD1),
+            new: d(BUILD2),
             images: vec!["docs".into(), "svc-1".into()],
         }],
         failing: Vec::new(),

@@ -1,7 +1,9 @@
 //! The plan as people read it: a plan holding every kind of change, rendered.
 
+use imageref::Digest;
 use planner::plan::{
-    Action, Change, Detail, Note, Plan, Summary, Upstream, UpstreamFailure, FORMAT_VERSION,
+    Action, Change, Detail, Note, Plan, StackKey, Summary, Upstream, UpstreamFailure,
+    FORMAT_VERSION,
 };
 use planner::Reason;
 
@@ -76,10 +78,10 @@ fn representative() -> Plan {
         changes,
         errors: vec![failure],
         notes: vec![Note {
-            stack: "bookworm".into(),
+            stack: StackKey::stack("bookworm"),
             what: "build image".into(),
-            old: BUILD1.into(),
-            new: BUILD2.into(),
+            old: Digest::parse(BUILD1).unwrap(),
+            new: Digest::parse(BUILD2).unwrap(),
             images: vec!["docs".into(), "svc-1".into()],
         }],
         failing: Vec::new(),
