@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod desired;
+pub mod layout;
 pub mod logs;
 pub mod planning;
 pub mod reconcile;

@@ -156,6 +156,7 @@ fn hello_request(
     app: &Path,
     tag: &ImageRef,
 ) -> BuildRequest {
+    let dirs = in_state(image, &work.join("state"));
     BuildRequest {
         image: image.into(),
         tag: tag.clone(),
@@ -173,7 +174,9 @@ fn hello_request(
         app_dir: app.to_path_buf(),
         env: BTreeMap::new(),
         network: false,
-        state_dir: work.join("state"),
+        work_root: dirs.work_root,
+        stacks_dir: dirs.stacks_dir,
+        cache_dir: dirs.cache_dir,
         previous_image: None,
         cache: true,
         cache_image: None,
@@ -182,6 +185,22 @@ fn hello_request(
         project_descriptor: None,
         default_process: None,
         layer_compression: Default::default(),
+    }
+}
+
+/// The directories of a build of `image` in the state directory `state`, where kpackd
+/// keeps them.
+struct StateDirs {
+    work_root: PathBuf,
+    stacks_dir: PathBuf,
+    cache_dir: PathBuf,
+}
+
+fn in_state(image: &str, state: &Path) -> StateDirs {
+    StateDirs {
+        work_root: state.join("work"),
+        stacks_dir: state.join("stacks"),
+        cache_dir: state.join("cache").join(image),
     }
 }
 
@@ -398,10 +417,11 @@ async fn concurrent_builds_unpack_a_stack_once() {
     )
     .await;
     let state = dir.path().join("state");
+    let stacks_dir = state.join("stacks");
     let logs = Lines::default();
     let (a, b) = tokio::join!(
-        executors::lifecycle::stack::prepare(&store, &stack, &state, &logs),
-        executors::lifecycle::stack::prepare(&store, &stack, &state, &logs),
+        executors::lifecycle::stack::prepare(&store, &stack, &stacks_dir, &logs),
+        executors::lifecycle::stack::prepare(&store, &stack, &stacks_dir, &logs),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.rootfs, b.rootfs);
@@ -489,11 +509,13 @@ async fn a_cache_image_carries_the_cache_to_a_fresh_state_directory() {
     let cache_ref = ImageRef::parse(&format!("{}:cache", reg.repo("cache-image/app"))).unwrap();
     let tag = ImageRef::parse(&format!("{}:latest", reg.repo("cache-image/app"))).unwrap();
     let mut req = BuildRequest {
-        state_dir: work.join("machine-a"),
         cache_image: Some(cache_ref.clone()),
         default_process: Some("web".into()),
         ..hello_request("cached-app", work, &stack, buildpack(work), &app, &tag)
     };
+    let dirs = in_state("cached-app", &work.join("machine-a"));
+    (req.work_root, req.stacks_dir, req.cache_dir) =
+        (dirs.work_root, dirs.stacks_dir, dirs.cache_dir);
     let logs = Lines::default();
     build_image(&store, &req, &logs)
         .await
@@ -513,7 +535,9 @@ async fn a_cache_image_carries_the_cache_to_a_fresh_state_directory() {
     );
 
     // Another machine: an empty state directory. The cache comes from the image.
-    req.state_dir = work.join("machine-b");
+    let dirs = in_state("cached-app", &work.join("machine-b"));
+    (req.work_root, req.stacks_dir, req.cache_dir) =
+        (dirs.work_root, dirs.stacks_dir, dirs.cache_dir);
     write(&app.join("message.txt"), "second", 0o644);
     let logs = Lines::default();
     let second = build_image(&store, &req, &logs)

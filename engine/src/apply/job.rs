@@ -21,6 +21,7 @@ use planner::plan::Inputs;
 use planner::{BuilderKind, Image};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::layout::StateLayout;
 use crate::logs::BuildLog;
 use crate::planning::Planned;
 use crate::resolve::{BuildpackLocation, SourcePin};
@@ -137,7 +138,7 @@ pub struct Success {
 pub struct JobContext {
     pub planned: Arc<Planned>,
     pub store: ImageStore,
-    pub state_dir: PathBuf,
+    pub layout: StateLayout,
 }
 
 /// A build or rebase as the dispatcher hands it to a task.
@@ -298,11 +299,7 @@ async fn build(
         id: job.id,
         status: BuildStatus::ResolvingSource,
     });
-    let work = WorkDir(
-        ctx.state_dir
-            .join("work")
-            .join(format!("{}-{}", job.image, job.number)),
-    );
+    let work = WorkDir(ctx.layout.build_work_dir(&job.image, job.number));
     let app_dir = work.0.join("app");
     sink.log.note(
         Phase::Prepare,
@@ -321,7 +318,7 @@ async fn build(
             let image = pinned(&ctx.store, reference, digest).await?;
             source_image(&ctx.store, &image, sub_path.as_deref(), &work.0, &app_dir).await?;
         }
-        _ => materialise_source(source, &ctx.state_dir, &work.0, &app_dir).await?,
+        _ => materialise_source(source, &ctx.layout.sources_dir(), &work.0, &app_dir).await?,
     }
     let _ = sink.events.send(Event::Moved {
         id: job.id,
@@ -346,7 +343,7 @@ async fn build(
                     &pin.id,
                     &pin.version,
                     &pin.digest,
-                    &ctx.state_dir,
+                    &ctx.layout.buildpacks_dir(),
                     sink,
                 )
                 .await
@@ -374,7 +371,9 @@ async fn build(
             planner::Cache::Image(cache) => Some(cache.clone()),
             _ => None,
         },
-        state_dir: ctx.state_dir.clone(),
+        work_root: ctx.layout.work_root(),
+        stacks_dir: ctx.layout.stacks_dir(),
+        cache_dir: ctx.layout.image_cache_dir(&job.image),
         previous_image: previous.map(|digest| at_digest(&image.tag, digest)),
         project_metadata: Some(project_metadata(source)),
         layer_compression: image.layer_compression,
@@ -520,12 +519,12 @@ fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
 /// Writes exactly the planned version of a source into `app_dir`.
 async fn materialise_source(
     pin: &SourcePin,
-    state_dir: &Path,
+    sources_dir: &Path,
     work: &Path,
     app_dir: &Path,
 ) -> Result<(), JobFailure> {
     let pin = pin.clone();
-    let cache = state_dir.join(crate::resolve::SOURCE_CACHE);
+    let cache = sources_dir.to_path_buf();
     let work = work.to_path_buf();
     let app_dir = app_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {

@@ -177,7 +177,7 @@ pub async fn apply(
     cancel: CancellationToken,
 ) -> Result<ApplyReport, ApplyError> {
     let context = Arc::new(JobContext {
-        state_dir: state.dir().to_path_buf(),
+        layout: state.layout(),
         planned: planned.clone(),
         store,
     });

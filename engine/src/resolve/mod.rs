@@ -30,6 +30,7 @@ use planner::plan::StackKey;
 use planner::{BuilderKind, BuildpackSource, Config, Image, Source};
 use serde::{Deserialize, Serialize};
 
+use crate::layout::StateLayout;
 pub use error::ResolveError;
 use jobs::{Context, Job, Output};
 
@@ -38,11 +39,6 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// How long one upstream may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where upstreams are cached under the state directory (build caches live in
-/// `cache/<image>`): `git/` (a bare repository per remote), `blobs/` (downloaded
-/// archives), `oci/` (immutable manifests and configs, by digest).
-pub const SOURCE_CACHE: &str = "sources";
-
 /// How upstreams are resolved.
 #[derive(Debug, Clone)]
 pub struct ResolveOptions {
@@ -50,7 +46,9 @@ pub struct ResolveOptions {
     pub concurrency: usize,
     /// How long one upstream may take.
     pub timeout: Duration,
-    /// Where git and blob caches live (`<state-dir>/sources`).
+    /// Where upstreams are cached ([`StateLayout::sources_dir`]): `git/` (a bare
+    /// repository per remote), `blobs/` (downloaded archives), `oci/` (immutable
+    /// manifests and configs, by digest).
     pub cache_dir: PathBuf,
     /// Registries and OCI layouts.
     pub store: ImageStore,
@@ -62,7 +60,7 @@ impl ResolveOptions {
         ResolveOptions {
             concurrency: DEFAULT_CONCURRENCY,
             timeout: DEFAULT_TIMEOUT,
-            cache_dir: state_dir.join(SOURCE_CACHE),
+            cache_dir: StateLayout::new(state_dir).sources_dir(),
             store: image_store(config),
         }
     }

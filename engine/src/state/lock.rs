@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The lock file's name in the state directory.
-pub const LOCK_FILE: &str = "lock";
+use crate::layout::StateLayout;
 
 /// How often a waiting writer tries again.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -40,7 +39,7 @@ impl StateLock {
     /// Takes the lock of the state directory `dir`, waiting up to `wait` for another
     /// writer to finish; without `wait`, refuses at once.
     pub fn acquire(dir: &Path, wait: Option<Duration>) -> Result<StateLock, LockError> {
-        let path = dir.join(LOCK_FILE);
+        let path = StateLayout::new(dir).lock_file();
         let io = |source: std::io::Error| {
             if super::is_not_writable(&source) {
                 LockError::NotWritable(super::NotWritable {
@@ -95,7 +94,7 @@ impl StateLock {
 /// lock file names is alive and is a kpackd. Readers ask this without touching the lock,
 /// so that they never stand in a writer's way.
 pub fn writer_alive(dir: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(dir.join(LOCK_FILE)) else {
+    let Ok(text) = std::fs::read_to_string(StateLayout::new(dir).lock_file()) else {
         return false;
     };
     let Some(pid) = text

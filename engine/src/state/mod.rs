@@ -20,21 +20,16 @@ use planner::diff::{
 use planner::plan::Action;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use crate::layout::StateLayout;
+pub use crate::layout::{DATABASE_FILE, DOORBELL_FILE, LOCK_FILE};
 pub use build::{
     Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild, Outcome, UnknownStatus,
 };
-pub use lock::{writer_alive, LockError, StateLock, LOCK_FILE};
-
-/// The file in the state directory that [`State::ring_doorbell`] writes after triggers are
-/// recorded from outside watch, so that a running `kpackd watch` reconciles at once.
-pub const DOORBELL_FILE: &str = "triggered";
+pub use lock::{writer_alive, LockError, StateLock};
 
 /// The SQL condition on `builds` of a build that has not ended (see
 /// [`BuildStatus::is_end`]).
 const RUNNING: &str = "status NOT IN ('succeeded', 'failed', 'canceled', 'interrupted')";
-
-/// The database's name in the state directory.
-pub const DATABASE_FILE: &str = "state.db";
 
 /// How long a write waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,7 +127,7 @@ impl State {
             .mode(0o700)
             .create(dir)
             .map_err(create_err)?;
-        let path = dir.join(DATABASE_FILE);
+        let path = StateLayout::new(dir).database();
         // SQLite gives its -wal and -shm files the database's mode.
         let created = match OpenOptions::new()
             .write(true)
@@ -201,6 +196,11 @@ impl State {
     /// The state directory: the database, build logs, caches.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What the state directory holds, and where.
+    pub fn layout(&self) -> StateLayout {
+        StateLayout::new(&self.dir)
     }
 
     /// Moves with every change to the state.
@@ -326,9 +326,7 @@ impl State {
             [new.image],
             |row| row.get(0),
         )?;
-        let log = Path::new("logs")
-            .join(new.image)
-            .join(format!("{number}.log"));
+        let log = StateLayout::relative_log(new.image, number);
         tx.execute(
             "INSERT INTO builds (image, number, action, status, reasons, details, inputs, tag,
                                  queued_at, log)
@@ -488,7 +486,7 @@ impl State {
     /// way. Watch's own triggers (`POST /images/<name>/trigger`) do not ring: it wakes
     /// itself.
     pub fn ring_doorbell(&self) {
-        let doorbell = self.dir.join(DOORBELL_FILE);
+        let doorbell = self.layout().doorbell();
         if let Err(e) = std::fs::write(&doorbell, b"") {
             tracing::debug!(path = %doorbell.display(), error = %e, "cannot ring the doorbell");
         }

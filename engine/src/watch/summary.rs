@@ -16,7 +16,7 @@ impl ConfigSummary {
         let mut summary = ConfigSummary {
             config_file: config.path.clone(),
             local_paths: BTreeSet::new(),
-            doorbell: Some(state_dir.join(crate::state::DOORBELL_FILE)),
+            doorbell: Some(crate::layout::StateLayout::new(&state_dir).doorbell()),
             ignored: BTreeSet::from([state_dir]),
             upstreams: BTreeSet::new(),
             poll_interval: config.settings.poll_interval,

@@ -61,11 +61,8 @@ pub enum BuildpackageError {
     },
 }
 
-/// Where buildpack layers are extracted, by diffID.
-const BUILDPACKS_CACHE: &str = "buildpacks";
-
 /// The directory of buildpack `id@version`, whose layer in `image` has the diffID
-/// `diff_id`: extracted into `<state_dir>/buildpacks/<diffID hex>/` unless a build before
+/// `diff_id`: extracted into `<buildpacks_dir>/<diffID hex>/` unless a build before
 /// did (safe against concurrent builds), then found at `cnb/buildpacks/<id>/<version>`.
 /// `id` and `version` come from the image's `io.buildpacks.buildpack.layers` label, so
 /// they are checked before they become a path.
@@ -75,7 +72,7 @@ pub async fn materialise(
     id: &str,
     version: &str,
     diff_id: &Digest,
-    state_dir: &Path,
+    buildpacks_dir: &Path,
     logs: &dyn LogSink,
 ) -> Result<PathBuf, BuildpackageError> {
     let io = |what: &'static str, path: &Path| {
@@ -101,7 +98,7 @@ pub async fn materialise(
     };
     let checked_id = BuildpackId::parse(id).map_err(bad_name)?;
     let checked_version = BuildpackVersion::parse(version).map_err(bad_name)?;
-    let cache = state_dir.join(BUILDPACKS_CACHE);
+    let cache = buildpacks_dir;
     let root = cache.join(diff_id.hex());
     let dir = root
         .join("cnb/buildpacks")
@@ -109,8 +106,8 @@ pub async fn materialise(
         .join(checked_version.as_str());
     if !root.is_dir() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&cache)
-            .map_err(io("create", &cache))?;
+            .create(cache)
+            .map_err(io("create", cache))?;
         let lock_path = cache.join(format!("{}.lock", diff_id.hex()));
         let _lock = lock_file(&lock_path)
             .await
@@ -121,7 +118,7 @@ pub async fn materialise(
                 None,
                 &format!("Extracting buildpack {id}@{version} from {image}"),
             );
-            extract(store, image, diff_id, &cache, &root)
+            extract(store, image, diff_id, cache, &root)
                 .await
                 .map_err(|e| match e {
                     Extract::NoLayer => no_layer(),

@@ -3,8 +3,8 @@
 //! a daemon.
 //!
 //! [`build_image`] takes a [`BuildRequest`] (plain data the engine fills from kpack.toml)
-//! and returns a [`BuildResult`]. Work directories live under `<state-dir>/work/` and are
-//! removed when the build ends, also when it fails. Cancelling is dropping the future:
+//! and returns a [`BuildResult`]. Work directories live under the request's `work_root`
+//! and are removed when the build ends, also when it fails. Cancelling is dropping the future:
 //! buildpack programs are killed with it. The image is pushed only after every buildpack
 //! succeeded, so a failed build leaves the registry untouched.
 
@@ -30,7 +30,7 @@ use crate::source::project::ProjectError;
 /// Everything one build needs. Plain data: the engine fills it from kpack.toml.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    /// The image's name in kpack.toml; it names the cache directory.
+    /// The image's name in kpack.toml.
     pub image: String,
     /// Where the image goes.
     pub tag: ImageRef,
@@ -54,10 +54,15 @@ pub struct BuildRequest {
     pub env: BTreeMap<String, String>,
     /// Share the host's network with buildpacks.
     pub network: bool,
-    pub state_dir: PathBuf,
+    /// Where the build's work directory is made; it is removed when the build ends.
+    pub work_root: PathBuf,
+    /// Where build images are unpacked, one directory per digest, shared by builds.
+    pub stacks_dir: PathBuf,
+    /// With `cache`: the directory that keeps the image's cache layers.
+    pub cache_dir: PathBuf,
     /// The last build's output, whose layers are reused; `None`: the tag.
     pub previous_image: Option<ImageRef>,
-    /// Keep and restore `cache = true` layers in `<state-dir>/cache/<image>/`.
+    /// Keep and restore `cache = true` layers in `cache_dir`.
     pub cache: bool,
     /// With `cache`: also keep them in this cache image, pulled into the directory
     /// before restore and pushed from it after export (`cache = { image = "<ref>" }`).
@@ -133,7 +138,7 @@ pub async fn build_image(
         None,
         &format!("Preparing build image {}", req.build_image),
     );
-    let stack = stack::prepare(store, &req.build_image, &req.state_dir, logs).await?;
+    let stack = stack::prepare(store, &req.build_image, &req.stacks_dir, logs).await?;
     let run = stack::run_image(store, &req.run_image).await?;
     let mut target = run.target.clone();
     if target.distro_name.is_none() {
@@ -141,13 +146,13 @@ pub async fn build_image(
         target.distro_version = stack.target.distro_version.clone();
     }
 
-    let work_root = req.state_dir.join("work");
+    let work_root = &req.work_root;
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&work_root)
+        .create(work_root)
         .map_err(io_err(format!("create {}", work_root.display())))?;
     let work = tempfile::Builder::new()
         .prefix("build-")
-        .tempdir_in(&work_root)
+        .tempdir_in(work_root)
         .map_err(io_err(format!(
             "create a work dir in {}",
             work_root.display()
@@ -192,7 +197,7 @@ pub async fn build_image(
 
     // Without a cache, an empty one: launch layers' metadata still comes from the image.
     let cache_dir = match req.cache {
-        true => CacheDir::for_image(&req.state_dir, &req.image),
+        true => CacheDir::at(&req.cache_dir),
         false => CacheDir::at(work.path().join("no-cache")),
     };
     let _cache_lock = cache_dir.lock().await?;

@@ -1,5 +1,5 @@
 //! The stack: the build image, unpacked once per manifest digest under
-//! `<state-dir>/stacks/<digest hex>/rootfs` for the sandbox to use as its root, with what
+//! `<stacks dir>/<digest hex>/rootfs` for the sandbox to use as its root, with what
 //! the lifecycle needs from its config (CNB user and group, `PATH`, stack id, target);
 //! and the run image, of which only the manifest and config are read.
 //!
@@ -136,12 +136,12 @@ pub async fn run_image(store: &ImageStore, r: &ImageRef) -> Result<RunImage, Sta
     })
 }
 
-/// Pulls and unpacks the build image `r` into `<state_dir>/stacks/<digest hex>/rootfs`
+/// Pulls and unpacks the build image `r` into `<stacks_dir>/<digest hex>/rootfs`
 /// unless a build before did, and reads what the lifecycle needs from its config.
 pub async fn prepare(
     store: &ImageStore,
     r: &ImageRef,
-    state_dir: &Path,
+    stacks_dir: &Path,
     logs: &dyn LogSink,
 ) -> Result<Stack, StackError> {
     let image = store.image(r).await.map_err(|source| StackError::Image {
@@ -161,15 +161,15 @@ pub async fn prepare(
             name: "PATH",
         })?;
 
-    let stacks = state_dir.join("stacks");
+    let stacks = stacks_dir;
     let dir = stacks.join(digest.hex());
     let rootfs = dir.join("rootfs");
     if dir.is_dir() {
         tracing::debug!(image = %r, rootfs = %rootfs.display(), "build image already unpacked");
     } else {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&stacks)
-            .map_err(io_err(&stacks))?;
+            .create(stacks)
+            .map_err(io_err(stacks))?;
         let lock_path = stacks.join(format!("{}.lock", digest.hex()));
         let _lock = lock_file(&lock_path).await?;
         if !dir.is_dir() {
@@ -178,7 +178,7 @@ pub async fn prepare(
                 None,
                 &format!("Unpacking build image {r} ({digest})"),
             );
-            unpack(store, &image.pinned(), &stacks, &dir).await?;
+            unpack(store, &image.pinned(), stacks, &dir).await?;
         }
     }
 

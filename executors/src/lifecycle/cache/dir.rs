@@ -46,8 +46,8 @@ pub struct CacheDir {
 }
 
 impl CacheDir {
-    /// `<state_dir>/cache/<image>`, the image name made a safe directory name.
-    pub fn for_image(state_dir: &Path, image: &str) -> CacheDir {
+    /// `<caches_dir>/<image>`, the image name made a safe directory name.
+    pub fn for_image(caches_dir: &Path, image: &str) -> CacheDir {
         let name: String = image
             .chars()
             .map(|c| {
@@ -65,7 +65,7 @@ impl CacheDir {
             name
         };
         CacheDir {
-            dir: state_dir.join("cache").join(name),
+            dir: caches_dir.join(name),
         }
     }
 
@@ -172,9 +172,9 @@ mod tests {
 
     #[test]
     fn cache_dirs_are_safe_names() {
-        let c = CacheDir::for_image(Path::new("/s"), "../team/app:1");
+        let c = CacheDir::for_image(Path::new("/s/cache"), "../team/app:1");
         assert_eq!(c.dir(), Path::new("/s/cache/.._team_app_1"));
-        let c = CacheDir::for_image(Path::new("/s"), "..");
+        let c = CacheDir::for_image(Path::new("/s/cache"), "..");
         assert_eq!(c.dir(), Path::new("/s/cache/_.."));
     }
 }
