@@ -32,11 +32,11 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use imageref::Digest;
 use planner::diff::{Desired, Recorded};
 use planner::plan::Plan;
 use planner::{Config, Image};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::desired::{desired, stack_of};
 use crate::resolve::{resolve, BuildpackPin, Resolution, ResolveOptions, SourcePin, StackPin};
@@ -228,7 +228,7 @@ fn config_digest(path: &Path) -> Result<String, PlanError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+    Ok(Digest::sha256(&bytes).to_string())
 }
 
 /// A saved plan: the JSON plan of `kpackd plan --json` plus what apply needs to carry it

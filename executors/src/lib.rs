@@ -1,4 +1,5 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
+pub mod backoff;
 mod hashing;
 pub mod inspect;
 pub mod lifecycle;

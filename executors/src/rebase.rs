@@ -29,8 +29,8 @@ use serde_json::{Map, Value};
 
 use crate::lifecycle::export::run_image_reference;
 use crate::oci::{
-    sha256_digest, BlobTransfer, Descriptor, Image, ImageConfig, ImageManifest, ImageStore,
-    Manifest, OciError, RawManifest,
+    BlobTransfer, Descriptor, Image, ImageConfig, ImageManifest, ImageStore, Manifest, OciError,
+    RawManifest,
 };
 
 /// Labels that describe the base image; a rebase takes them from the new run image.
@@ -465,7 +465,7 @@ impl Rebased {
             media_type: app.manifest.media_type.clone(),
             config: Descriptor::new(
                 app.manifest.config.media_type.clone(),
-                sha256_digest(&config),
+                Digest::sha256(&config),
                 config.len() as u64,
             ),
             layers: run
@@ -873,7 +873,7 @@ mod tests {
             rootfs: crate::oci::RootFs {
                 kind: "layers".into(),
                 diff_ids: (0..layers)
-                    .map(|i| sha256_digest(i.to_string().as_bytes()))
+                    .map(|i| Digest::sha256(i.to_string().as_bytes()))
                     .collect(),
             },
             ..Default::default()
@@ -951,11 +951,11 @@ mod tests {
         assert_eq!(m.listed(), ["example.com/run:1"]);
         assert!(m.names(&ImageRef::parse("example.com/run:2").unwrap()));
         assert!(!m.names(&ImageRef::parse("example.com/other:1").unwrap()));
-        m.point_at("example.com/run@sha256:bb", &sha256_digest(b"x"));
+        m.point_at("example.com/run@sha256:bb", &Digest::sha256(b"x"));
         let back: Value = serde_json::from_str(&m.to_json()).unwrap();
         assert_eq!(
             back["run-image"]["top-layer"],
-            sha256_digest(b"x").to_string()
+            Digest::sha256(b"x").to_string()
         );
         assert_eq!(back["run-image"]["reference"], "example.com/run@sha256:bb");
 

@@ -385,7 +385,7 @@ async fn a_declined_mount_falls_back_to_an_upload() {
 async fn an_invalid_manifest_is_refused_with_the_registrys_message() {
     let reg = Registry::shared();
     let r = parse(&format!("{}:v1", reg.repo("invalid/app")));
-    let missing = executors::oci::sha256_digest(b"a blob nobody pushed");
+    let missing = imageref::Digest::sha256(b"a blob nobody pushed");
     let manifest = RawManifest::from_manifest(&Manifest::Image(executors::oci::ImageManifest {
         schema_version: 2,
         media_type: Some(executors::oci::media_type::OCI_MANIFEST.into()),

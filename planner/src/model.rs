@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use imageref::{ImageRef, LayerCompression, Platform};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use crate::buildpack::{compare_versions, BuildpackRef, DirectoryBuildpack, Group};
 use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
@@ -311,7 +310,7 @@ impl ImageConfig {
     /// `sha256:<hex>` of the canonical JSON form.
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("plain strings and maps serialise");
-        format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+        imageref::Digest::sha256(&json).to_string()
     }
 }
 

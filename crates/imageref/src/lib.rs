@@ -2,8 +2,9 @@
 //!
 //! One type, [`ImageRef`], serves the whole program: the planner validates the
 //! references written in kpack.toml with it, and the executors resolve, pull and push
-//! with it. It depends on nothing but serde so that both sides can share it; [`Platform`]
-//! and [`Target`] live here for the same reason.
+//! with it. It depends on nothing but serde and sha2 so that both sides can share it;
+//! [`Platform`] and [`Target`] live here for the same reason, and [`Digest::sha256`] is
+//! how every part of kpackd hashes content.
 //!
 //! Two forms are understood:
 //! - the registry form familiar from docker (`host[:port]/repo[:tag][@sha256:…]`,
@@ -147,6 +148,27 @@ impl Digest {
     /// A sha256 digest from its lowercase hex encoding.
     pub fn sha256_hex(hex: &str) -> Result<Digest, ParseError> {
         Digest::parse(&format!("sha256:{hex}"))
+    }
+
+    /// The sha256 digest of `bytes`.
+    pub fn sha256(bytes: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest::from_sha256(sha2::Sha256::new_with_prefix(bytes))
+    }
+
+    /// The sha256 digest of everything `hasher` was fed.
+    pub fn from_sha256(hasher: sha2::Sha256) -> Digest {
+        use fmt::Write as _;
+        use sha2::Digest as _;
+        let mut hex = String::with_capacity(64);
+        for byte in hasher.finalize() {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Digest {
+            algorithm: "sha256".to_string(),
+            hex,
+        }
     }
 
     pub fn algorithm(&self) -> &str {
@@ -601,6 +623,19 @@ mod tests {
             "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
         )
         .is_err());
+    }
+
+    #[test]
+    fn sha256_digests_of_content() {
+        // The sha256 of the empty string and of "abc", as FIPS 180-2 gives them.
+        assert_eq!(
+            Digest::sha256(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            Digest::sha256(b"abc").to_string(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

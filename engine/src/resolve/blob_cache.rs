@@ -5,7 +5,6 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use executors::oci::sha256_digest;
 use imageref::Digest;
 
 /// The OCI blob cache in one directory.
@@ -22,7 +21,7 @@ impl BlobCache {
     /// A blob of the cache, when present and intact.
     pub(crate) fn get(&self, digest: &Digest) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.dir.join(digest.algorithm()).join(digest.hex())).ok()?;
-        (sha256_digest(&bytes) == *digest).then_some(bytes)
+        (Digest::sha256(&bytes) == *digest).then_some(bytes)
     }
 
     /// Keeps an immutable blob; a failure only costs a request later.
@@ -58,7 +57,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let cache = BlobCache::new(tmp.path().join("oci"));
         let bytes = b"{\"config\":{}}".to_vec();
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::sha256(&bytes);
         assert_eq!(cache.get(&digest), None);
         cache.put(&digest, &bytes);
         assert_eq!(cache.get(&digest), Some(bytes));

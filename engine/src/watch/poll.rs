@@ -9,7 +9,6 @@
 //! each plan the whole fleet.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -131,9 +130,7 @@ impl PollSchedule {
 /// The wait before the next poll after `failures` failures in a row: the interval, then
 /// twice, four times… as long, up to [`MAX_BACKOFF`] (or the interval, if longer).
 pub fn backoff(interval: Duration, failures: u32) -> Duration {
-    let bound = interval.max(MAX_BACKOFF);
-    let factor = 1u32 << failures.min(16);
-    interval.saturating_mul(factor).min(bound)
+    executors::backoff::doubling(interval, failures, interval.max(MAX_BACKOFF))
 }
 
 /// How far ahead of a due upstream the others are taken with it: the jitter's whole
@@ -144,13 +141,7 @@ pub fn round_span(interval: Duration) -> Duration {
 
 /// `d` give or take 10%, at random.
 pub fn jitter(d: Duration) -> Duration {
-    // A fresh RandomState is randomly keyed: good enough randomness for spreading
-    // polls, without a dependency.
-    let bits = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(0.9 + 0.2 * unit)
+    executors::backoff::jitter(d, 0.1)
 }
 
 #[cfg(test)]

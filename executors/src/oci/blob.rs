@@ -53,12 +53,12 @@ where
                     Ok(Some((chunk, (stream, hasher, expected))))
                 }
                 None => {
-                    let actual = hex::encode(hasher.finalize());
-                    if actual == expected.hex() {
+                    let actual = Digest::from_sha256(hasher);
+                    if actual == expected {
                         Ok(None)
                     } else {
                         Err(std::io::Error::other(format!(
-                            "blob digest mismatch: expected {expected}, got sha256:{actual}"
+                            "blob digest mismatch: expected {expected}, got {actual}"
                         )))
                     }
                 }

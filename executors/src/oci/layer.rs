@@ -130,10 +130,7 @@ impl LayerBuilder {
                 field(contents);
             }
         }
-        Ok(Some(
-            Digest::sha256_hex(&hex::encode(hasher.finalize()))
-                .expect("sha256 hex is a valid digest"),
-        ))
+        Ok(Some(Digest::from_sha256(hasher)))
     }
 
     /// Adds `on_disk` as `in_image` (absolute or relative; `..` is refused).
@@ -368,8 +365,7 @@ impl<W> Hashing<W> {
     }
 
     fn digest(&self) -> Digest {
-        Digest::sha256_hex(&hex::encode(self.hasher.clone().finalize()))
-            .expect("sha256 hex is a valid digest")
+        Digest::from_sha256(self.hasher.clone())
     }
 }
 

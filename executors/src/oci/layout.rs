@@ -122,7 +122,7 @@ impl Layout {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| self.missing_blob(digest, e))?;
-        let actual = super::manifest::sha256_digest(&bytes);
+        let actual = Digest::sha256(&bytes);
         if &actual != digest {
             return Err(OciError::DigestMismatch {
                 what: path.display().to_string(),
@@ -182,12 +182,12 @@ impl Layout {
             .await
             .map_err(|e| OciError::io(&*temp_path, e))?;
         drop(file);
-        let actual = hex::encode(hasher.finalize());
-        if actual != digest.hex() {
+        let actual = Digest::from_sha256(hasher);
+        if actual != *digest {
             return Err(OciError::DigestMismatch {
                 what: format!("blob written to oci:{}", self.dir.display()),
                 expected: digest.to_string(),
-                actual: format!("sha256:{actual}"),
+                actual: actual.to_string(),
             });
         }
         fs::set_permissions(&*temp_path, readable()).map_err(|e| OciError::io(&*temp_path, e))?;
@@ -198,7 +198,7 @@ impl Layout {
     }
 
     pub async fn write_blob_bytes(&self, bytes: Bytes) -> Result<Digest, OciError> {
-        let digest = super::manifest::sha256_digest(&bytes);
+        let digest = Digest::sha256(&bytes);
         if !self.has_blob(&digest) {
             self.write_blob(&digest, futures::stream::iter([Ok(bytes)]))
                 .await?;
@@ -271,12 +271,11 @@ fn readable() -> fs::Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oci::manifest::sha256_digest;
 
     fn descriptor(bytes: &[u8]) -> Descriptor {
         Descriptor::new(
             media_type::OCI_MANIFEST,
-            sha256_digest(bytes),
+            Digest::sha256(bytes),
             bytes.len() as u64,
         )
     }
@@ -291,14 +290,14 @@ mod tests {
         assert!(empty.to_string().contains("holds no image"), "{empty}");
 
         layout.set_ref(Some("a"), descriptor(b"one")).unwrap();
-        assert_eq!(layout.find(None).unwrap().digest, sha256_digest(b"one"));
+        assert_eq!(layout.find(None).unwrap().digest, Digest::sha256(b"one"));
         layout.set_ref(Some("b"), descriptor(b"two")).unwrap();
         layout.set_ref(Some("a"), descriptor(b"three")).unwrap();
         let index = layout.index().unwrap();
         assert_eq!(index.manifests.len(), 2, "`a` was replaced, not added");
         assert_eq!(
             layout.find(Some("a")).unwrap().digest,
-            sha256_digest(b"three")
+            Digest::sha256(b"three")
         );
         assert_eq!(layout.find(Some("a")).unwrap().ref_name(), Some("a"));
         let several = layout.find(None).unwrap_err();
@@ -327,7 +326,7 @@ mod tests {
         assert!(layout.has_blob(&digest));
         assert_eq!(&layout.read_blob(&digest).await.unwrap()[..], b"content");
 
-        let wrong = sha256_digest(b"something else");
+        let wrong = Digest::sha256(b"something else");
         let err = layout
             .write_blob(
                 &wrong,

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use imageref::{Digest, Platform};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::OciError;
 
@@ -52,11 +51,6 @@ pub const MAX_BLOB_SIZE: u64 = 1 << 40;
 
 /// The OCI annotation that names an image in a layout's `index.json`.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-
-/// The sha256 digest of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> Digest {
-    Digest::sha256_hex(&hex::encode(Sha256::digest(bytes))).expect("sha256 hex is a valid digest")
-}
 
 /// A content descriptor: what a manifest says about a blob it refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +165,7 @@ impl RawManifest {
             }
             .to_string()
         });
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::sha256(&bytes);
         Ok(RawManifest {
             bytes,
             media_type,
@@ -193,7 +187,7 @@ impl RawManifest {
         };
         let bytes = Bytes::from(bytes.expect("manifests serialise to JSON"));
         RawManifest {
-            digest: sha256_digest(&bytes),
+            digest: Digest::sha256(&bytes),
             bytes,
             media_type: media_type.to_string(),
         }

@@ -51,8 +51,8 @@ pub use error::OciError;
 pub use inspect::{LayerInfo, RuntimeConfig};
 pub use layout::Layout;
 pub use manifest::{
-    media_type, sha256_digest, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest,
-    Manifest, RawManifest, RootFs, REF_NAME_ANNOTATION,
+    media_type, ContainerConfig, Descriptor, ImageConfig, ImageIndex, ImageManifest, Manifest,
+    RawManifest, RootFs, REF_NAME_ANNOTATION,
 };
 pub use retry::RetryPolicy;
 pub use store::{BlobTransfer, Image, ImageStore, Resolved, StoreSettings};

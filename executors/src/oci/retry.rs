@@ -2,8 +2,9 @@
 //! bounded number of attempts. Permanent failures return at once.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
+
+use crate::backoff;
 
 use super::OciError;
 
@@ -52,14 +53,11 @@ impl RetryPolicy {
     /// Full jitter: uniformly random in `[0, min(max, initial * 2^(attempt-1))]`, so
     /// that many clients failing together do not retry together.
     fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial_backoff
-            .saturating_mul(1 << (attempt - 1).min(20))
-            .min(self.max_backoff);
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        ceiling.mul_f64((random % 10_000) as f64 / 10_000.0)
+        backoff::full_jitter(backoff::doubling(
+            self.initial_backoff,
+            attempt.saturating_sub(1),
+            self.max_backoff,
+        ))
     }
 }
 

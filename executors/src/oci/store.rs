@@ -16,8 +16,8 @@ use super::cache::ReadCache;
 use super::layer::WrittenLayer;
 use super::layout::Layout;
 use super::manifest::{
-    media_type, sha256_digest, Descriptor, ImageConfig, ImageManifest, Manifest, RawManifest,
-    RootFs, MAX_MANIFEST_SIZE,
+    media_type, Descriptor, ImageConfig, ImageManifest, Manifest, RawManifest, RootFs,
+    MAX_MANIFEST_SIZE,
 };
 use super::registry::{io_error, Registries};
 use super::{CredentialSource, OciError, RetryPolicy};
@@ -376,7 +376,7 @@ impl ImageStore {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Descriptor, OciError> {
-        let descriptor = Descriptor::new(media_type, sha256_digest(&bytes), bytes.len() as u64);
+        let descriptor = Descriptor::new(media_type, Digest::sha256(&bytes), bytes.len() as u64);
         if !self.blob_exists(r, &descriptor.digest).await? {
             match r {
                 ImageRef::Registry(reg) => {
@@ -401,7 +401,7 @@ impl ImageStore {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Descriptor, OciError> {
-        let descriptor = Descriptor::new(media_type, sha256_digest(&bytes), bytes.len() as u64);
+        let descriptor = Descriptor::new(media_type, Digest::sha256(&bytes), bytes.len() as u64);
         match r {
             ImageRef::Registry(reg) => {
                 self.registries

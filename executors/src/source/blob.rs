@@ -214,13 +214,13 @@ fn keep(
     hasher: Sha256,
     archives: &Path,
 ) -> Result<BlobVersion, BlobError> {
-    let hex = hex::encode(hasher.finalize());
-    let archive = archives.join(&hex);
+    let digest = imageref::Digest::from_sha256(hasher);
+    let archive = archives.join(digest.hex());
     download
         .persist(&archive)
         .map_err(|e| write_error(&archive, e.error))?;
     Ok(BlobVersion {
-        digest: format!("sha256:{hex}"),
+        digest: digest.to_string(),
         archive,
     })
 }

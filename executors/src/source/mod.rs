@@ -38,5 +38,5 @@ fn hashing_copy(reader: &mut impl Read, writer: &mut impl Write) -> io::Result<S
 
 /// The `sha256:<hex>` form of a finished hash.
 fn digest_string(hasher: Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    imageref::Digest::from_sha256(hasher).to_string()
 }

@@ -257,8 +257,7 @@ async fn cached_layers(
                 hasher: Sha256::new(),
             };
             let size = io::copy(&mut reader, &mut io::sink())?;
-            let hex = hex::encode(reader.hasher.finalize());
-            let digest = Digest::sha256_hex(&hex).expect("a sha256 is a digest");
+            let digest = Digest::from_sha256(reader.hasher);
             Ok((digest, size))
         })
         .await

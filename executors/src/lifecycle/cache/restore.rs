@@ -202,7 +202,7 @@ async fn restore_contents(
         };
         unpack::unpack_layer(&mut tar, &root, &UnpackOptions { chown: false })
             .map_err(|e| e.to_string())?;
-        Digest::sha256_hex(&hex::encode(tar.hasher.finalize())).map_err(|e| e.to_string())
+        Ok(Digest::from_sha256(tar.hasher))
     })
     .await
     .expect("unpacking a cached layer does not panic")

@@ -111,7 +111,7 @@ pub(super) async fn push(
     let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("a config serialises"));
     let config_size = config_bytes.len() as u64;
     let had_config = store
-        .blob_exists(dest, &crate::oci::sha256_digest(&config_bytes))
+        .blob_exists(dest, &Digest::sha256(&config_bytes))
         .await
         .map_err(|e| oci_err(dest, e))?;
     let config_descriptor = store
