@@ -309,17 +309,7 @@ async fn build(
             job.inputs.source
         ),
     );
-    match source {
-        SourcePin::Image {
-            reference,
-            digest,
-            sub_path,
-        } => {
-            let image = pinned(&ctx.store, reference, digest).await?;
-            source_image(&ctx.store, &image, sub_path.as_deref(), &work.0, &app_dir).await?;
-        }
-        _ => materialise_source(source, &ctx.layout.sources_dir(), &work.0, &app_dir).await?,
-    }
+    materialise_source(ctx, source, &work.0, &app_dir).await?;
     let _ = sink.events.send(Event::Moved {
         id: job.id,
         status: BuildStatus::Preparing,
@@ -516,52 +506,54 @@ fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
     }
 }
 
-/// Writes exactly the planned version of a source into `app_dir`.
+/// Writes exactly the planned version of a source into `app_dir`, in the build's work
+/// directory `work`, which it makes (readable by its owner only).
 async fn materialise_source(
+    ctx: &JobContext,
     pin: &SourcePin,
-    sources_dir: &Path,
     work: &Path,
     app_dir: &Path,
 ) -> Result<(), JobFailure> {
-    let pin = pin.clone();
-    let cache = sources_dir.to_path_buf();
-    let work = work.to_path_buf();
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(work)
+        .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
+    let cache = ctx.layout.sources_dir();
     let app_dir = app_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&work)
-            .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
-        match &pin {
-            SourcePin::Git {
-                url,
-                commit,
-                sub_path,
-                ..
-            } => {
+    match pin.clone() {
+        SourcePin::Git {
+            url,
+            commit,
+            sub_path,
+            ..
+        } => {
+            blocking(move || {
                 let commit = source::git::ObjectId::from_hex(commit.as_bytes())
                     .map_err(|e| JobFailure::build(format!("planned commit `{commit}`: {e}")))?;
                 source::git::checkout(
                     &cache.join("git"),
-                    url,
+                    &url,
                     commit,
                     sub_path.as_deref(),
                     &app_dir,
                     &AtomicBool::new(false),
                 )
                 .map_err(|e| JobFailure::from_error(&e))
-            }
-            SourcePin::Path {
-                path,
-                sub_path,
-                digest,
-            } => {
+            })
+            .await
+        }
+        SourcePin::Path {
+            path,
+            sub_path,
+            digest,
+        } => {
+            blocking(move || {
                 // The copy's version comes from the same read as the copy itself, or, for
                 // files whose stat the plan's hashing recorded, from the stat cache.
-                let stat_cache = source::path::stat_cache_file(&cache, path, sub_path.as_deref());
+                let stat_cache = source::path::stat_cache_file(&cache, &path, sub_path.as_deref());
                 let now =
-                    source::path::copy_cached(path, sub_path.as_deref(), &app_dir, &stat_cache)
+                    source::path::copy_cached(&path, sub_path.as_deref(), &app_dir, &stat_cache)
                         .map_err(|e| JobFailure::from_error(&e))?;
-                if &now != digest {
+                if now != digest {
                     tracing::warn!(
                         path = %path.display(),
                         planned = %digest,
@@ -570,20 +562,23 @@ async fn materialise_source(
                     );
                 }
                 Ok(())
-            }
-            SourcePin::Blob {
-                url,
-                digest,
-                archive,
-                strip_components,
-                sub_path,
-            } => {
+            })
+            .await
+        }
+        SourcePin::Blob {
+            url,
+            digest,
+            archive,
+            strip_components,
+            sub_path,
+        } => {
+            blocking(move || {
                 let archive = if archive.is_file() {
-                    archive.clone()
+                    archive
                 } else {
-                    let version = source::blob::fetch(url, &cache.join("blobs"))
+                    let version = source::blob::fetch(&url, &cache.join("blobs"))
                         .map_err(|e| JobFailure::from_error(&e))?;
-                    if &version.digest != digest {
+                    if version.digest != digest {
                         return Err(JobFailure::build(format!(
                             "{url} is {} now, not {digest} as planned: plan again",
                             version.digest
@@ -593,19 +588,32 @@ async fn materialise_source(
                 };
                 source::blob::extract(
                     &archive,
-                    *strip_components as usize,
+                    strip_components as usize,
                     sub_path.as_deref(),
                     &app_dir,
                 )
                 .map_err(|e| JobFailure::from_error(&e))
-            }
-            SourcePin::Image { reference, .. } => Err(JobFailure::build(format!(
-                "the source image {reference} is applied by `source_image`"
-            ))),
+            })
+            .await
         }
-    })
-    .await
-    .map_err(|e| JobFailure::infrastructure(format!("the source task failed: {e}")))?
+        SourcePin::Image {
+            reference,
+            digest,
+            sub_path,
+        } => {
+            let image = pinned(&ctx.store, &reference, &digest).await?;
+            source_image(&ctx.store, &image, sub_path.as_deref(), work, &app_dir).await
+        }
+    }
+}
+
+/// Runs `f`, which blocks on files, processes or the network, on the blocking pool.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), JobFailure> + Send + 'static,
+) -> Result<(), JobFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobFailure::infrastructure(format!("the source task failed: {e}")))?
 }
 
 /// Applies the layers of the source image `image` in a scratch directory under `work`
@@ -619,9 +627,6 @@ async fn source_image(
     work: &Path,
     app_dir: &Path,
 ) -> Result<(), JobFailure> {
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(work)
-        .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
     let scratch = work.join("source-image");
     let options = executors::oci::UnpackOptions { chown: false };
     executors::oci::unpack_image(store, image, &scratch, &options)
