@@ -1,6 +1,8 @@
 //! The `kpackd` command line: argument parsing, rendering and exit codes. Everything
 //! else lives in the `planner`, `engine` and `executors` crates.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod color;
 mod commands;

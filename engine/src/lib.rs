@@ -1,5 +1,7 @@
 //! The engine: state, upstream resolution, apply and watch.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod desired;
 pub mod layout;

@@ -1,4 +1,6 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
+
+#![forbid(unsafe_code)]
 pub mod backoff;
 mod hashing;
 pub mod inspect;

@@ -3,6 +3,8 @@
 //! [`load`] reads a kpack.toml into a validated [`Config`], or a [`ConfigError`] that
 //! holds every mistake of the file as a diagnostic; [`Graph`] orders its parts.
 
+#![forbid(unsafe_code)]
+
 pub mod buildpack;
 pub mod config;
 mod decode;

@@ -19,9 +19,8 @@ fn fixtures() -> Vec<PathBuf> {
 
 /// The diagnostics as a terminal without colours, 100 columns wide, would show them.
 fn render(path: &Path) -> (String, planner::ConfigError) {
-    let error = match planner::load(path) {
-        Ok(_) => panic!("{} should be invalid", path.display()),
-        Err(e) => e,
+    let Err(error) = planner::load(path) else {
+        panic!("{} should be invalid", path.display())
     };
     let mut out = String::new();
     GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())

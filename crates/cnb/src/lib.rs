@@ -10,6 +10,8 @@
 //!
 //! Nothing here does I/O.
 
+#![forbid(unsafe_code)]
+
 pub mod buildpack;
 pub mod inspect;
 pub mod labels;

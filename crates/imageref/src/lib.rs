@@ -11,6 +11,8 @@
 //!   optionally prefixed `docker://`), with the `docker.io` and `library/` defaults;
 //! - `oci:<dir>[:<ref-name>]`, an OCI image layout on disk, as skopeo writes it.
 
+#![forbid(unsafe_code)]
+
 mod compression;
 mod platform;
 

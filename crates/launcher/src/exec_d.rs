@@ -31,6 +31,7 @@ pub fn run(program: &Path, env: &mut Env, app_dir: &Path) -> Result<(), Error> {
     command.env_clear().envs(env.iter()).current_dir(app_dir);
     // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
     // async-signal-safe, and touches no memory of the parent.
+    #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(move || {
             // The pipe is close-on-exec; fd 3 must survive the exec (dup2 clears the flag

@@ -2,6 +2,8 @@
 //! remotes, minimal stack root filesystems. Nothing here is a mock: a test that needs a
 //! component that is not installed fails with a message naming the Debian package.
 
+#![forbid(unsafe_code)]
+
 pub mod git;
 pub mod registry;
 pub mod rootfs;

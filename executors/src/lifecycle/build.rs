@@ -634,9 +634,8 @@ mod tests {
         fs::write(d.join("drop.toml"), "[metadata]\nx = 1\n").expect("write");
         fs::write(d.join("reuse.toml"), "[types]\nlaunch = true\n").expect("write");
         fs::write(d.join("launch.toml"), "").expect("write");
-        let layers = match read_layers(d) {
-            Ok(layers) => layers,
-            Err(_) => panic!("read layers"),
+        let Ok(layers) = read_layers(d) else {
+            panic!("read layers")
         };
         let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["keep", "reuse"]);

@@ -537,9 +537,11 @@ fn first_explicit_commit(map: &RefMap) -> Option<ObjectId> {
         .min_by_key(|(index, _)| *index)
         .and_then(|(_, source)| match source {
             Source::ObjectId(id) => Some(*id),
-            Source::Ref(Ref::Direct { object, .. })
-            | Source::Ref(Ref::Peeled { object, .. })
-            | Source::Ref(Ref::Symbolic { object, .. }) => Some(*object),
+            Source::Ref(
+                Ref::Direct { object, .. }
+                | Ref::Peeled { object, .. }
+                | Ref::Symbolic { object, .. },
+            ) => Some(*object),
             Source::Ref(Ref::Unborn { .. }) => None,
         })
 }
