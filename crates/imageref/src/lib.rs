@@ -12,6 +12,7 @@
 //! - `oci:<dir>[:<ref-name>]`, an OCI image layout on disk, as skopeo writes it.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod compression;
 mod platform;
@@ -31,7 +32,9 @@ pub const DEFAULT_TAG: &str = "latest";
 /// A reference to an image: in a registry, or in an OCI image layout on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ImageRef {
+    /// An image in a registry.
     Registry(RegistryRef),
+    /// An image in an OCI image layout on disk.
     Layout(LayoutRef),
 }
 
@@ -42,7 +45,9 @@ pub struct RegistryRef {
     pub registry: String,
     /// The repository path within the registry, `library/` added for docker.io.
     pub repository: String,
+    /// The tag, if the reference names one.
     pub tag: Option<String>,
+    /// The manifest digest the reference is pinned to, if any; it wins over the tag.
     pub digest: Option<Digest>,
 }
 
@@ -50,7 +55,9 @@ pub struct RegistryRef {
 /// `org.opencontainers.image.ref.name` annotation of its `index.json` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LayoutRef {
+    /// The layout's directory (holding `oci-layout` and `index.json`).
     pub dir: PathBuf,
+    /// The ref name; none selects the layout's only image.
     pub name: Option<String>,
 }
 
@@ -65,15 +72,25 @@ pub struct Digest {
 /// reference: ".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
+    /// Nothing was written.
     Empty,
+    /// The reference holds white space.
     Whitespace,
+    /// The repository (given) has upper-case letters.
     Uppercase(String),
+    /// The repository (given) is not a valid repository name.
     BadRepository(String),
+    /// The tag (given) is not a valid tag.
     BadTag(String),
+    /// The digest (given) is not `sha256:` or `sha512:` and its hex digits.
     BadDigest(String),
+    /// The registry host (given) is not a valid host and port.
     BadRegistry(String),
+    /// An `oci:` reference names no directory.
     EmptyLayoutDir,
+    /// The ref name (given) of an `oci:` reference is not a valid one.
     BadLayoutName(String),
+    /// The repository name is this many characters long, more than allowed.
     TooLong(usize),
 }
 
@@ -173,10 +190,12 @@ impl Digest {
         }
     }
 
+    /// The hash algorithm: `sha256` or `sha512`.
     pub fn algorithm(&self) -> &str {
         &self.algorithm
     }
 
+    /// The hash, in lowercase hex digits.
     pub fn hex(&self) -> &str {
         &self.hex
     }
@@ -264,6 +283,7 @@ impl ImageRef {
         }
     }
 
+    /// The registry reference, if the image is in a registry.
     pub fn as_registry(&self) -> Option<&RegistryRef> {
         match self {
             ImageRef::Registry(r) => Some(r),
@@ -271,6 +291,7 @@ impl ImageRef {
         }
     }
 
+    /// The layout reference, if the image is in an OCI image layout.
     pub fn as_layout(&self) -> Option<&LayoutRef> {
         match self {
             ImageRef::Layout(l) => Some(l),

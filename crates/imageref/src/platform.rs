@@ -12,14 +12,18 @@ use serde::{Deserialize, Serialize};
 /// the field names of the OCI image index and image config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
+    /// The CPU architecture as Go names it: `amd64`, `arm64`, …
     pub architecture: String,
+    /// The operating system as Go names it: `linux`, `windows`, …
     pub os: String,
     #[serde(
         rename = "os.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    /// The operating system's version, for the systems that need one (Windows).
     pub os_version: Option<String>,
+    /// The CPU variant: `v8` of `arm64`, `v7` of `arm`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
@@ -94,8 +98,11 @@ impl fmt::Display for Platform {
 /// The platform an image is built for, as the plan records it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Target {
+    /// The operating system: `linux`, …
     pub os: String,
+    /// The CPU architecture: `amd64`, `arm64`, …
     pub arch: String,
+    /// The CPU variant, if the architecture has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
