@@ -15,15 +15,19 @@ use crate::names::{BuildpackId, BuildpackVersion};
 /// A Buildpack API version, `<major>.<minor>` (`"1"` means `1.0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {
+    /// The part before the dot.
     pub major: u32,
+    /// The part after the dot; 0 when there is none.
     pub minor: u32,
 }
 
 impl ApiVersion {
+    /// `<major>.<minor>`.
     pub const fn new(major: u32, minor: u32) -> ApiVersion {
         ApiVersion { major, minor }
     }
 
+    /// Reads `<major>[.<minor>]`; None when either part is not a number.
     pub fn parse(text: &str) -> Option<ApiVersion> {
         let (major, minor) = match text.split_once('.') {
             Some((major, minor)) => (major, minor),
@@ -59,11 +63,14 @@ pub const BIONIC_STACK: &str = "io.buildpacks.stacks.bionic";
 /// `buildpack.toml`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct BuildpackDescriptor {
+    /// The Buildpack API the buildpack is written for (see [`ApiVersion`]).
     pub api: String,
+    /// Who the buildpack is.
     pub buildpack: BuildpackInfo,
     /// Composite buildpacks only: the groups they stand for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order: Vec<OrderGroup>,
+    /// The platforms the buildpack runs on; none: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetSpec>,
     /// Deprecated (API < 0.10) form of targets.
@@ -74,10 +81,14 @@ pub struct BuildpackDescriptor {
 /// The `[buildpack]` table.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct BuildpackInfo {
+    /// The buildpack's id, `<namespace>/<name>` as a rule.
     pub id: String,
+    /// Its version.
     pub version: String,
+    /// A name for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Where to read about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homepage: Option<String>,
     /// `true`: the user's `<platform>/env/` is not put in the buildpack's environment.
@@ -95,28 +106,38 @@ pub struct BuildpackInfo {
 /// One `[[targets]]` entry of `buildpack.toml`; empty fields match anything.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct TargetSpec {
+    /// The operating system: `linux`, …
     #[serde(default)]
     pub os: String,
+    /// The CPU architecture: `amd64`, `arm64`, …
     #[serde(default)]
     pub arch: String,
     /// Written `variant` by the spec and `arch-variant` by the lifecycle; both are read.
     #[serde(default, alias = "arch-variant")]
     pub variant: String,
+    /// The distributions the buildpack runs on; none: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distros: Vec<DistroSpec>,
 }
 
+/// One `[[targets.distros]]` entry: a distribution, as `/etc/os-release` names it
+/// (`ID`, `VERSION_ID`); empty fields match anything.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct DistroSpec {
+    /// The distribution: `ubuntu`, `debian`, …
     #[serde(default)]
     pub name: String,
+    /// Its version: `22.04`, `12`, …
     #[serde(default)]
     pub version: String,
 }
 
+/// One `[[stacks]]` entry of an old (API < 0.10) `buildpack.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StackSpec {
+    /// The stack id; `*` matches any stack.
     pub id: String,
+    /// The mixins the buildpack needs on the stack.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mixins: Vec<String>,
 }
@@ -124,6 +145,7 @@ pub struct StackSpec {
 /// A group of an order (`order.toml`, a composite buildpack's `[[order]]`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct OrderGroup {
+    /// The buildpacks of the group, in the order they run.
     #[serde(default)]
     pub group: Vec<OrderEntry>,
 }
@@ -131,10 +153,12 @@ pub struct OrderGroup {
 /// A buildpack reference in an order group.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct OrderEntry {
+    /// The buildpack's id.
     pub id: String,
     /// Empty: whichever version of `id` kpackd has (there must be exactly one).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
+    /// Whether the group may pass detection without this buildpack.
     #[serde(default)]
     pub optional: bool,
 }
@@ -149,7 +173,9 @@ pub enum DescriptorProblem {
     /// in the text, when it can be told.
     #[error("{message}")]
     Invalid {
+        /// What is wrong.
         message: String,
+        /// Where, as a byte range of the text.
         span: Option<Range<usize>>,
     },
 }

@@ -24,15 +24,20 @@ pub struct CnbMetadata {
     /// `io.buildpacks.rebasable`, when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebasable: Option<bool>,
+    /// The buildpacks that built the image, in order.
     pub buildpacks: Vec<BuildpackInfo>,
+    /// The run image the app was built on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_image: Option<RunImageInfo>,
+    /// The processes the image can start.
     pub processes: Vec<ProcessInfo>,
     /// The process type the image starts by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_process: Option<String>,
+    /// The launcher's version and source, as the lifecycle metadata records them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launcher: Option<Value>,
+    /// Where the app came from (`io.buildpacks.project.metadata`'s `source`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Value>,
     /// For a CNB builder image, what `io.buildpacks.builder.metadata` says (description,
@@ -41,15 +46,20 @@ pub struct CnbMetadata {
     pub builder: Option<Value>,
 }
 
+/// A buildpack that built the image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildpackInfo {
+    /// Its id.
     pub id: String,
+    /// Its version.
     #[serde(default)]
     pub version: String,
+    /// Where to read about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homepage: Option<String>,
 }
 
+/// The run image an app image was built on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunImageInfo {
@@ -62,16 +72,22 @@ pub struct RunImageInfo {
     /// The run image as the stack names it, and its mirrors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Other places the run image can be pulled from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<String>,
 }
 
+/// A process the image can start.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessInfo {
+    /// The process type: `web`, `worker`, …
     #[serde(rename = "type")]
     pub kind: String,
+    /// The command.
     pub command: Vec<String>,
+    /// Its arguments, which the user may override.
     pub args: Vec<String>,
+    /// Whether the image starts it by default.
     pub default: bool,
 }
 

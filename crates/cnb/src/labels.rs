@@ -36,6 +36,7 @@ pub const BASE_ID: &str = "io.buildpacks.base.id";
 pub const STACK_ID: &str = "io.buildpacks.stack.id";
 /// The base image's distribution (target data).
 pub const DISTRO_NAME: &str = "io.buildpacks.base.distro.name";
+/// The base image's distribution version (target data).
 pub const DISTRO_VERSION: &str = "io.buildpacks.base.distro.version";
 /// Label prefixes that describe the base image; a rebase takes them from the new run
 /// image.
@@ -45,7 +46,9 @@ pub const BASE_LABEL_PREFIXES: [&str; 2] = ["io.buildpacks.base.", "io.buildpack
 #[derive(Debug, thiserror::Error)]
 #[error("invalid label {label}: {source}")]
 pub struct LabelError {
+    /// The label's key.
     pub label: &'static str,
+    /// Why its value does not decode.
     #[source]
     pub source: serde_json::Error,
 }
@@ -76,20 +79,28 @@ pub fn stack_id(labels: &BTreeMap<String, String>) -> Option<&String> {
 /// know are kept in `extra`, so an image other tools built keeps them through a rewrite.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayersMetadata {
+    /// The app's layers (one per slice, then the rest).
     #[serde(default)]
     pub app: Vec<Sha>,
+    /// The layer holding the SBOM files, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<Sha>,
+    /// Each buildpack's layers, in the group's order.
     #[serde(default)]
     pub buildpacks: Vec<BuildpackLayersMetadata>,
+    /// The `/layers/config` layer (the launcher's `metadata.toml`).
     #[serde(default)]
     pub config: Sha,
+    /// The launcher's layer.
     #[serde(default)]
     pub launcher: Sha,
+    /// The layer of the process-type links.
     #[serde(rename = "process-types", default)]
     pub process_types: Sha,
+    /// The run image the app was built on.
     #[serde(rename = "runImage", default)]
     pub run_image: RunImageMetadata,
+    /// The legacy form of the run image's name and mirrors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<StackMetadata>,
     /// Fields of other tools, kept as they are.
@@ -97,8 +108,10 @@ pub struct LayersMetadata {
     pub extra: Map<String, Value>,
 }
 
+/// A layer, by its diffID (`{"sha": "sha256:…"}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sha {
+    /// The layer's diffID.
     #[serde(default)]
     pub sha: String,
 }
@@ -106,17 +119,23 @@ pub struct Sha {
 /// One buildpack's layers in [`LayersMetadata`]; `key` is the buildpack id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuildpackLayersMetadata {
+    /// The buildpack's id.
     pub key: String,
+    /// The buildpack's version.
     #[serde(default)]
     pub version: String,
+    /// Its layers, by name.
     #[serde(default)]
     pub layers: BTreeMap<String, LayerMetadata>,
+    /// What it kept in `store.toml` for its next build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreMetadata>,
 }
 
+/// A buildpack's `store.toml`: data it keeps from one build to the next.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreMetadata {
+    /// The `[metadata]` table.
     #[serde(default)]
     pub metadata: Map<String, Value>,
 }
@@ -124,14 +143,19 @@ pub struct StoreMetadata {
 /// A layer as labels and cache metadata record it: its diffID, `[metadata]` and types.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LayerMetadata {
+    /// The layer's diffID.
     #[serde(default)]
     pub sha: String,
+    /// The `[metadata]` table of its `<layer>.toml`.
     #[serde(default)]
     pub data: Value,
+    /// Whether later buildpacks of the build see it.
     #[serde(default)]
     pub build: bool,
+    /// Whether it is in the app image.
     #[serde(default)]
     pub launch: bool,
+    /// Whether it is kept in the build cache.
     #[serde(default)]
     pub cache: bool,
 }
@@ -140,12 +164,16 @@ pub struct LayerMetadata {
 /// pinned image (`reference`) and its name and mirrors as the stack gives them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunImageMetadata {
+    /// The diffID of the run image's top layer.
     #[serde(rename = "topLayer", default)]
     pub top_layer: String,
+    /// The run image, pinned.
     #[serde(default)]
     pub reference: String,
+    /// The run image as the stack names it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// Other places the run image can be pulled from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<String>,
 }
@@ -153,14 +181,18 @@ pub struct RunImageMetadata {
 /// The legacy `stack` part of [`LayersMetadata`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackMetadata {
+    /// The run image's name and mirrors.
     #[serde(rename = "runImage", default)]
     pub run_image: RunImageRef,
 }
 
+/// A run image as a stack names it, and its mirrors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunImageRef {
+    /// The run image's name.
     #[serde(default)]
     pub image: String,
+    /// Other places it can be pulled from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<String>,
 }
@@ -198,8 +230,10 @@ pub struct BuildpackLayerInfo {
 /// images it names (current `images`, legacy `stack.runImage`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuilderMetadata {
+    /// The run images, the first preferred.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<BuilderRunImage>,
+    /// The legacy form of the run image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<BuilderStack>,
     /// Description, lifecycle, buildpacks, created by: not read here.
@@ -210,8 +244,10 @@ pub struct BuilderMetadata {
 /// A run image a builder names, and its mirrors.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuilderRunImage {
+    /// The run image's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Other places it can be pulled from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<String>,
 }
@@ -219,6 +255,7 @@ pub struct BuilderRunImage {
 /// The legacy `stack` part of [`BuilderMetadata`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuilderStack {
+    /// The run image.
     #[serde(rename = "runImage", default, skip_serializing_if = "Option::is_none")]
     pub run_image: Option<BuilderRunImage>,
 }

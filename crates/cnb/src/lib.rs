@@ -11,6 +11,7 @@
 //! Nothing here does I/O.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod buildpack;
 pub mod inspect;

@@ -14,6 +14,7 @@ pub struct NameError {
     pub kind: &'static str,
     /// The value refused, with control characters escaped.
     pub value: String,
+    /// Why it is refused.
     pub reason: &'static str,
 }
 
@@ -65,6 +66,7 @@ macro_rules! name_type {
                 Ok($name(value.to_string()))
             }
 
+            /// The name as written.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
