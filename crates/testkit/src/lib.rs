@@ -3,6 +3,7 @@
 //! component that is not installed fails with a message naming the Debian package.
 
 pub mod git;
+pub mod kube;
 pub mod registry;
 pub mod rootfs;
 

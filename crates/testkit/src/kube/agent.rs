@@ -1,0 +1,782 @@
+//! The node agent, a small kubelet: each pod gets its own thread, which mounts its
+//! volumes, pulls its image, runs its first container in a sandbox and reports every step
+//! in the pod's status, as the kubelet would.
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::objects::now;
+use super::runtime::{self, Container, ImageConfig, Mount};
+use super::store::{Kind, Objects, Store};
+
+/// A log keeps at most this much; the rest of what a container writes is dropped.
+const LOG_LIMIT: usize = 16 << 20;
+/// The termination message is cut to this, as the kubelet does.
+const MESSAGE_LIMIT: usize = 4096;
+/// The first wait after a failed pull; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// The node: the objects it reports to and where it keeps pods' files.
+pub(crate) struct Node {
+    pub(crate) store: Arc<Store>,
+    pub(crate) work: PathBuf,
+}
+
+/// What the output of a pod's container is kept in, for `pods/log`.
+pub(crate) struct Log {
+    state: Mutex<(Vec<u8>, bool)>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            state: Mutex::new((Vec::new(), false)),
+            changed: tokio::sync::watch::channel(()).0,
+        }
+    }
+
+    fn append(&self, data: &[u8]) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let room = LOG_LIMIT.saturating_sub(state.0.len());
+            state.0.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        self.changed.send_replace(());
+    }
+
+    /// No more output will come: the container ended or never started.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.changed.send_replace(());
+    }
+
+    /// What was written from `offset` on, and whether that is all there will be.
+    pub(crate) fn read_from(&self, offset: usize) -> (Vec<u8>, bool) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (state.0.get(offset..).unwrap_or_default().to_vec(), state.1)
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+}
+
+/// Why the agent stops a pod before its container ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Deleted,
+    Evicted(String),
+}
+
+/// What the API server and the agent share about a pod while the agent works on it.
+pub(crate) struct PodRuntime {
+    stop: Mutex<Option<Stop>>,
+    wake: Condvar,
+}
+
+impl PodRuntime {
+    /// Asks the agent to stop the pod; the first reason given wins.
+    pub(crate) fn stop(&self, why: Stop) {
+        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        stop.get_or_insert(why);
+        self.wake.notify_all();
+    }
+}
+
+/// Registers the new pod with the node, under the store's lock, so that a delete that
+/// comes before its thread starts finds it.
+pub(crate) fn register(objects: &mut Objects, pod: &Value) {
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    objects.running.insert(
+        uid.clone(),
+        Arc::new(PodRuntime {
+            stop: Mutex::new(None),
+            wake: Condvar::new(),
+        }),
+    );
+    objects.logs.insert(uid, Arc::new(Log::new()));
+}
+
+/// Starts the pod's thread.
+pub(crate) fn spawn(node: Arc<Node>, pod: Value) {
+    let name = format!(
+        "pod {}",
+        pod["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let started = std::thread::Builder::new().name(name).spawn(move || {
+        if let Some(agent) = Agent::new(node, pod) {
+            agent.run();
+        }
+    });
+    if let Err(e) = started {
+        tracing::warn!("could not start a pod thread: {e}");
+    }
+}
+
+/// Why the pod's process ended early.
+#[derive(Debug)]
+enum Interrupt {
+    Stopped(Stop),
+    Deadline,
+}
+
+/// How the container ended on its own, and the termination message it left.
+struct Exit {
+    status: ExitStatus,
+    message: Vec<u8>,
+}
+
+struct Agent {
+    store: Arc<Store>,
+    runtime: Arc<PodRuntime>,
+    log: Arc<Log>,
+    namespace: String,
+    name: String,
+    uid: String,
+    pod: Value,
+    deadline: Option<Instant>,
+    work: tempfile::TempDir,
+    /// When the container started, once it has.
+    started_at: Option<String>,
+    image_id: String,
+}
+
+impl Agent {
+    fn new(node: Arc<Node>, pod: Value) -> Option<Agent> {
+        let metadata = &pod["metadata"];
+        let (namespace, name, uid) = (
+            metadata["namespace"].as_str()?.to_string(),
+            metadata["name"].as_str()?.to_string(),
+            metadata["uid"].as_str()?.to_string(),
+        );
+        let (runtime, log) = node
+            .store
+            .with(|o| Some((o.running.get(&uid)?.clone(), o.logs.get(&uid)?.clone())))?;
+        let deadline = pod["spec"]["activeDeadlineSeconds"]
+            .as_u64()
+            .map(|s| Instant::now() + Duration::from_secs(s));
+        let work = match tempfile::tempdir_in(&node.work) {
+            Ok(work) => work,
+            Err(e) => {
+                tracing::warn!("no work directory for pod {name}: {e}");
+                return None;
+            }
+        };
+        Some(Agent {
+            store: node.store.clone(),
+            runtime,
+            log,
+            namespace,
+            name,
+            uid,
+            pod,
+            deadline,
+            work,
+            started_at: None,
+            image_id: String::new(),
+        })
+    }
+
+    fn run(mut self) {
+        self.set_status(|status| {
+            let t = now();
+            status["startTime"] = json!(t);
+            status["hostIP"] = json!("127.0.0.1");
+            status["hostIPs"] = json!([{"ip": "127.0.0.1"}]);
+            status["podIP"] = json!("127.0.0.1");
+            status["podIPs"] = json!([{"ip": "127.0.0.1"}]);
+            status["conditions"] = conditions(false, None);
+        });
+        self.waiting("ContainerCreating", None);
+        let outcome = self.lifecycle();
+        self.log.close();
+        match outcome {
+            Ok(exit) => self.report_exit(exit),
+            Err(Interrupt::Stopped(Stop::Deleted)) => {}
+            Err(Interrupt::Stopped(Stop::Evicted(message))) => {
+                self.report_failure("Evicted", &message)
+            }
+            Err(Interrupt::Deadline) => self.report_failure(
+                "DeadlineExceeded",
+                "Pod was active on the node longer than the specified deadline",
+            ),
+        }
+        let (namespace, name, uid) = (&self.namespace, &self.name, &self.uid);
+        self.store.with(|o| {
+            o.running.remove(uid);
+            let deleting = o.get(Kind::Pod, namespace, name).is_ok_and(|p| {
+                p["metadata"]["uid"] == uid.as_str()
+                    && !p["metadata"]["deletionTimestamp"].is_null()
+            });
+            if deleting {
+                o.remove(Kind::Pod, namespace, name);
+            }
+        });
+    }
+
+    /// Volumes, image, sandbox, process: everything from accepting the pod to its
+    /// container's end.
+    fn lifecycle(&mut self) -> Result<Exit, Interrupt> {
+        let container = self.pod["spec"]["containers"][0].clone();
+        let mounts = self.volumes(&container)?;
+        let (layout, config) = self.pull(&container)?;
+        let bundle = self.work.path().join("bundle");
+        if let Err(message) = self.tool(runtime::unpack_command(&layout, &bundle))? {
+            let message = format!("unpacking the image: {message}");
+            self.waiting("CreateContainerError", Some(&message));
+            return self.park();
+        }
+        let termination = self.work.path().join("termination-log");
+        let sandbox = match self.sandbox(&container, &config, &bundle, mounts, &termination) {
+            Ok(sandbox) => sandbox,
+            Err((reason, message)) => {
+                self.waiting(reason, Some(&message));
+                return self.park();
+            }
+        };
+        let status = self.execute(sandbox.command())?;
+        let mut message = std::fs::read(&termination).unwrap_or_default();
+        message.truncate(MESSAGE_LIMIT);
+        Ok(Exit { status, message })
+    }
+
+    /// The sandbox the container runs in: its user, mounts (the termination message file
+    /// among them), environment, working directory and command line. Err: the waiting
+    /// reason and message of a container that cannot be created.
+    fn sandbox(
+        &self,
+        container: &Value,
+        config: &ImageConfig,
+        bundle: &std::path::Path,
+        mut mounts: Vec<Mount>,
+        termination: &std::path::Path,
+    ) -> Result<Container, (&'static str, String)> {
+        let rootfs = bundle.join("rootfs");
+        let (image_uid, image_gid) = runtime::image_user(bundle).unwrap_or((0, 0));
+        let security = |field: &str| {
+            let own = &container["securityContext"][field];
+            if own.is_null() {
+                self.pod["spec"]["securityContext"][field].clone()
+            } else {
+                own.clone()
+            }
+        };
+        let uid = security("runAsUser")
+            .as_u64()
+            .map_or(image_uid, |u| u as u32);
+        let gid = security("runAsGroup")
+            .as_u64()
+            .map_or(image_gid, |g| g as u32);
+        if security("runAsNonRoot") == true && uid == 0 {
+            return Err((
+                "CreateContainerConfigError",
+                "container has runAsNonRoot and image will run as root".into(),
+            ));
+        }
+
+        let termination_path = container["terminationMessagePath"]
+            .as_str()
+            .unwrap_or("/dev/termination-log")
+            .to_string();
+        let created = |reason| move |e: String| (reason, e);
+        std::fs::write(termination, b"")
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(termination, std::fs::Permissions::from_mode(0o666))
+            })
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        runtime::mount_point(&rootfs, &termination_path, true)
+            .map_err(created("CreateContainerError"))?;
+        for mount in &mounts {
+            runtime::mount_point(&rootfs, &mount.target, false)
+                .map_err(created("CreateContainerError"))?;
+        }
+        mounts.push(Mount {
+            source: termination.to_path_buf(),
+            target: termination_path,
+            writable: true,
+        });
+
+        let env = environment(config, container, &self.name);
+        let expanded = |items: &Value| -> Vec<String> {
+            items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|s| expand(s, &env))
+                .collect()
+        };
+        let given = |field: &str| container.get(field).is_some_and(|v| !v.is_null());
+        let mut argv = if given("command") {
+            expanded(&container["command"])
+        } else {
+            config.entrypoint.clone()
+        };
+        if given("args") {
+            argv.extend(expanded(&container["args"]));
+        } else if !given("command") {
+            argv.extend(config.cmd.iter().cloned());
+        }
+        if argv.is_empty() {
+            return Err(("CreateContainerError", "no command specified".into()));
+        }
+        let working_dir = match container["workingDir"].as_str() {
+            Some(dir) if !dir.is_empty() => dir.to_string(),
+            _ if !config.working_dir.is_empty() => config.working_dir.clone(),
+            _ => "/".to_string(),
+        };
+        Ok(Container {
+            rootfs,
+            read_only_root: container["securityContext"]["readOnlyRootFilesystem"] == true,
+            uid,
+            gid,
+            hostname: self.name.clone(),
+            working_dir,
+            env,
+            mounts,
+            argv,
+        })
+    }
+
+    /// Writes the pod's volumes; waits (as the kubelet retries) while a Secret it needs
+    /// does not exist yet.
+    fn volumes(&self, container: &Value) -> Result<Vec<Mount>, Interrupt> {
+        let mut mounts = Vec::new();
+        let volumes = self.pod["spec"]["volumes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let name = mount["name"].as_str().unwrap_or_default();
+            let Some(volume) = volumes.iter().find(|v| v["name"] == name) else {
+                continue;
+            };
+            let source = self.work.path().join("volumes").join(name);
+            if volume.get("emptyDir").is_some() {
+                std::fs::create_dir_all(&source).map_err(|_| Interrupt::Deadline)?;
+            } else if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
+                loop {
+                    let secret = self
+                        .store
+                        .with(|o| o.get(Kind::Secret, &self.namespace, secret_name));
+                    let written = match secret {
+                        Ok(secret) => {
+                            runtime::write_secret_volume(&source, &volume["secret"], &secret)
+                        }
+                        Err(_) if volume["secret"]["optional"] == true => {
+                            std::fs::create_dir_all(&source).map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e.message),
+                    };
+                    match written {
+                        Ok(()) => break,
+                        Err(message) => {
+                            self.waiting(
+                                "ContainerCreating",
+                                Some(&format!(
+                                    "MountVolume.SetUp failed for volume \"{name}\": {message}"
+                                )),
+                            );
+                            self.pause(Duration::from_millis(500))?;
+                        }
+                    }
+                }
+            }
+            mounts.push(Mount {
+                source,
+                target: mount["mountPath"].as_str().unwrap_or_default().to_string(),
+                writable: mount["readOnly"] != true && volume.get("emptyDir").is_some(),
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Pulls the image into an OCI layout, retrying with back-off while it fails (the pod
+    /// stays Pending, waiting with `ErrImagePull`, then `ImagePullBackOff`).
+    fn pull(&mut self, container: &Value) -> Result<(PathBuf, ImageConfig), Interrupt> {
+        let image = container["image"].as_str().unwrap_or_default().to_string();
+        let authfile = self.work.path().join("auth.json");
+        let mut have_auth = false;
+        for secret in self.pod["spec"]["imagePullSecrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = secret["name"].as_str().unwrap_or_default();
+            if let Ok(secret) = self
+                .store
+                .with(|o| o.get(Kind::Secret, &self.namespace, name))
+            {
+                if runtime::write_authfile(&secret, &authfile).unwrap_or(false) {
+                    have_auth = true;
+                    break;
+                }
+            }
+        }
+        let layout = self.work.path().join("image");
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let _ = std::fs::remove_dir_all(&layout);
+            let command = runtime::pull_command(&image, &layout, have_auth.then_some(&*authfile));
+            let failure = match self.tool(command)? {
+                Ok(()) => match ImageConfig::read(&layout) {
+                    Ok(config) => {
+                        let repository = image.split('@').next().unwrap_or(&image);
+                        let repository = match repository.rsplit_once(':') {
+                            Some((repo, tag)) if !tag.contains('/') => repo,
+                            _ => repository,
+                        };
+                        self.image_id = format!("{repository}@{}", config.manifest_digest);
+                        return Ok((layout, config));
+                    }
+                    Err(e) => format!("reading the pulled image: {e}"),
+                },
+                Err(message) => message,
+            };
+            self.waiting(
+                "ErrImagePull",
+                Some(&format!("failed to pull image \"{image}\": {failure}")),
+            );
+            self.pause(Duration::from_secs(1))?;
+            self.waiting(
+                "ImagePullBackOff",
+                Some(&format!("Back-off pulling image \"{image}\"")),
+            );
+            self.pause(backoff)?;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Runs a tool (skopeo, umoci) to its end: Ok(Err(its stderr)) when it fails.
+    fn tool(&self, mut command: Command) -> Result<Result<(), String>, Interrupt> {
+        let output = self.work.path().join("tool-output");
+        let file = std::fs::File::create(&output).map_err(|e| e.to_string());
+        let spawned = file.and_then(|file| {
+            let err = file.try_clone().map_err(|e| e.to_string())?;
+            command
+                .stdin(Stdio::null())
+                .stdout(file)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("starting {:?}: {e}", command.get_program()))
+        });
+        let child = match spawned {
+            Ok(child) => child,
+            Err(message) => return Ok(Err(message)),
+        };
+        let status = self.wait(child)?;
+        if status.success() {
+            Ok(Ok(()))
+        } else {
+            let text = std::fs::read_to_string(&output).unwrap_or_default();
+            Ok(Err(text.trim().to_string()))
+        }
+    }
+
+    /// Runs the container: its output goes to the pod's log; Running is reported once it
+    /// has started.
+    fn execute(&mut self, mut command: Command) -> Result<ExitStatus, Interrupt> {
+        let (mut reader, writer) = match std::io::pipe() {
+            Ok(pipe) => pipe,
+            Err(e) => return Ok(self.start_error(&e.to_string())),
+        };
+        let spawned = writer.try_clone().and_then(|out| {
+            command
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(writer)
+                .spawn()
+        });
+        // The command holds the pipe's write end: drop it so that the reader sees the end.
+        drop(command);
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => return Ok(self.start_error(&format!("starting bwrap: {e}"))),
+        };
+        let log = self.log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                log.append(&buffer[..n]);
+            }
+        });
+        let started = now();
+        self.started_at = Some(started.clone());
+        let image_id = self.image_id.clone();
+        self.set_status(|status| {
+            status["phase"] = json!("Running");
+            status["conditions"] = conditions(true, None);
+        });
+        self.container_state(json!({"running": {"startedAt": started}}), true, &image_id);
+        let result = self.wait(child);
+        let _ = reader.join();
+        result
+    }
+
+    /// An exit status standing for a process that could not be started.
+    fn start_error(&self, message: &str) -> ExitStatus {
+        self.log.append(format!("{message}\n").as_bytes());
+        ExitStatus::from_raw(128 << 8)
+    }
+
+    /// Waits for `child`; kills it when the pod is stopped or reaches its deadline.
+    fn wait(&self, mut child: Child) -> Result<ExitStatus, Interrupt> {
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {}
+                Err(_) => return child.wait().map_err(|_| Interrupt::Deadline),
+            }
+            if let Err(interrupt) = self.pause(Duration::from_millis(50)) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(interrupt);
+            }
+        }
+    }
+
+    /// Sleeps `duration`, or less when the pod is stopped or reaches its deadline.
+    fn pause(&self, duration: Duration) -> Result<(), Interrupt> {
+        let until = Instant::now() + duration;
+        let mut stop = self.runtime.stop.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(why) = stop.clone() {
+                return Err(Interrupt::Stopped(why));
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Err(Interrupt::Deadline);
+            }
+            if now >= until {
+                return Ok(());
+            }
+            let wake = self.deadline.map_or(until, |d| d.min(until));
+            stop = self
+                .runtime
+                .wake
+                .wait_timeout(stop, wake.saturating_duration_since(now))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until the pod is stopped or reaches its deadline: the container cannot start.
+    fn park(&self) -> Result<Exit, Interrupt> {
+        loop {
+            self.pause(Duration::from_secs(3600))?;
+        }
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut Value)) {
+        self.store.with(|o| {
+            o.update(Kind::Pod, &self.namespace, &self.name, &self.uid, |pod| {
+                f(&mut pod["status"])
+            })
+        });
+    }
+
+    /// Sets the container's status to `state`.
+    fn container_state(&self, state: Value, ready: bool, image_id: &str) {
+        let container = &self.pod["spec"]["containers"][0];
+        let status = json!({
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": image_id,
+            "containerID": if self.started_at.is_some() {
+                json!(format!("bwrap://{}", self.uid))
+            } else {
+                Value::Null
+            },
+            "ready": ready,
+            "started": state.get("running").is_some(),
+            "restartCount": 0,
+            "state": state,
+            "lastState": {},
+        });
+        let status = match status {
+            Value::Object(mut map) => {
+                map.retain(|_, v| !v.is_null());
+                Value::Object(map)
+            }
+            other => other,
+        };
+        self.set_status(|s| s["containerStatuses"] = json!([status]));
+    }
+
+    fn waiting(&self, reason: &str, message: Option<&str>) {
+        let mut waiting = json!({"reason": reason});
+        if let Some(message) = message {
+            waiting["message"] = json!(message);
+        }
+        let image_id = self.image_id.clone();
+        self.container_state(json!({"waiting": waiting}), false, &image_id);
+    }
+
+    fn terminated(&self, exit_code: i32, reason: &str, message: &str) {
+        let mut terminated = json!({
+            "exitCode": exit_code,
+            "reason": reason,
+            "startedAt": self.started_at,
+            "finishedAt": now(),
+            "containerID": format!("bwrap://{}", self.uid),
+        });
+        if !message.is_empty() {
+            terminated["message"] = json!(message);
+        }
+        let image_id = self.image_id.clone();
+        self.container_state(json!({"terminated": terminated}), false, &image_id);
+    }
+
+    fn report_exit(&self, exit: Exit) {
+        let code = exit
+            .status
+            .code()
+            .or_else(|| exit.status.signal().map(|s| 128 + s))
+            .unwrap_or(128);
+        let mut message = String::from_utf8_lossy(&exit.message).into_owned();
+        let container = &self.pod["spec"]["containers"][0];
+        if message.is_empty()
+            && code != 0
+            && container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        {
+            message = self.log_tail();
+        }
+        self.terminated(
+            code,
+            if code == 0 { "Completed" } else { "Error" },
+            &message,
+        );
+        self.set_status(|status| {
+            status["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+            status["conditions"] = conditions(false, Some("PodCompleted"));
+        });
+    }
+
+    /// The last 80 lines of the log, at most 2048 bytes, as the kubelet's fallback message.
+    fn log_tail(&self) -> String {
+        let (log, _) = self.log.read_from(0);
+        let text = String::from_utf8_lossy(&log);
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+        let cut = tail.len().saturating_sub(2048);
+        let start = (cut..=tail.len())
+            .find(|i| tail.is_char_boundary(*i))
+            .unwrap_or(0);
+        tail[start..].to_string()
+    }
+
+    /// The pod failed from outside: evicted or out of time.
+    fn report_failure(&self, reason: &str, message: &str) {
+        if self.started_at.is_some() {
+            self.terminated(137, "Error", "");
+        }
+        self.set_status(|status| {
+            status["phase"] = json!("Failed");
+            status["reason"] = json!(reason);
+            status["message"] = json!(message);
+            status["conditions"] = conditions(false, Some("PodFailed"));
+        });
+    }
+}
+
+/// The pod's conditions: scheduled and initialized, ready or not.
+fn conditions(ready: bool, reason: Option<&str>) -> Value {
+    let t = now();
+    let ready_status = if ready { "True" } else { "False" };
+    let condition = |kind: &str, status: &str| {
+        let mut c =
+            json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": t});
+        if let (Some(reason), "False") = (reason, status) {
+            c["reason"] = json!(reason);
+        }
+        c
+    };
+    json!([
+        condition("Initialized", "True"),
+        condition("Ready", ready_status),
+        condition("ContainersReady", ready_status),
+        condition("PodScheduled", "True"),
+    ])
+}
+
+/// The container's environment: the image's, `HOSTNAME`, then the container's own
+/// `env` (`$(NAME)` references to earlier ones expanded; `valueFrom` is not supported).
+fn environment(config: &ImageConfig, container: &Value, hostname: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let set = |env: &mut Vec<(String, String)>, name: String, value: String| {
+        env.retain(|(n, _)| *n != name);
+        env.push((name, value));
+    };
+    for entry in &config.env {
+        let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+        set(&mut env, name.to_string(), value.to_string());
+    }
+    set(&mut env, "HOSTNAME".into(), hostname.to_string());
+    for var in container["env"].as_array().into_iter().flatten() {
+        let Some(name) = var["name"].as_str() else {
+            continue;
+        };
+        let value = expand(var["value"].as_str().unwrap_or_default(), &env);
+        set(&mut env, name.to_string(), value);
+    }
+    env
+}
+
+/// Expands `$(NAME)` to the variable's value as Kubernetes does; `$$` is a literal `$`
+/// and a reference to an unknown name stays as written.
+fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
+            match env.iter().rev().find(|(n, _)| n == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_expand_as_kubernetes_does() {
+        let env = vec![("A".to_string(), "1".to_string())];
+        assert_eq!(expand("x$(A)y", &env), "x1y");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("$(B)", &env), "$(B)");
+        assert_eq!(expand("cost $5", &env), "cost $5");
+    }
+}
