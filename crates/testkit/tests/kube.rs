@@ -271,6 +271,41 @@ spec:
         "{table}"
     );
 
+    // kubectl's typed generators send protobuf.
+    let created = cluster.kubectl(&["create", "namespace", "builds"]);
+    assert_eq!(created.trim(), "namespace/builds created");
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "registry",
+        "-n",
+        "builds",
+        "--docker-server=127.0.0.1:5000",
+        "--docker-username=builder",
+        "--docker-password=s3cret",
+    ]);
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "plain",
+        "-n",
+        "builds",
+        "--from-literal=k=v",
+    ]);
+    let secrets: Value =
+        serde_json::from_str(&cluster.kubectl(&["get", "secrets", "-n", "builds", "-o", "json"]))
+            .unwrap();
+    let types: Vec<&str> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Opaque", "kubernetes.io/dockerconfigjson"]);
+    assert_eq!(secrets["items"][0]["data"]["k"], "dg==");
+
     let got: Value =
         serde_json::from_str(&cluster.kubectl(&["get", "pod", "counter", "-o", "json"])).unwrap();
     assert_eq!(got["metadata"]["labels"]["kpackd.dev/lineage"], "abc");

@@ -19,7 +19,7 @@ use super::agent::{self, Node, Stop};
 use super::objects::{admit, now, ApiError};
 use super::select::{parse_query, FieldSelector, LabelSelector};
 use super::store::{Change, Kind};
-use super::table;
+use super::{protobuf, table};
 
 /// A request body larger than this is refused, as the real server's limit is about 3 MB.
 const BODY_LIMIT: usize = 3 << 20;
@@ -82,21 +82,11 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let content_type = request
+    let protobuf = request
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if content_type.contains("protobuf") {
-        return Ok(error_response(&ApiError {
-            code: 415,
-            reason: "UnsupportedMediaType",
-            message: format!(
-                "the test API server reads JSON only, not {content_type} (kubectl create -f and apply -f send JSON)"
-            ),
-            details: None,
-        }));
-    }
+        .is_some_and(|t| t.contains("protobuf"));
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         match read_body(request.into_body()).await {
             Ok(body) => body,
@@ -111,6 +101,7 @@ pub(crate) async fn handle(
         query,
         accept,
         body,
+        protobuf,
     };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     Ok(match route(&call, &segments).await {
@@ -139,6 +130,8 @@ struct Call {
     query: HashMap<String, String>,
     accept: String,
     body: Bytes,
+    /// The body is protobuf (kubectl's typed generators), not JSON.
+    protobuf: bool,
 }
 
 async fn route(call: &Call, segments: &[&str]) -> Result<Response<Body>, ApiError> {
@@ -311,8 +304,17 @@ fn object_response(call: &Call, kind: Kind, object: &Value) -> Response<Body> {
 }
 
 fn create(call: &Call, kind: Kind, namespace: &str) -> Result<Response<Body>, ApiError> {
-    let object: Value = serde_json::from_slice(&call.body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let object: Value = if call.protobuf {
+        protobuf::decode(kind, &call.body).map_err(|message| ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message,
+            details: None,
+        })?
+    } else {
+        serde_json::from_slice(&call.body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?
+    };
     if let Some(sent) = object["metadata"]["namespace"].as_str() {
         if kind.namespaced() && !sent.is_empty() && sent != namespace {
             return Err(ApiError::bad_request(
@@ -427,6 +429,7 @@ async fn collection(
             kind,
             namespace: namespace.map(str::to_string),
             matching: Box::new(matching),
+            table: table::wanted(&call.accept),
             sender,
         };
         tokio::spawn(watch.run(from, initial_events, timeout));
@@ -469,11 +472,23 @@ struct Watch {
     kind: Kind,
     namespace: Option<String>,
     matching: Box<dyn Fn(&Value) -> bool + Send + Sync>,
+    /// Each object sent as a one-row Table (`kubectl get -w`).
+    table: bool,
     sender: tokio::sync::mpsc::Sender<Bytes>,
 }
 
 impl Watch {
     async fn send(&self, kind: &str, object: &Value) -> bool {
+        let object = match kind {
+            "ADDED" | "MODIFIED" | "DELETED" if self.table => {
+                let version = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                table::table(self.kind, std::slice::from_ref(object), version)
+            }
+            _ => object.clone(),
+        };
         let mut line =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         line.push(b'\n');

@@ -25,9 +25,10 @@
 //!   watch, delete) exist; no update or patch (405), no other kinds. OpenAPI has no
 //!   schemas: v3 only says that the server validates fields itself, v2 (for older
 //!   kubectl) is an empty document, so kubectl skips its own validation either way.
-//! - JSON only: a protobuf body (what kubectl's typed generators such as
-//!   `kubectl create secret generic` send) is answered 415; `kubectl create -f` and
-//!   `kubectl apply -f` send JSON.
+//! - Answers are JSON. Bodies are JSON, or protobuf for the secrets and namespaces that
+//!   kubectl's typed generators send (`kubectl create secret generic|docker-registry`,
+//!   `kubectl create namespace`); a protobuf pod is answered 415 (kubectl sends pods as
+//!   JSON).
 //! - Watches send an object's event when it matches the selectors now (no synthetic
 //!   DELETED when it stops matching); lists are never paginated; a list at an exact older
 //!   resourceVersion is answered 410; a watch from before the history kept (10 000
@@ -42,6 +43,7 @@
 mod agent;
 mod api;
 mod objects;
+mod protobuf;
 mod runtime;
 mod select;
 mod store;

@@ -388,7 +388,9 @@ fn tag_of(image: &str) -> Option<&str> {
 }
 
 fn admit_secret(secret: &mut Value, causes: &mut Causes) {
-    default(secret, "type", json!("Opaque"));
+    if secret["type"].as_str().is_none_or(str::is_empty) {
+        secret["type"] = json!("Opaque");
+    }
     if !secret["data"].is_object() {
         secret["data"] = json!({});
     }

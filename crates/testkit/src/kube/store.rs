@@ -105,13 +105,10 @@ impl Store {
             logs: HashMap::new(),
         };
         for namespace in ["default", "kube-system", "kube-public"] {
-            objects
-                .create(
-                    Kind::Namespace,
-                    "",
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
-                )
-                .expect("a fresh store has no namespaces");
+            let admitted =
+                super::objects::admit(Kind::Namespace, json!({"metadata": {"name": namespace}}))
+                    .and_then(|ns| objects.create(Kind::Namespace, "", ns));
+            admitted.expect("a fresh store takes the built-in namespaces");
         }
         let (changed, _) = tokio::sync::watch::channel(objects.resource_version);
         Store {
