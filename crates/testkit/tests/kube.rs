@@ -362,7 +362,7 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
     assert_eq!(status, 201);
     let mut spec = pod(
         "build",
-        "echo \"GREETING=$GREETING FROM_IMAGE=$FROM_IMAGE HOME_REF=$HOME_REF\"; \
+        "echo \"GREETING=$GREETING FROM_IMAGE=$FROM_IMAGE HOME_REF=$HOME_REF POD=$POD REQUEST=$REQUEST\"; \
          cat /request/build.json; echo; ls -l /request/build.json | cut -c1-10; id -u; id -g; pwd; \
          echo scratch > /scratch/file && cat /scratch/file; \
          printf 'sha256:1234' > /dev/termination-log",
@@ -370,6 +370,8 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
     spec["spec"]["containers"][0]["env"] = json!([
         {"name": "GREETING", "value": "hi"},
         {"name": "HOME_REF", "value": "$(GREETING)-there"},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "REQUEST", "valueFrom": {"secretKeyRef": {"name": "request", "key": "build.json"}}},
     ]);
     spec["spec"]["containers"][0]["volumeMounts"] = json!([
         {"name": "request", "mountPath": "/request", "readOnly": true},
@@ -402,7 +404,7 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
     assert_eq!(status, 200);
     assert_eq!(
         log,
-        "GREETING=hi FROM_IMAGE=yes HOME_REF=hi-there\n{\"app\":\"hello\"}\n-r--r-----\n1000\n1000\n/home/cnb\nscratch\n"
+        "GREETING=hi FROM_IMAGE=yes HOME_REF=hi-there POD=build REQUEST={\"app\":\"hello\"}\n{\"app\":\"hello\"}\n-r--r-----\n1000\n1000\n/home/cnb\nscratch\n"
     );
 }
 

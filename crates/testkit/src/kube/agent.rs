@@ -6,107 +6,22 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::env::{environment, expand};
+use super::node::{Log, Node, PodRuntime, Stop};
 use super::objects::now;
 use super::runtime::{self, Container, ImageConfig, Mount};
-use super::store::{Kind, Objects, Store};
+use super::store::{Kind, Store};
 
-/// A log keeps at most this much; the rest of what a container writes is dropped.
-const LOG_LIMIT: usize = 16 << 20;
 /// The termination message is cut to this, as the kubelet does.
 const MESSAGE_LIMIT: usize = 4096;
 /// The first wait after a failed pull; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
-
-/// The node: the objects it reports to and where it keeps pods' files.
-pub(crate) struct Node {
-    pub(crate) store: Arc<Store>,
-    pub(crate) work: PathBuf,
-}
-
-/// What the output of a pod's container is kept in, for `pods/log`.
-pub(crate) struct Log {
-    state: Mutex<(Vec<u8>, bool)>,
-    changed: tokio::sync::watch::Sender<()>,
-}
-
-impl Log {
-    fn new() -> Log {
-        Log {
-            state: Mutex::new((Vec::new(), false)),
-            changed: tokio::sync::watch::channel(()).0,
-        }
-    }
-
-    fn append(&self, data: &[u8]) {
-        {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let room = LOG_LIMIT.saturating_sub(state.0.len());
-            state.0.extend_from_slice(&data[..data.len().min(room)]);
-        }
-        self.changed.send_replace(());
-    }
-
-    /// No more output will come: the container ended or never started.
-    fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
-        self.changed.send_replace(());
-    }
-
-    /// What was written from `offset` on, and whether that is all there will be.
-    pub(crate) fn read_from(&self, offset: usize) -> (Vec<u8>, bool) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (state.0.get(offset..).unwrap_or_default().to_vec(), state.1)
-    }
-
-    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
-        self.changed.subscribe()
-    }
-}
-
-/// Why the agent stops a pod before its container ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Stop {
-    Deleted,
-    Evicted(String),
-}
-
-/// What the API server and the agent share about a pod while the agent works on it.
-pub(crate) struct PodRuntime {
-    stop: Mutex<Option<Stop>>,
-    wake: Condvar,
-}
-
-impl PodRuntime {
-    /// Asks the agent to stop the pod; the first reason given wins.
-    pub(crate) fn stop(&self, why: Stop) {
-        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
-        stop.get_or_insert(why);
-        self.wake.notify_all();
-    }
-}
-
-/// Registers the new pod with the node, under the store's lock, so that a delete that
-/// comes before its thread starts finds it.
-pub(crate) fn register(objects: &mut Objects, pod: &Value) {
-    let uid = pod["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    objects.running.insert(
-        uid.clone(),
-        Arc::new(PodRuntime {
-            stop: Mutex::new(None),
-            wake: Condvar::new(),
-        }),
-    );
-    objects.logs.insert(uid, Arc::new(Log::new()));
-}
 
 /// Starts the pod's thread.
 pub(crate) fn spawn(node: Arc<Node>, pod: Value) {
@@ -308,7 +223,13 @@ impl Agent {
             writable: true,
         });
 
-        let env = environment(config, container, &self.name);
+        let secret = |name: &str| {
+            self.store
+                .with(|o| o.get(Kind::Secret, &self.namespace, name))
+                .ok()
+        };
+        let env = environment(config, &self.pod, container, secret)
+            .map_err(|message| ("CreateContainerConfigError", message))?;
         let expanded = |items: &Value| -> Vec<String> {
             items
                 .as_array()
@@ -712,71 +633,4 @@ fn conditions(ready: bool, reason: Option<&str>) -> Value {
         condition("ContainersReady", ready_status),
         condition("PodScheduled", "True"),
     ])
-}
-
-/// The container's environment: the image's, `HOSTNAME`, then the container's own
-/// `env` (`$(NAME)` references to earlier ones expanded; `valueFrom` is not supported).
-fn environment(config: &ImageConfig, container: &Value, hostname: &str) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let set = |env: &mut Vec<(String, String)>, name: String, value: String| {
-        env.retain(|(n, _)| *n != name);
-        env.push((name, value));
-    };
-    for entry in &config.env {
-        let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
-        set(&mut env, name.to_string(), value.to_string());
-    }
-    set(&mut env, "HOSTNAME".into(), hostname.to_string());
-    for var in container["env"].as_array().into_iter().flatten() {
-        let Some(name) = var["name"].as_str() else {
-            continue;
-        };
-        let value = expand(var["value"].as_str().unwrap_or_default(), &env);
-        set(&mut env, name.to_string(), value);
-    }
-    env
-}
-
-/// Expands `$(NAME)` to the variable's value as Kubernetes does; `$$` is a literal `$`
-/// and a reference to an unknown name stays as written.
-fn expand(text: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
-            match env.iter().rev().find(|(n, _)| n == name) {
-                Some((_, value)) => out.push_str(value),
-                None => {
-                    out.push_str("$(");
-                    out.push_str(name);
-                    out.push(')');
-                }
-            }
-            rest = tail;
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_expand_as_kubernetes_does() {
-        let env = vec![("A".to_string(), "1".to_string())];
-        assert_eq!(expand("x$(A)y", &env), "x1y");
-        assert_eq!(expand("$$(A)", &env), "$(A)");
-        assert_eq!(expand("$(B)", &env), "$(B)");
-        assert_eq!(expand("cost $5", &env), "cost $5");
-    }
 }

@@ -15,7 +15,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 
-use super::agent::{self, Node, Stop};
+use super::agent;
+use super::node::{self, Node, Stop};
 use super::objects::{admit, now, ApiError};
 use super::select::{parse_query, FieldSelector, LabelSelector};
 use super::store::{Change, Kind};
@@ -334,7 +335,7 @@ fn create(call: &Call, kind: Kind, namespace: &str) -> Result<Response<Body>, Ap
     let created = call.node.store.with(|o| {
         let created = o.create(kind, namespace, object)?;
         if kind == Kind::Pod {
-            agent::register(o, &created);
+            node::register(o, &created);
         }
         Ok::<_, ApiError>(created)
     })?;

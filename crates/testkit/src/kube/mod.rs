@@ -10,7 +10,8 @@
 //! - What runs: each pod's first container is pulled from its registry with `skopeo`
 //!   (with the pod's `imagePullSecrets` as the auth file), unpacked with `umoci` and run
 //!   with `bwrap` as the kubelet would run it: the image's entrypoint and cmd or the
-//!   container's command and args (`$(VAR)` expanded), its env, working directory and user
+//!   container's command and args (`$(VAR)` expanded), its env (values, `fieldRef`s to
+//!   the pod's metadata, `secretKeyRef`s), working directory and user
 //!   (`runAsUser`/`runAsGroup`, else the image's `User`; `runAsNonRoot` enforced), Secret
 //!   and emptyDir volumes, the termination message file, its own pid, mount, ipc and uts
 //!   namespaces on the host's network. Its output is the pod's log; the pod's status goes
@@ -42,6 +43,8 @@
 
 mod agent;
 mod api;
+mod env;
+mod node;
 mod objects;
 mod protobuf;
 mod runtime;
@@ -54,7 +57,7 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
 
-use agent::{Node, Stop};
+use node::{Node, Stop};
 use store::{Kind, Store};
 
 /// A running test API server and its node; both stop when it is dropped, killing every

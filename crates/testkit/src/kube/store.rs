@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::agent::PodRuntime;
+use super::node::{Log, PodRuntime};
 use super::objects::{now, ApiError};
 
 /// How many changes the history keeps; a watch from before the oldest is told 410.
@@ -148,7 +148,7 @@ pub(crate) struct Objects {
     /// Pods whose agent is still at work, by uid.
     pub(crate) running: HashMap<String, Arc<PodRuntime>>,
     /// The log of every pod that exists, by uid.
-    pub(crate) logs: HashMap<String, Arc<super::agent::Log>>,
+    pub(crate) logs: HashMap<String, Arc<Log>>,
 }
 
 impl Objects {
