@@ -69,7 +69,7 @@ impl Cluster {
         let addr = self.server.url().trim_start_matches("http://").to_string();
         let mut stream = TcpStream::connect(&addr).unwrap();
         stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
+            .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         write!(
@@ -122,7 +122,7 @@ impl Cluster {
     }
 
     fn wait_phase(&self, name: &str, phase: &str) -> Value {
-        self.wait_pod(name, Duration::from_secs(60), |p| {
+        self.wait_pod(name, Duration::from_secs(120), |p| {
             p["status"]["phase"] == phase
         })
     }
@@ -317,7 +317,7 @@ spec:
             .is_string()
     );
 
-    cluster.wait_pod("counter", Duration::from_secs(60), |p| {
+    cluster.wait_pod("counter", Duration::from_secs(120), |p| {
         p["status"]["phase"] == "Running" || p["status"]["phase"] == "Succeeded"
     });
     let logs = cluster.kubectl(&["logs", "-f", "counter", "-c", "main"]);
@@ -440,7 +440,7 @@ fn an_image_that_cannot_be_pulled_leaves_the_pod_pending() {
         Registry::shared().repo("kube/nothing-here")
     ));
     cluster.create_pod(&spec);
-    let pending = cluster.wait_pod("unpullable", Duration::from_secs(60), |p| {
+    let pending = cluster.wait_pod("unpullable", Duration::from_secs(120), |p| {
         let reason = &p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
         reason == "ErrImagePull" || reason == "ImagePullBackOff"
     });
@@ -488,7 +488,7 @@ fn run_as_non_root_refuses_a_root_user() {
     let mut spec = pod("rooted", "true");
     spec["spec"]["securityContext"]["runAsUser"] = json!(0);
     cluster.create_pod(&spec);
-    cluster.wait_pod("rooted", Duration::from_secs(60), |p| {
+    cluster.wait_pod("rooted", Duration::from_secs(120), |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             == "CreateContainerConfigError"
     });
@@ -690,7 +690,7 @@ fn a_pull_secret_lets_the_node_pull_from_a_registry_with_auth() {
     cluster.create_pod(&with);
 
     cluster.wait_phase("authenticated", "Succeeded");
-    let refused = cluster.wait_pod("anonymous", Duration::from_secs(60), |p| {
+    let refused = cluster.wait_pod("anonymous", Duration::from_secs(120), |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
     });
     assert_eq!(refused["status"]["phase"], "Pending");

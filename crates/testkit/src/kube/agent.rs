@@ -29,14 +29,43 @@ pub(crate) fn spawn(node: Arc<Node>, pod: Value) {
         "pod {}",
         pod["metadata"]["name"].as_str().unwrap_or_default()
     );
-    let started = std::thread::Builder::new().name(name).spawn(move || {
-        if let Some(agent) = Agent::new(node, pod) {
-            agent.run();
-        }
-    });
+    let (node_again, pod_again) = (node.clone(), pod.clone());
+    let started =
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || match Agent::new(&node, &pod) {
+                Ok(agent) => agent.run(),
+                Err(message) => abandon(&node, &pod, &message),
+            });
     if let Err(e) = started {
-        tracing::warn!("could not start a pod thread: {e}");
+        abandon(
+            &node_again,
+            &pod_again,
+            &format!("starting the pod's thread: {e}"),
+        );
     }
+}
+
+/// The node cannot run the pod at all: it fails, and a delete removes it at once.
+fn abandon(node: &Node, pod: &Value, message: &str) {
+    tracing::warn!("the test node cannot run a pod: {message}");
+    let metadata = &pod["metadata"];
+    let (namespace, name, uid) = (
+        metadata["namespace"].as_str().unwrap_or_default(),
+        metadata["name"].as_str().unwrap_or_default(),
+        metadata["uid"].as_str().unwrap_or_default(),
+    );
+    node.store.with(|o| {
+        if let Some(log) = o.logs.get(uid) {
+            log.close();
+        }
+        o.running.remove(uid);
+        o.update(Kind::Pod, namespace, name, uid, |pod| {
+            pod["status"]["phase"] = json!("Failed");
+            pod["status"]["reason"] = json!("NodeError");
+            pod["status"]["message"] = json!(message);
+        });
+    });
 }
 
 /// Why the pod's process ended early.
@@ -68,34 +97,32 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(node: Arc<Node>, pod: Value) -> Option<Agent> {
+    fn new(node: &Arc<Node>, pod: &Value) -> Result<Agent, String> {
         let metadata = &pod["metadata"];
-        let (namespace, name, uid) = (
-            metadata["namespace"].as_str()?.to_string(),
-            metadata["name"].as_str()?.to_string(),
-            metadata["uid"].as_str()?.to_string(),
-        );
+        let field = |name: &str| {
+            metadata[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("the pod has no metadata.{name}"))
+        };
+        let (namespace, name, uid) = (field("namespace")?, field("name")?, field("uid")?);
         let (runtime, log) = node
             .store
-            .with(|o| Some((o.running.get(&uid)?.clone(), o.logs.get(&uid)?.clone())))?;
+            .with(|o| Some((o.running.get(&uid)?.clone(), o.logs.get(&uid)?.clone())))
+            .ok_or("the pod was not registered with the node")?;
         let deadline = pod["spec"]["activeDeadlineSeconds"]
             .as_u64()
             .map(|s| Instant::now() + Duration::from_secs(s));
-        let work = match tempfile::tempdir_in(&node.work) {
-            Ok(work) => work,
-            Err(e) => {
-                tracing::warn!("no work directory for pod {name}: {e}");
-                return None;
-            }
-        };
-        Some(Agent {
+        let work = tempfile::tempdir_in(&node.work)
+            .map_err(|e| format!("no work directory for pod {name}: {e}"))?;
+        Ok(Agent {
             store: node.store.clone(),
             runtime,
             log,
             namespace,
             name,
             uid,
-            pod,
+            pod: pod.clone(),
             deadline,
             work,
             started_at: None,
@@ -150,14 +177,14 @@ impl Agent {
         if let Err(message) = self.tool(runtime::unpack_command(&layout, &bundle))? {
             let message = format!("unpacking the image: {message}");
             self.waiting("CreateContainerError", Some(&message));
-            return self.park();
+            return Err(self.park());
         }
         let termination = self.work.path().join("termination-log");
         let sandbox = match self.sandbox(&container, &config, &bundle, mounts, &termination) {
             Ok(sandbox) => sandbox,
             Err((reason, message)) => {
                 self.waiting(reason, Some(&message));
-                return self.park();
+                return Err(self.park());
             }
         };
         let status = self.execute(sandbox.command())?;
@@ -286,7 +313,11 @@ impl Agent {
             };
             let source = self.work.path().join("volumes").join(name);
             if volume.get("emptyDir").is_some() {
-                std::fs::create_dir_all(&source).map_err(|_| Interrupt::Deadline)?;
+                if let Err(e) = std::fs::create_dir_all(&source) {
+                    let message = format!("MountVolume.SetUp failed for volume \"{name}\": {e}");
+                    self.waiting("ContainerCreating", Some(&message));
+                    return Err(self.park());
+                }
             } else if let Some(secret_name) = volume["secret"]["secretName"].as_str() {
                 loop {
                     let secret = self
@@ -461,7 +492,7 @@ impl Agent {
             match child.try_wait() {
                 Ok(Some(status)) => return Ok(status),
                 Ok(None) => {}
-                Err(_) => return child.wait().map_err(|_| Interrupt::Deadline),
+                Err(_) => return Ok(child.wait().unwrap_or(ExitStatus::from_raw(128 << 8))),
             }
             if let Err(interrupt) = self.pause(Duration::from_millis(50)) {
                 let _ = child.kill();
@@ -497,9 +528,11 @@ impl Agent {
     }
 
     /// Waits until the pod is stopped or reaches its deadline: the container cannot start.
-    fn park(&self) -> Result<Exit, Interrupt> {
+    fn park(&self) -> Interrupt {
         loop {
-            self.pause(Duration::from_secs(3600))?;
+            if let Err(interrupt) = self.pause(Duration::from_secs(3600)) {
+                return interrupt;
+            }
         }
     }
 
