@@ -250,7 +250,7 @@ spec:
         tiny_image()
     );
     let manifest_path = cluster.dir.path().join("pod.yaml");
-    std::fs::write(&manifest_path, manifest).unwrap();
+    std::fs::write(&manifest_path, &manifest).unwrap();
     let applied = cluster.kubectl(&["apply", "-f", manifest_path.to_str().unwrap()]);
     assert!(applied.contains("pod/counter created"), "{applied}");
 
@@ -316,6 +316,23 @@ spec:
         got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
             .is_string()
     );
+
+    // Applying a changed manifest patches the pod.
+    std::fs::write(
+        &manifest_path,
+        manifest.replace("lineage: abc", "lineage: def"),
+    )
+    .unwrap();
+    let applied = cluster.kubectl(&["apply", "-f", manifest_path.to_str().unwrap()]);
+    assert!(applied.contains("pod/counter configured"), "{applied}");
+    let relabelled = cluster.kubectl(&[
+        "get",
+        "pod",
+        "counter",
+        "-o",
+        "jsonpath={.metadata.labels.kpackd\\.dev/lineage}",
+    ]);
+    assert_eq!(relabelled, "def");
 
     cluster.wait_pod("counter", Duration::from_secs(120), |p| {
         p["status"]["phase"] == "Running" || p["status"]["phase"] == "Succeeded"
@@ -699,4 +716,70 @@ fn a_pull_secret_lets_the_node_pull_from_a_registry_with_auth() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn updates_check_the_resource_version_and_what_may_change() {
+    let cluster = Cluster::start();
+    cluster.create_pod(&pod("labelled", "exec sleep 600"));
+    let labelled = cluster.kubectl(&["label", "pod", "labelled", "kpackd.dev/lineage=l1"]);
+    assert!(labelled.contains("pod/labelled labeled"), "{labelled}");
+    cluster.kubectl(&["annotate", "pod", "labelled", "note=kept"]);
+    let pod = cluster.pod("labelled").unwrap();
+    assert_eq!(pod["metadata"]["labels"]["kpackd.dev/lineage"], "l1");
+    assert_eq!(pod["metadata"]["annotations"]["note"], "kept");
+
+    let mut stale = pod.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (status, conflict) = cluster.json(
+        "PUT",
+        "/api/v1/namespaces/default/pods/labelled",
+        Some(&stale),
+    );
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["reason"], "Conflict");
+
+    let mut respecced = cluster.pod("labelled").unwrap();
+    respecced["spec"]["restartPolicy"] = json!("Always");
+    let (status, invalid) = cluster.json(
+        "PUT",
+        "/api/v1/namespaces/default/pods/labelled",
+        Some(&respecced),
+    );
+    assert_eq!(status, 422, "{invalid}");
+
+    let (status, _) = cluster.json(
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        Some(&json!({"metadata": {"name": "s"}, "stringData": {"a": "1"}})),
+    );
+    assert_eq!(status, 201);
+    let patch = r#"{"stringData":{"b":"2"}}"#;
+    cluster.kubectl(&["patch", "secret", "s", "--type=merge", "-p", patch]);
+    let secret: Value =
+        serde_json::from_str(&cluster.kubectl(&["get", "secret", "s", "-o", "json"])).unwrap();
+    assert_eq!(secret["data"], json!({"a": "MQ==", "b": "Mg=="}));
+    cluster.kubectl(&["delete", "pod", "labelled"]);
+}
+
+#[test]
+fn deleting_an_owner_deletes_what_it_owns() {
+    let cluster = Cluster::start();
+    let owner = cluster.create_pod(&pod("owner", "exec sleep 600"));
+    let (status, _) = cluster.json(
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        Some(&json!({
+            "metadata": {"name": "owned", "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Pod", "name": "owner",
+                "uid": owner["metadata"]["uid"], "controller": true,
+            }]},
+            "stringData": {"request": "{}"},
+        })),
+    );
+    assert_eq!(status, 201);
+    cluster.wait_phase("owner", "Running");
+    cluster.kubectl(&["delete", "pod", "owner"]);
+    let (status, _) = cluster.http("GET", "/api/v1/namespaces/default/secrets/owned", None);
+    assert_eq!(status, 404);
 }

@@ -20,6 +20,7 @@ use super::node::{self, Node, Stop};
 use super::objects::{admit, now, ApiError};
 use super::select::{parse_query, FieldSelector, LabelSelector};
 use super::store::{Change, Kind};
+use super::update::{admit_update, changes, merge, Patch};
 use super::{protobuf, table};
 
 /// A request body larger than this is refused, as the real server's limit is about 3 MB.
@@ -83,11 +84,12 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let protobuf = request
+    let content_type = request
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.contains("protobuf"));
+        .unwrap_or_default()
+        .to_string();
     let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
         match read_body(request.into_body()).await {
             Ok(body) => body,
@@ -102,7 +104,7 @@ pub(crate) async fn handle(
         query,
         accept,
         body,
-        protobuf,
+        content_type,
     };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     Ok(match route(&call, &segments).await {
@@ -131,8 +133,8 @@ struct Call {
     query: HashMap<String, String>,
     accept: String,
     body: Bytes,
-    /// The body is protobuf (kubectl's typed generators), not JSON.
-    protobuf: bool,
+    /// JSON, protobuf (kubectl's typed generators) or a patch type.
+    content_type: String,
 }
 
 async fn route(call: &Call, segments: &[&str]) -> Result<Response<Body>, ApiError> {
@@ -172,6 +174,7 @@ async fn route(call: &Call, segments: &[&str]) -> Result<Response<Body>, ApiErro
                 .store
                 .with(|o| o.get(Kind::Namespace, "", name))
                 .map(|ns| object_response(call, Kind::Namespace, &ns)),
+            Method::PUT | Method::PATCH => update(call, Kind::Namespace, "", name),
             _ => Err(ApiError::method_not_allowed(call.method.as_str())),
         },
         ["api", "v1", "namespaces", namespace, resource] => {
@@ -193,6 +196,7 @@ async fn route(call: &Call, segments: &[&str]) -> Result<Response<Body>, ApiErro
                     .with(|o| o.get(kind, namespace, name))
                     .map(|object| object_response(call, kind, &object)),
                 Method::DELETE => delete(call, kind, namespace, name),
+                Method::PUT | Method::PATCH => update(call, kind, namespace, name),
                 _ => Err(ApiError::method_not_allowed(call.method.as_str())),
             }
         }
@@ -229,13 +233,13 @@ fn version() -> Value {
 
 /// The APIResourceList of the core group, as far as this server serves it.
 fn resources() -> Value {
-    let verbs = json!(["create", "delete", "get", "list", "watch"]);
+    let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
     json!({
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
             {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
-             "verbs": ["create", "get", "list", "watch"], "shortNames": ["ns"]},
+             "verbs": ["create", "get", "list", "patch", "update", "watch"], "shortNames": ["ns"]},
             {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
              "verbs": verbs, "shortNames": ["po"], "categories": ["all"]},
             {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
@@ -305,7 +309,7 @@ fn object_response(call: &Call, kind: Kind, object: &Value) -> Response<Body> {
 }
 
 fn create(call: &Call, kind: Kind, namespace: &str) -> Result<Response<Body>, ApiError> {
-    let object: Value = if call.protobuf {
+    let object: Value = if call.content_type.contains("protobuf") {
         protobuf::decode(kind, &call.body).map_err(|message| ApiError {
             code: 415,
             reason: "UnsupportedMediaType",
@@ -343,6 +347,41 @@ fn create(call: &Call, kind: Kind, namespace: &str) -> Result<Response<Body>, Ap
         agent::spawn(call.node.clone(), created.clone());
     }
     Ok(json_response(201, &created))
+}
+
+/// A PUT replacing the object or a PATCH merging into it.
+fn update(
+    call: &Call,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Response<Body>, ApiError> {
+    let patch = match call.method {
+        Method::PATCH => Some(Patch::from_content_type(&call.content_type)?),
+        _ => None,
+    };
+    let body: Value = serde_json::from_slice(&call.body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    let dry_run = call.query.get("dryRun").is_some_and(|d| d == "All");
+    let updated = call.node.store.with(|o| {
+        let current = o.get(kind, namespace, name)?;
+        let desired = match patch {
+            Some(Patch::Merge | Patch::StrategicMerge) => {
+                let mut desired = current.clone();
+                merge(&mut desired, &body);
+                desired
+            }
+            None => body,
+        };
+        let next = admit_update(kind, &current, desired)?;
+        if dry_run || !changes(&current, &next) {
+            return Ok(if dry_run { next } else { current });
+        }
+        let uid = current["metadata"]["uid"].as_str().unwrap_or_default();
+        o.update(kind, namespace, name, uid, |object| *object = next)
+            .ok_or_else(|| ApiError::not_found(kind, name))
+    })?;
+    Ok(json_response(200, &updated))
 }
 
 /// Deletes at once, but a pod whose agent is still at work: it is marked (its

@@ -22,8 +22,10 @@
 //!
 //! # What is simplified
 //! - Plain HTTP, no authentication or authorization, one node, everything in memory.
-//! - Only namespaces (create, get, list, watch), pods and secrets (create, get, list,
-//!   watch, delete) exist; no update or patch (405), no other kinds. OpenAPI has no
+//! - Only namespaces (create, get, list, watch, update), pods and secrets (create, get,
+//!   list, watch, update, delete) exist, no other kinds. Updates are PUT or a merge
+//!   PATCH (a strategic merge patch is read as one: its lists replace whole); JSON patch
+//!   and server-side apply are answered 415. OpenAPI has no
 //!   schemas: v3 only says that the server validates fields itself, v2 (for older
 //!   kubectl) is an empty document, so kubectl skips its own validation either way.
 //! - Answers are JSON. Bodies are JSON, or protobuf for the secrets and namespaces that
@@ -51,6 +53,7 @@ mod runtime;
 mod select;
 mod store;
 mod table;
+mod update;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -277,17 +277,54 @@ impl Objects {
         Some(object)
     }
 
-    /// Removes the object; the DELETED change carries a new resourceVersion.
+    /// Removes the object; the DELETED change carries a new resourceVersion. Then the
+    /// objects it owned go too, as the garbage collector does with the dependents named
+    /// by their `ownerReferences`: at once, a running pod through its agent.
     pub(crate) fn remove(&mut self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let mut object = self
             .objects
             .remove(&(kind, namespace.to_string(), name.to_string()))?;
         object["metadata"]["resourceVersion"] = json!(self.next_version());
-        if let Some(uid) = object["metadata"]["uid"].as_str() {
-            self.logs.remove(uid);
-        }
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.logs.remove(&uid);
         self.record(Change::Deleted, kind, namespace, object.clone());
+        self.collect_garbage(&uid);
         Some(object)
+    }
+
+    fn collect_garbage(&mut self, owner: &str) {
+        let dependents: Vec<(Kind, String, String, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, object)| {
+                object["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner))
+            })
+            .map(|((kind, namespace, name), object)| {
+                let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
+                (*kind, namespace.clone(), name.clone(), uid.to_string())
+            })
+            .collect();
+        for (kind, namespace, name, uid) in dependents {
+            match self.running.get(&uid).cloned() {
+                Some(runtime) if kind == Kind::Pod => {
+                    self.update(kind, &namespace, &name, &uid, |pod| {
+                        if pod["metadata"]["deletionTimestamp"].is_null() {
+                            pod["metadata"]["deletionTimestamp"] = json!(now());
+                            pod["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                        }
+                    });
+                    runtime.stop(super::node::Stop::Deleted);
+                }
+                _ => {
+                    self.remove(kind, &namespace, &name);
+                }
+            }
+        }
     }
 
     /// Forgets the history up to now, as etcd's compaction does: a watch from any
