@@ -783,3 +783,35 @@ fn deleting_an_owner_deletes_what_it_owns() {
     let (status, _) = cluster.http("GET", "/api/v1/namespaces/default/secrets/owned", None);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn deleting_a_namespace_deletes_what_is_in_it() {
+    let cluster = Cluster::start();
+    cluster.kubectl(&["create", "namespace", "scratch"]);
+    cluster.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "scratch",
+        "--from-literal=a=b",
+    ]);
+    let mut sleeper = pod("sleeper", "exec sleep 600");
+    sleeper["metadata"]["namespace"] = json!("scratch");
+    let (status, _) = cluster.json("POST", "/api/v1/namespaces/scratch/pods", Some(&sleeper));
+    assert_eq!(status, 201);
+    let deleted = cluster.kubectl(&["delete", "namespace", "scratch", "--timeout=60s"]);
+    assert!(
+        deleted.contains("namespace \"scratch\" deleted"),
+        "{deleted}"
+    );
+    for path in [
+        "/api/v1/namespaces/scratch",
+        "/api/v1/namespaces/scratch/pods/sleeper",
+        "/api/v1/namespaces/scratch/secrets/s",
+    ] {
+        let (status, _) = cluster.http("GET", path, None);
+        assert_eq!(status, 404, "{path}");
+    }
+}

@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 
 use super::agent;
-use super::node::{self, Node, Stop};
+use super::node::{self, Node};
 use super::objects::{admit, now, ApiError};
 use super::select::{parse_query, FieldSelector, LabelSelector};
 use super::store::{Change, Kind};
@@ -175,6 +175,7 @@ async fn route(call: &Call, segments: &[&str]) -> Result<Response<Body>, ApiErro
                 .with(|o| o.get(Kind::Namespace, "", name))
                 .map(|ns| object_response(call, Kind::Namespace, &ns)),
             Method::PUT | Method::PATCH => update(call, Kind::Namespace, "", name),
+            Method::DELETE => delete(call, Kind::Namespace, "", name),
             _ => Err(ApiError::method_not_allowed(call.method.as_str())),
         },
         ["api", "v1", "namespaces", namespace, resource] => {
@@ -239,7 +240,7 @@ fn resources() -> Value {
         "groupVersion": "v1",
         "resources": [
             {"name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
-             "verbs": ["create", "get", "list", "patch", "update", "watch"], "shortNames": ["ns"]},
+             "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": ["ns"]},
             {"name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
              "verbs": verbs, "shortNames": ["po"], "categories": ["all"]},
             {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
@@ -411,24 +412,7 @@ fn delete(
                 });
             }
         }
-        if kind == Kind::Pod {
-            if let Some(runtime) = o.running.get(&uid).cloned() {
-                if !object["metadata"]["deletionTimestamp"].is_null() {
-                    return Ok(object);
-                }
-                let grace = options["gracePeriodSeconds"]
-                    .as_i64()
-                    .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30);
-                let marked = o.update(kind, namespace, name, &uid, |pod| {
-                    pod["metadata"]["deletionTimestamp"] = json!(now());
-                    pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                });
-                runtime.stop(Stop::Deleted);
-                return Ok(marked.unwrap_or(object));
-            }
-        }
-        Ok(o.remove(kind, namespace, name).unwrap_or(object))
+        o.delete(kind, namespace, name, options["gracePeriodSeconds"].as_i64())
     })?;
     Ok(json_response(200, &deleted))
 }

@@ -22,8 +22,9 @@
 //!
 //! # What is simplified
 //! - Plain HTTP, no authentication or authorization, one node, everything in memory.
-//! - Only namespaces (create, get, list, watch, update), pods and secrets (create, get,
-//!   list, watch, update, delete) exist, no other kinds. Updates are PUT or a merge
+//! - Only namespaces, pods and secrets exist (create, get, list, watch, update, delete),
+//!   no other kinds. Deleting a namespace deletes what is in it; deleting an object
+//!   deletes the objects whose `ownerReferences` name it, at once. Updates are PUT or a merge
 //!   PATCH (a strategic merge patch is read as one: its lists replace whole); JSON patch
 //!   and server-side apply are answered 415. OpenAPI has no
 //!   schemas: v3 only says that the server validates fields itself, v2 (for older

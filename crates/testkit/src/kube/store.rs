@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use super::node::{Log, PodRuntime};
+use super::node::{Log, PodRuntime, Stop};
 use super::objects::{now, ApiError};
 
 /// How many changes the history keeps; a watch from before the oldest is told 410.
@@ -189,12 +189,8 @@ impl Objects {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if kind.namespaced()
-            && !self
-                .objects
-                .contains_key(&(Kind::Namespace, String::new(), namespace.to_string()))
-        {
-            return Err(ApiError::not_found(Kind::Namespace, namespace));
+        if kind.namespaced() {
+            self.check_namespace(namespace)?;
         }
         let key = (kind, namespace.to_string(), name.clone());
         if self.objects.contains_key(&key) {
@@ -277,9 +273,95 @@ impl Objects {
         Some(object)
     }
 
+    /// Deletes the object as the API server does. A pod whose agent is still at work is
+    /// only marked (its `deletionTimestamp` set) and its process told to stop; it goes when
+    /// the agent is done. A namespace is marked Terminating, everything in it deleted, and
+    /// it goes when it is empty. Anything else goes at once.
+    pub(crate) fn delete(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> Result<Value, ApiError> {
+        let object = self.get(kind, namespace, name)?;
+        let uid = object["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !object["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(object);
+        }
+        let runtime = self.running.get(&uid).cloned();
+        match (kind, runtime) {
+            (Kind::Pod, Some(runtime)) => {
+                let grace = grace
+                    .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30);
+                let marked = self.update(kind, namespace, name, &uid, |pod| {
+                    pod["metadata"]["deletionTimestamp"] = json!(now());
+                    pod["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                });
+                runtime.stop(Stop::Deleted);
+                Ok(marked.unwrap_or(object))
+            }
+            (Kind::Namespace, _) => {
+                let marked = self.update(kind, namespace, name, &uid, |ns| {
+                    ns["metadata"]["deletionTimestamp"] = json!(now());
+                    ns["status"]["phase"] = json!("Terminating");
+                });
+                let contents: Vec<(Kind, String)> = self
+                    .objects
+                    .keys()
+                    .filter(|(k, ns, _)| *k != Kind::Namespace && ns == name)
+                    .map(|(k, _, n)| (*k, n.clone()))
+                    .collect();
+                for (kind, object) in contents {
+                    let _ = self.delete(kind, name, &object, None);
+                }
+                self.finish_namespace(name);
+                Ok(marked.unwrap_or(object))
+            }
+            _ => Ok(self.remove(kind, namespace, name).unwrap_or(object)),
+        }
+    }
+
+    /// Whether objects may be created in `namespace`: 404 when it does not exist, 403 while
+    /// it terminates.
+    pub(crate) fn check_namespace(&self, namespace: &str) -> Result<(), ApiError> {
+        let ns = self.get(Kind::Namespace, "", namespace)?;
+        if ns["metadata"]["deletionTimestamp"].is_null() {
+            Ok(())
+        } else {
+            Err(ApiError {
+                code: 403,
+                reason: "Forbidden",
+                message: format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
+                details: None,
+            })
+        }
+    }
+
+    /// Removes a terminating namespace once nothing is left in it.
+    fn finish_namespace(&mut self, namespace: &str) {
+        let terminating = self
+            .get(Kind::Namespace, "", namespace)
+            .is_ok_and(|ns| !ns["metadata"]["deletionTimestamp"].is_null());
+        let empty = !self
+            .objects
+            .keys()
+            .any(|(k, ns, _)| *k != Kind::Namespace && ns == namespace);
+        if terminating && empty {
+            self.remove(Kind::Namespace, "", namespace);
+        }
+    }
+
     /// Removes the object; the DELETED change carries a new resourceVersion. Then the
-    /// objects it owned go too, as the garbage collector does with the dependents named
-    /// by their `ownerReferences`: at once, a running pod through its agent.
+    /// objects it owned are deleted too, as the garbage collector does with the
+    /// dependents named by their `ownerReferences`, and its namespace goes if it was
+    /// waiting for that.
     pub(crate) fn remove(&mut self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
         let mut object = self
             .objects
@@ -291,40 +373,23 @@ impl Objects {
             .to_string();
         self.logs.remove(&uid);
         self.record(Change::Deleted, kind, namespace, object.clone());
-        self.collect_garbage(&uid);
-        Some(object)
-    }
-
-    fn collect_garbage(&mut self, owner: &str) {
-        let dependents: Vec<(Kind, String, String, String)> = self
+        let dependents: Vec<(Kind, String, String)> = self
             .objects
             .iter()
             .filter(|(_, object)| {
                 object["metadata"]["ownerReferences"]
                     .as_array()
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner))
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()))
             })
-            .map(|((kind, namespace, name), object)| {
-                let uid = object["metadata"]["uid"].as_str().unwrap_or_default();
-                (*kind, namespace.clone(), name.clone(), uid.to_string())
-            })
+            .map(|((kind, namespace, name), _)| (*kind, namespace.clone(), name.clone()))
             .collect();
-        for (kind, namespace, name, uid) in dependents {
-            match self.running.get(&uid).cloned() {
-                Some(runtime) if kind == Kind::Pod => {
-                    self.update(kind, &namespace, &name, &uid, |pod| {
-                        if pod["metadata"]["deletionTimestamp"].is_null() {
-                            pod["metadata"]["deletionTimestamp"] = json!(now());
-                            pod["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                        }
-                    });
-                    runtime.stop(super::node::Stop::Deleted);
-                }
-                _ => {
-                    self.remove(kind, &namespace, &name);
-                }
-            }
+        for (kind, namespace, name) in dependents {
+            let _ = self.delete(kind, &namespace, &name, Some(0));
         }
+        if kind.namespaced() {
+            self.finish_namespace(namespace);
+        }
+        Some(object)
     }
 
     /// Forgets the history up to now, as etcd's compaction does: a watch from any
