@@ -815,3 +815,38 @@ fn deleting_a_namespace_deletes_what_is_in_it() {
         assert_eq!(status, 404, "{path}");
     }
 }
+
+#[test]
+fn a_watch_with_a_selector_sees_objects_enter_and_leave_it() {
+    let cluster = Cluster::start();
+    let from = cluster.server.resource_version();
+    let secret =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: moving\n  labels:\n    tier: a\n";
+    cluster.kubectl_stdin(&["create", "-f", "-"], Some(secret));
+    cluster.kubectl(&["label", "--overwrite", "secret", "moving", "tier=b"]);
+    cluster.kubectl(&["label", "--overwrite", "secret", "moving", "tier=a"]);
+    cluster.kubectl(&["create", "secret", "generic", "unlabelled"]);
+    cluster.kubectl(&["delete", "secret", "moving"]);
+    let events = watch_events(
+        &cluster,
+        &format!("/api/v1/namespaces/default/secrets?watch=1&labelSelector=tier%3Da&resourceVersion={from}&timeoutSeconds=1"),
+    );
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|(kind, o)| {
+            (
+                kind.as_str(),
+                o["metadata"]["labels"]["tier"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ADDED", "a"),
+            ("DELETED", "b"),
+            ("ADDED", "a"),
+            ("DELETED", "a")
+        ]
+    );
+}

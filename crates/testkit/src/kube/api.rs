@@ -564,10 +564,19 @@ impl Watch {
                 Ok(events) => {
                     for event in events {
                         cursor = event.resource_version;
-                        if (self.matching)(&event.object)
-                            && !self.send(event.change.as_str(), &event.object).await
-                        {
-                            return;
+                        let now = (self.matching)(&event.object);
+                        let before = event.previous.as_ref().map(|p| (self.matching)(p));
+                        let seen = match (event.change, before, now) {
+                            (Change::Modified, Some(false), true) => Some(Change::Added),
+                            (Change::Modified, Some(true), false) => Some(Change::Deleted),
+                            (Change::Modified, Some(false), false) => None,
+                            (change, _, true) => Some(change),
+                            (_, _, false) => None,
+                        };
+                        if let Some(change) = seen {
+                            if !self.send(change.as_str(), &event.object).await {
+                                return;
+                            }
                         }
                     }
                 }

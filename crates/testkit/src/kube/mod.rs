@@ -5,7 +5,8 @@
 //!   paths, JSON, status codes and `Status` errors (404 NotFound, 409 AlreadyExists, 422
 //!   Invalid with causes, 410 Expired), discovery (`/api`, `/api/v1`, `/apis`,
 //!   `/version`), server-side Tables for `kubectl get`, label and field selectors, one
-//!   global resourceVersion, watches from a resourceVersion, `pods/{name}/log` with
+//!   global resourceVersion, watches from a resourceVersion (an object that starts or
+//!   stops matching the selectors is ADDED or DELETED to the watch), `pods/{name}/log` with
 //!   `follow`.
 //! - What runs: each pod's first container is pulled from its registry with `skopeo`
 //!   (with the pod's `imagePullSecrets` as the auth file), unpacked with `umoci` and run
@@ -33,8 +34,7 @@
 //!   kubectl's typed generators send (`kubectl create secret generic|docker-registry`,
 //!   `kubectl create namespace`); a protobuf pod is answered 415 (kubectl sends pods as
 //!   JSON).
-//! - Watches send an object's event when it matches the selectors now (no synthetic
-//!   DELETED when it stops matching); lists are never paginated; a list at an exact older
+//! - Lists are never paginated; a list at an exact older
 //!   resourceVersion is answered 410; a watch from before the history kept (10 000
 //!   changes, or everything before [`ApiServer::compact`]) gets an ERROR event with a 410
 //!   Expired Status, as the real server sends.

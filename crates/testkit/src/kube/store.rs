@@ -79,6 +79,9 @@ pub(crate) struct Event {
     pub(crate) kind: Kind,
     pub(crate) namespace: String,
     pub(crate) object: Value,
+    /// What a MODIFIED object was before, so that a watch with a selector can tell an
+    /// object that starts or stops matching (ADDED or DELETED to it).
+    pub(crate) previous: Option<Value>,
 }
 
 /// A watch asked for changes the history no longer has.
@@ -156,13 +159,21 @@ impl Objects {
         self.resource_version
     }
 
-    fn record(&mut self, change: Change, kind: Kind, namespace: &str, object: Value) {
+    fn record(
+        &mut self,
+        change: Change,
+        kind: Kind,
+        namespace: &str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         self.history.push_back(Event {
             resource_version: self.resource_version,
             change,
             kind,
             namespace: namespace.to_string(),
             object,
+            previous,
         });
         while self.history.len() > HISTORY {
             if let Some(dropped) = self.history.pop_front() {
@@ -205,7 +216,7 @@ impl Objects {
             metadata["namespace"] = json!(namespace);
         }
         self.objects.insert(key, object.clone());
-        self.record(Change::Added, kind, namespace, object.clone());
+        self.record(Change::Added, kind, namespace, object.clone(), None);
         Ok(object)
     }
 
@@ -262,14 +273,21 @@ impl Objects {
         f: impl FnOnce(&mut Value),
     ) -> Option<Value> {
         let key = (kind, namespace.to_string(), name.to_string());
-        let mut object = self.objects.get(&key)?.clone();
-        if object["metadata"]["uid"] != uid {
+        let previous = self.objects.get(&key)?.clone();
+        if previous["metadata"]["uid"] != uid {
             return None;
         }
+        let mut object = previous.clone();
         f(&mut object);
         object["metadata"]["resourceVersion"] = json!(self.next_version());
         self.objects.insert(key, object.clone());
-        self.record(Change::Modified, kind, namespace, object.clone());
+        self.record(
+            Change::Modified,
+            kind,
+            namespace,
+            object.clone(),
+            Some(previous),
+        );
         Some(object)
     }
 
@@ -372,7 +390,7 @@ impl Objects {
             .unwrap_or_default()
             .to_string();
         self.logs.remove(&uid);
-        self.record(Change::Deleted, kind, namespace, object.clone());
+        self.record(Change::Deleted, kind, namespace, object.clone(), None);
         let dependents: Vec<(Kind, String, String)> = self
             .objects
             .iter()
