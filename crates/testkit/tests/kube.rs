@@ -698,13 +698,15 @@ fn a_pull_secret_lets_the_node_pull_from_a_registry_with_auth() {
     );
     assert_eq!(status, 201, "{created}");
 
-    let mut without = pod("anonymous", "echo pulled");
-    without["spec"]["containers"][0]["image"] = json!(image);
-    cluster.create_pod(&without);
-    let mut with = without.clone();
-    with["metadata"]["name"] = json!("authenticated");
+    let mut with = pod("authenticated", "echo pulled");
+    with["spec"]["containers"][0]["image"] = json!(image);
     with["spec"]["imagePullSecrets"] = json!([{"name": "registry"}]);
     cluster.create_pod(&with);
+    // Pulled again, not taken from what the other pod pulled.
+    let mut without = pod("anonymous", "echo pulled");
+    without["spec"]["containers"][0]["image"] = json!(image);
+    without["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+    cluster.create_pod(&without);
 
     cluster.wait_phase("authenticated", "Succeeded");
     let refused = cluster.wait_pod("anonymous", Duration::from_secs(120), |p| {
@@ -849,4 +851,72 @@ fn a_watch_with_a_selector_sees_objects_enter_and_leave_it() {
             ("DELETED", "a")
         ]
     );
+}
+
+#[test]
+fn pulled_images_are_kept_as_the_pull_policy_says() {
+    let cluster = Cluster::start();
+    cluster.create_pod(&pod("first", "echo first"));
+    cluster.wait_phase("first", "Succeeded");
+    let mut cached = pod("cached", "echo cached");
+    cached["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+    cluster.create_pod(&cached);
+    let done = cluster.wait_phase("cached", "Succeeded");
+    let first = cluster.pod("first").unwrap();
+    assert_eq!(
+        done["status"]["containerStatuses"][0]["imageID"],
+        first["status"]["containerStatuses"][0]["imageID"]
+    );
+
+    let mut absent = pod("absent", "true");
+    absent["spec"]["containers"][0]["image"] =
+        json!(format!("{}:other", Registry::shared().repo("kube/tiny")));
+    absent["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+    cluster.create_pod(&absent);
+    let waiting = cluster.wait_pod("absent", Duration::from_secs(120), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+    assert_eq!(waiting["status"]["phase"], "Pending");
+}
+
+/// Processes whose command line has `marker` in it.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
+#[test]
+fn pods_stopped_as_they_start_leave_no_process_behind() {
+    let cluster = Cluster::start();
+    let marker = format!("marker-{}", std::process::id());
+    let names: Vec<String> = (0..6).map(|i| format!("racer-{i}")).collect();
+    for name in &names {
+        cluster.create_pod(&pod(name, &format!("exec sleep 600 # {marker}")));
+    }
+    for (i, name) in names.iter().enumerate() {
+        cluster.wait_phase(name, "Running");
+        if i % 2 == 0 {
+            cluster.http(
+                "DELETE",
+                &format!("/api/v1/namespaces/default/pods/{name}"),
+                None,
+            );
+        } else {
+            assert!(cluster.server.evict("default", name));
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            cluster.wait_pod(name, Duration::from_secs(60), Value::is_null);
+        } else {
+            cluster.wait_phase(name, "Failed");
+        }
+    }
+    assert_eq!(processes_with(&marker), Vec::<String>::new());
 }

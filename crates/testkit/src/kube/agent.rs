@@ -4,15 +4,14 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::env::{environment, expand};
-use super::node::{Log, Node, PodRuntime, Stop};
+use super::node::{Log, Node, PodRuntime, PulledImage, Stop};
 use super::objects::now;
 use super::runtime::{self, Container, ImageConfig, Mount};
 use super::store::{Kind, Store};
@@ -82,6 +81,7 @@ struct Exit {
 }
 
 struct Agent {
+    node: Arc<Node>,
     store: Arc<Store>,
     runtime: Arc<PodRuntime>,
     log: Arc<Log>,
@@ -116,6 +116,7 @@ impl Agent {
         let work = tempfile::tempdir_in(&node.work)
             .map_err(|e| format!("no work directory for pod {name}: {e}"))?;
         Ok(Agent {
+            node: node.clone(),
             store: node.store.clone(),
             runtime,
             log,
@@ -172,15 +173,20 @@ impl Agent {
     fn lifecycle(&mut self) -> Result<Exit, Interrupt> {
         let container = self.pod["spec"]["containers"][0].clone();
         let mounts = self.volumes(&container)?;
-        let (layout, config) = self.pull(&container)?;
+        let image = self.pull(&container)?;
+        let config = &image.config;
         let bundle = self.work.path().join("bundle");
-        if let Err(message) = self.tool(runtime::unpack_command(&layout, &bundle))? {
+        let unpacked = {
+            let _one_at_a_time = image.unpacking.lock().unwrap_or_else(|e| e.into_inner());
+            self.tool(runtime::unpack_command(&image.layout, &bundle))?
+        };
+        if let Err(message) = unpacked {
             let message = format!("unpacking the image: {message}");
             self.waiting("CreateContainerError", Some(&message));
             return Err(self.park());
         }
         let termination = self.work.path().join("termination-log");
-        let sandbox = match self.sandbox(&container, &config, &bundle, mounts, &termination) {
+        let sandbox = match self.sandbox(&container, config, &bundle, mounts, &termination) {
             Ok(sandbox) => sandbox,
             Err((reason, message)) => {
                 self.waiting(reason, Some(&message));
@@ -355,10 +361,27 @@ impl Agent {
         Ok(mounts)
     }
 
-    /// Pulls the image into an OCI layout, retrying with back-off while it fails (the pod
-    /// stays Pending, waiting with `ErrImagePull`, then `ImagePullBackOff`).
-    fn pull(&mut self, container: &Value) -> Result<(PathBuf, ImageConfig), Interrupt> {
+    /// The container's image, pulled as its `imagePullPolicy` says: Always pulls, Never
+    /// takes the node's copy or waits with `ErrImageNeverPull`, IfNotPresent pulls when the
+    /// node has no copy. A pull that fails is retried with back-off (the pod stays Pending,
+    /// waiting with `ErrImagePull`, then `ImagePullBackOff`).
+    fn pull(&mut self, container: &Value) -> Result<Arc<PulledImage>, Interrupt> {
         let image = container["image"].as_str().unwrap_or_default().to_string();
+        let policy = container["imagePullPolicy"]
+            .as_str()
+            .unwrap_or("IfNotPresent");
+        if policy != "Always" {
+            if let Some(pulled) = self.node.image(&image) {
+                self.image_id = pulled.id.clone();
+                return Ok(pulled);
+            }
+        }
+        if policy == "Never" {
+            let message =
+                format!("Container image \"{image}\" is not present with pull policy of Never");
+            self.waiting("ErrImageNeverPull", Some(&message));
+            return Err(self.park());
+        }
         let authfile = self.work.path().join("auth.json");
         let mut have_auth = false;
         for secret in self.pod["spec"]["imagePullSecrets"]
@@ -377,25 +400,38 @@ impl Agent {
                 }
             }
         }
-        let layout = self.work.path().join("image");
+        let images = self.node.work.join("images");
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let _ = std::fs::remove_dir_all(&layout);
-            let command = runtime::pull_command(&image, &layout, have_auth.then_some(&*authfile));
-            let failure = match self.tool(command)? {
-                Ok(()) => match ImageConfig::read(&layout) {
-                    Ok(config) => {
-                        let repository = image.split('@').next().unwrap_or(&image);
-                        let repository = match repository.rsplit_once(':') {
-                            Some((repo, tag)) if !tag.contains('/') => repo,
-                            _ => repository,
-                        };
-                        self.image_id = format!("{repository}@{}", config.manifest_digest);
-                        return Ok((layout, config));
+            let made =
+                std::fs::create_dir_all(&images).and_then(|()| tempfile::tempdir_in(&images));
+            let failure = match made {
+                Ok(dir) => {
+                    let layout = dir.keep();
+                    let command =
+                        runtime::pull_command(&image, &layout, have_auth.then_some(&*authfile));
+                    match self.tool(command)? {
+                        Ok(()) => match ImageConfig::read(&layout) {
+                            Ok(config) => {
+                                let pulled = Arc::new(PulledImage {
+                                    id: image_id(&image, &config.manifest_digest),
+                                    layout,
+                                    config,
+                                    unpacking: Mutex::new(()),
+                                });
+                                self.node.keep_image(&image, pulled.clone());
+                                self.image_id = pulled.id.clone();
+                                return Ok(pulled);
+                            }
+                            Err(e) => format!("reading the pulled image: {e}"),
+                        },
+                        Err(message) => {
+                            let _ = std::fs::remove_dir_all(&layout);
+                            message
+                        }
                     }
-                    Err(e) => format!("reading the pulled image: {e}"),
-                },
-                Err(message) => message,
+                }
+                Err(e) => format!("no directory to pull into: {e}"),
             };
             self.waiting(
                 "ErrImagePull",
@@ -458,7 +494,9 @@ impl Agent {
             Err(e) => return Ok(self.start_error(&format!("starting bwrap: {e}"))),
         };
         let log = self.log.clone();
-        let reader = std::thread::spawn(move || {
+        let (read_all, output_ended) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _done = read_all;
             let mut buffer = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buffer) {
                 if n == 0 {
@@ -476,7 +514,9 @@ impl Agent {
         });
         self.container_state(json!({"running": {"startedAt": started}}), true, &image_id);
         let result = self.wait(child);
-        let _ = reader.join();
+        // The output ends when the last process of the sandbox does; a bound in case one
+        // escaped it.
+        let _ = output_ended.recv_timeout(Duration::from_secs(10));
         result
     }
 
@@ -495,8 +535,7 @@ impl Agent {
                 Err(_) => return Ok(child.wait().unwrap_or(ExitStatus::from_raw(128 << 8))),
             }
             if let Err(interrupt) = self.pause(Duration::from_millis(50)) {
-                let _ = child.kill();
-                let _ = child.wait();
+                runtime::kill_tree(&mut child);
                 return Err(interrupt);
             }
         }
@@ -666,4 +705,14 @@ fn conditions(ready: bool, reason: Option<&str>) -> Value {
         condition("ContainersReady", ready_status),
         condition("PodScheduled", "True"),
     ])
+}
+
+/// `repository@sha256:…` of a pulled image reference, the container status's `imageID`.
+fn image_id(image: &str, manifest_digest: &str) -> String {
+    let repository = image.split('@').next().unwrap_or(image);
+    let repository = match repository.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => repository,
+    };
+    format!("{repository}@{manifest_digest}")
 }

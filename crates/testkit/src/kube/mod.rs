@@ -40,8 +40,9 @@
 //!   Expired Status, as the real server sends.
 //! - Only the first container runs; no init containers, probes, restarts
 //!   (`restartPolicy` is treated as Never), resource limits, services or DNS. The grace
-//!   period is not waited for: a deleted pod's process is killed at once. Images are
-//!   pulled for every pod (no cache).
+//!   period is not waited for: a deleted pod's process is killed at once. Pulled images are
+//!   kept by reference for the server's life, as the kubelet keeps them
+//!   (`imagePullPolicy` Always pulls again, IfNotPresent does not, Never never does).
 //! - Status updates come from the agent in the same process, not through `pods/status`.
 
 mod agent;
@@ -83,10 +84,7 @@ impl ApiServer {
         crate::require("umoci", "umoci");
         crate::require("bwrap", "bubblewrap");
         let work = tempfile::tempdir().expect("a temp dir for the node");
-        let node = Arc::new(Node {
-            store: Arc::new(Store::new()),
-            work: work.path().to_path_buf(),
-        });
+        let node = Arc::new(Node::new(Arc::new(Store::new()), work.path().to_path_buf()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
         listener
             .set_nonblocking(true)

@@ -1,20 +1,55 @@
 //! What the API server and the node agent share: the node itself, each pod's log, and
 //! the switch that tells a pod's thread to stop.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde_json::Value;
 
+use super::runtime::ImageConfig;
 use super::store::{Objects, Store};
 
 /// A log keeps at most this much; the rest of what a container writes is dropped.
 const LOG_LIMIT: usize = 16 << 20;
 
-/// The node: the objects it reports to and where it keeps pods' files.
+/// The node: the objects it reports to, where it keeps pods' files, and the images it
+/// has pulled.
 pub(crate) struct Node {
     pub(crate) store: Arc<Store>,
     pub(crate) work: PathBuf,
+    pub(crate) images: Mutex<HashMap<String, Arc<PulledImage>>>,
+}
+
+impl Node {
+    pub(crate) fn new(store: Arc<Store>, work: PathBuf) -> Node {
+        Node {
+            store,
+            work,
+            images: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The image pulled for `reference` before, if any.
+    pub(crate) fn image(&self, reference: &str) -> Option<Arc<PulledImage>> {
+        let images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        images.get(reference).cloned()
+    }
+
+    pub(crate) fn keep_image(&self, reference: &str, image: Arc<PulledImage>) {
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        images.insert(reference.to_string(), image);
+    }
+}
+
+/// An image in an OCI layout of the node's, as the kubelet keeps pulled images.
+pub(crate) struct PulledImage {
+    pub(crate) layout: PathBuf,
+    pub(crate) config: ImageConfig,
+    /// `repository@sha256:…`, the container status's `imageID`.
+    pub(crate) id: String,
+    /// Held while the layout is unpacked, one pod at a time.
+    pub(crate) unpacking: Mutex<()>,
 }
 
 /// What the output of a pod's container is kept in, for `pods/log`.

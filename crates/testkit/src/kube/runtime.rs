@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 use base64::Engine;
 use serde_json::Value;
@@ -288,6 +288,45 @@ impl Container {
         command.arg("--").args(&self.argv);
         command
     }
+}
+
+/// Kills `child` and everything it started, also what no longer dies with it: bwrap is
+/// stopped first, so that it starts nothing more, then its children are killed (the
+/// sandbox's init, whose end ends its pid namespace, even when bwrap had not yet told it
+/// to die with its parent), then bwrap itself.
+pub(crate) fn kill_tree(child: &mut Child) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    let _ = kill_process(pid, Signal::STOP);
+    for grandchild in children(child.id()) {
+        if let Some(p) = i32::try_from(grandchild).ok().and_then(Pid::from_raw) {
+            let _ = kill_process(p, Signal::KILL);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The processes whose parent is `parent`, from `/proc/*/stat`.
+fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+            let after_comm = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after_comm.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 #[cfg(test)]
