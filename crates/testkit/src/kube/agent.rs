@@ -263,26 +263,7 @@ impl Agent {
         };
         let env = environment(config, &self.pod, container, secret)
             .map_err(|message| ("CreateContainerConfigError", message))?;
-        let expanded = |items: &Value| -> Vec<String> {
-            items
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(|s| expand(s, &env))
-                .collect()
-        };
-        let given = |field: &str| container.get(field).is_some_and(|v| !v.is_null());
-        let mut argv = if given("command") {
-            expanded(&container["command"])
-        } else {
-            config.entrypoint.clone()
-        };
-        if given("args") {
-            argv.extend(expanded(&container["args"]));
-        } else if !given("command") {
-            argv.extend(config.cmd.iter().cloned());
-        }
+        let argv = command_line(container, config, &env);
         if argv.is_empty() {
             return Err(("CreateContainerError", "no command specified".into()));
         }
@@ -715,4 +696,31 @@ fn image_id(image: &str, manifest_digest: &str) -> String {
         _ => repository,
     };
     format!("{repository}@{manifest_digest}")
+}
+
+/// What the container runs, as Kubernetes decides it: `command` replaces the image's
+/// entrypoint (and drops its cmd), `args` replace the image's cmd; `$(NAME)` references
+/// to the environment are expanded in both.
+fn command_line(container: &Value, config: &ImageConfig, env: &[(String, String)]) -> Vec<String> {
+    let expanded = |items: &Value| -> Vec<String> {
+        items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|s| expand(s, env))
+            .collect()
+    };
+    let given = |field: &str| container.get(field).is_some_and(|v| !v.is_null());
+    let mut argv = if given("command") {
+        expanded(&container["command"])
+    } else {
+        config.entrypoint.clone()
+    };
+    if given("args") {
+        argv.extend(expanded(&container["args"]));
+    } else if !given("command") {
+        argv.extend(config.cmd.iter().cloned());
+    }
+    argv
 }

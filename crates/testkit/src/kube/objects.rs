@@ -297,59 +297,7 @@ fn admit_pod(pod: &mut Value, causes: &mut Causes) {
     match spec["containers"].as_array_mut() {
         Some(containers) if !containers.is_empty() => {
             for (i, container) in containers.iter_mut().enumerate() {
-                let field = format!("spec.containers[{i}]");
-                match container["name"].as_str() {
-                    None | Some("") => causes.required(format!("{field}.name")),
-                    Some(name) if !is_label(name) => causes.invalid(
-                        format!("{field}.name"),
-                        &json!(name),
-                        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'",
-                    ),
-                    Some(name) if seen.contains(&name.to_string()) => {
-                        causes.duplicate(format!("{field}.name"), &json!(name))
-                    }
-                    Some(name) => seen.push(name.to_string()),
-                }
-                if container["image"].as_str().is_none_or(str::is_empty) {
-                    causes.required(format!("{field}.image"));
-                }
-                for (j, mount) in container["volumeMounts"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let mount_field = format!("{field}.volumeMounts[{j}]");
-                    let name = mount["name"].as_str().unwrap_or_default();
-                    if !volumes.iter().any(|v| v == name) {
-                        causes.0.push((
-                            format!("{mount_field}.name"),
-                            "FieldValueNotFound",
-                            format!("Not found: \"{name}\""),
-                        ));
-                    }
-                    if !mount["mountPath"]
-                        .as_str()
-                        .is_some_and(|p| p.starts_with('/'))
-                    {
-                        causes.required(format!("{mount_field}.mountPath"));
-                    }
-                }
-                default(
-                    container,
-                    "terminationMessagePath",
-                    json!("/dev/termination-log"),
-                );
-                default(container, "terminationMessagePolicy", json!("File"));
-                let latest = container["image"]
-                    .as_str()
-                    .is_some_and(|i| !i.contains('@') && tag_of(i).is_none_or(|t| t == "latest"));
-                default(
-                    container,
-                    "imagePullPolicy",
-                    json!(if latest { "Always" } else { "IfNotPresent" }),
-                );
-                default(container, "resources", json!({}));
+                admit_container(i, container, &volumes, &mut seen, causes);
             }
         }
         _ => causes.required("spec.containers"),
@@ -379,6 +327,69 @@ fn admit_pod(pod: &mut Value, causes: &mut Causes) {
     default(spec, "securityContext", json!({}));
     default(spec, "nodeName", json!(NODE_NAME));
     pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+}
+
+/// Checks and defaults the `i`th container; `seen` collects container names.
+fn admit_container(
+    i: usize,
+    container: &mut Value,
+    volumes: &[String],
+    seen: &mut Vec<String>,
+    causes: &mut Causes,
+) {
+    let field = format!("spec.containers[{i}]");
+    match container["name"].as_str() {
+        None | Some("") => causes.required(format!("{field}.name")),
+        Some(name) if !is_label(name) => causes.invalid(
+            format!("{field}.name"),
+            &json!(name),
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'",
+        ),
+        Some(name) if seen.iter().any(|s| s == name) => {
+            causes.duplicate(format!("{field}.name"), &json!(name))
+        }
+        Some(name) => seen.push(name.to_string()),
+    }
+    if container["image"].as_str().is_none_or(str::is_empty) {
+        causes.required(format!("{field}.image"));
+    }
+    for (j, mount) in container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let mount_field = format!("{field}.volumeMounts[{j}]");
+        let name = mount["name"].as_str().unwrap_or_default();
+        if !volumes.iter().any(|v| v == name) {
+            causes.0.push((
+                format!("{mount_field}.name"),
+                "FieldValueNotFound",
+                format!("Not found: \"{name}\""),
+            ));
+        }
+        if !mount["mountPath"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('/'))
+        {
+            causes.required(format!("{mount_field}.mountPath"));
+        }
+    }
+    default(
+        container,
+        "terminationMessagePath",
+        json!("/dev/termination-log"),
+    );
+    default(container, "terminationMessagePolicy", json!("File"));
+    let latest = container["image"]
+        .as_str()
+        .is_some_and(|i| !i.contains('@') && tag_of(i).is_none_or(|t| t == "latest"));
+    default(
+        container,
+        "imagePullPolicy",
+        json!(if latest { "Always" } else { "IfNotPresent" }),
+    );
+    default(container, "resources", json!({}));
 }
 
 /// The tag of an image reference without a digest, if it has one.
