@@ -24,11 +24,22 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
         })),
     );
     assert_eq!(status, 201);
+    let (status, _) = cluster.json(
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        Some(&json!({
+            "metadata": {"name": "registry"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {".dockerconfigjson": "{\"auths\":{}}"},
+        })),
+    );
+    assert_eq!(status, 201);
     let mut spec = pod(
         "build",
         "echo \"GREETING=$GREETING FROM_IMAGE=$FROM_IMAGE HOME_REF=$HOME_REF POD=$POD REQUEST=$REQUEST\"; \
          cat /request/build.json; echo; ls -l /request/build.json | cut -c1-10; id -u; id -g; pwd; \
          echo scratch > /scratch/file && cat /scratch/file; \
+         ls -A /docker; ls -l /docker/config.json | cut -c1-10; cat /docker/config.json; echo; \
          printf 'sha256:1234' > /dev/termination-log",
     );
     spec["spec"]["containers"][0]["env"] = json!([
@@ -40,10 +51,14 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
     spec["spec"]["containers"][0]["volumeMounts"] = json!([
         {"name": "request", "mountPath": "/request", "readOnly": true},
         {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "docker", "mountPath": "/docker", "readOnly": true},
     ]);
     spec["spec"]["volumes"] = json!([
         {"name": "request", "secret": {"secretName": "request", "defaultMode": 0o440}},
         {"name": "scratch", "emptyDir": {}},
+        {"name": "docker", "secret": {"secretName": "registry", "items": [
+            {"key": ".dockerconfigjson", "path": "config.json", "mode": 0o400},
+        ]}},
     ]);
     let created = cluster.create_pod(&spec);
     assert_eq!(created["status"]["phase"], "Pending");
@@ -68,7 +83,7 @@ fn a_pod_runs_with_its_env_secret_volume_and_termination_message() {
     assert_eq!(status, 200);
     assert_eq!(
         log,
-        "GREETING=hi FROM_IMAGE=yes HOME_REF=hi-there POD=build REQUEST={\"app\":\"hello\"}\n{\"app\":\"hello\"}\n-r--r-----\n1000\n1000\n/home/cnb\nscratch\n"
+        "GREETING=hi FROM_IMAGE=yes HOME_REF=hi-there POD=build REQUEST={\"app\":\"hello\"}\n{\"app\":\"hello\"}\n-r--r-----\n1000\n1000\n/home/cnb\nscratch\nconfig.json\n-r--------\n{\"auths\":{}}\n"
     );
 }
 

@@ -1,5 +1,11 @@
 //! A Kubernetes API server and node for tests, on loopback, with nothing installed.
 //!
+//! [`ApiServer::start`] serves on `http://127.0.0.1:PORT` ([`ApiServer::url`]); point a
+//! client at it with the kubeconfig [`ApiServer::write_kubeconfig`] writes (kube-rs:
+//! `KUBECONFIG`, kubectl: `--kubeconfig`). Pods run images from a registry such as
+//! [`crate::registry::Registry`]; [`ApiServer::evict`] and [`ApiServer::compact`] make
+//! happen what a node or etcd would do on its own.
+//!
 //! # What is real
 //! - The REST API a client such as kube-rs or kubectl uses for pods and secrets: the real
 //!   paths, JSON, status codes and `Status` errors (404 NotFound, 409 AlreadyExists, 422
@@ -44,6 +50,7 @@
 //!   kept by reference for the server's life, as the kubelet keeps them
 //!   (`imagePullPolicy` Always pulls again, IfNotPresent does not, Never never does).
 //! - Status updates come from the agent in the same process, not through `pods/status`.
+//! - No `exec`, `attach`, `port-forward` or events; no bookmarks in watches.
 
 mod agent;
 mod api;
