@@ -50,7 +50,8 @@
 //!   kept by reference for the server's life, as the kubelet keeps them
 //!   (`imagePullPolicy` Always pulls again, IfNotPresent does not, Never never does).
 //! - Status updates come from the agent in the same process, not through `pods/status`.
-//! - No `exec`, `attach`, `port-forward` or events; no bookmarks in watches.
+//! - No `exec`, `attach`, `port-forward` or events; watches send no bookmarks but the
+//!   one that ends `sendInitialEvents`.
 
 mod agent;
 mod api;
