@@ -29,25 +29,25 @@
 //!
 //! # What is simplified
 //! - Plain HTTP, no authentication or authorization, one node, everything in memory.
-//! - Only namespaces, pods and secrets exist (create, get, list, watch, update, delete),
-//!   no other kinds. Deleting a namespace deletes what is in it; deleting an object
-//!   deletes the objects whose `ownerReferences` name it, at once. Updates are PUT or a merge
-//!   PATCH (a strategic merge patch is read as one: its lists replace whole); JSON patch
-//!   and server-side apply are answered 415. OpenAPI has no
-//!   schemas: v3 only says that the server validates fields itself, v2 (for older
-//!   kubectl) is an empty document, so kubectl skips its own validation either way.
+//! - Only namespaces, pods and secrets exist (create, get, list, watch, update, delete).
+//!   Deleting a namespace deletes what is in it; deleting an object deletes the objects
+//!   whose `ownerReferences` name it, at once. Updates are a PUT or a merge PATCH (a
+//!   strategic merge patch is read as one: its lists replace whole); JSON patch and
+//!   server-side apply are answered 415.
+//! - OpenAPI has no schemas: v3 only says that the server validates fields itself, v2
+//!   (for older kubectl) is an empty document, so kubectl skips its own validation.
 //! - Answers are JSON. Bodies are JSON, or protobuf for the secrets and namespaces that
 //!   kubectl's typed generators send (`kubectl create secret generic|docker-registry`,
 //!   `kubectl create namespace`); a protobuf pod is answered 415 (kubectl sends pods as
 //!   JSON).
-//! - Lists are never paginated; a list at an exact older
-//!   resourceVersion is answered 410; a watch from before the history kept (10 000
-//!   changes, or everything before [`ApiServer::compact`]) gets an ERROR event with a 410
-//!   Expired Status, as the real server sends.
+//! - Lists are never paginated; a list at an exact older resourceVersion is answered 410.
+//!   A watch from before the history kept (10 000 changes, or everything before
+//!   [`ApiServer::compact`]) gets an ERROR event with a 410 Expired Status, as the real
+//!   server sends, not an HTTP 410.
 //! - Only the first container runs; no init containers, probes, restarts
 //!   (`restartPolicy` is treated as Never), resource limits, services or DNS. The grace
-//!   period is not waited for: a deleted pod's process is killed at once. Pulled images are
-//!   kept by reference for the server's life, as the kubelet keeps them
+//!   period is not waited for: a deleted pod's process is killed at once. Pulled images
+//!   are kept by reference for the server's life, as the kubelet keeps them
 //!   (`imagePullPolicy` Always pulls again, IfNotPresent does not, Never never does).
 //! - Status updates come from the agent in the same process, not through `pods/status`.
 //! - No `exec`, `attach`, `port-forward` or events; watches send no bookmarks but the
