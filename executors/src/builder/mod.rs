@@ -7,6 +7,8 @@
 //! [`publish`] is the one entry point the engine calls; the same inputs give the same
 //! digest.
 
+pub mod entrypoint;
+
 use std::path::PathBuf;
 
 use cnb::buildpack::OrderGroup;
