@@ -369,6 +369,7 @@ mod tests {
             errors: Vec::new(),
             notes: Vec::new(),
             failing: Vec::new(),
+            builders: Vec::new(),
         };
         postpone(
             &mut plan,

@@ -20,6 +20,10 @@ use crate::plan::{
 };
 use crate::Reason;
 
+mod builder;
+
+pub use builder::{diff_builders, DesiredBuilder, RecordedPublish};
+
 /// What kpack.toml wants for one image, with the engine's view of its builder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {
@@ -282,6 +286,7 @@ pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Pl
             })
             .collect(),
         failing: failing_images,
+        builders: Vec::new(),
     }
 }
 

@@ -104,6 +104,16 @@ fn full_keeps_every_key() {
 
     let default = &config.builders["default"];
     assert!(default.tag.is_some());
+    assert!(default.publishes());
+    assert_eq!(
+        default
+            .lifecycle
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("registry.example.com/buildpacks/lifecycle:0.20")
+    );
+    assert!(config.builders["node"].lifecycle.is_none());
     let BuilderKind::Assembled { order, .. } = &default.kind else {
         panic!("default is assembled");
     };

@@ -106,6 +106,7 @@ fn representative() -> Plan {
             images: vec!["docs".into(), "svc-1".into()],
         }],
         failing: Vec::new(),
+        builders: Vec::new(),
     }
 }
 
