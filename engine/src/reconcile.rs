@@ -319,6 +319,15 @@ fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream 
             Upstream::Git(url.to_string())
         }
         Planned::Buildpacks { builder } => Upstream::Registry(builder.clone()),
+        Planned::LifecycleImage { builder } => config
+            .builders
+            .get(builder)
+            .and_then(|b| b.lifecycle.as_ref())
+            .map_or_else(
+                || Upstream::Registry(builder.clone()),
+                |r| Upstream::Registry(r.to_string()),
+            ),
+        Planned::Entrypoint => Upstream::Registry("kpackd-entrypoint".to_string()),
     }
 }
 

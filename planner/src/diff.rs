@@ -104,6 +104,9 @@ pub struct Recorded {
     pub serial: u64,
     /// Every image the state knows of, by name.
     pub images: BTreeMap<String, RecordedImage>,
+    /// The last successful publish of each builder, by name.
+    #[serde(default)]
+    pub builders: BTreeMap<String, RecordedPublish>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

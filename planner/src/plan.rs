@@ -236,6 +236,8 @@ pub enum Upstream {
     LifecycleImage {
         builder: String,
     },
+    /// kpackd's build entrypoint, which published builders carry.
+    Entrypoint,
 }
 
 impl fmt::Display for Upstream {
@@ -250,6 +252,7 @@ impl fmt::Display for Upstream {
             Upstream::LifecycleImage { builder } => {
                 write!(f, "lifecycle image of builder \"{builder}\"")
             }
+            Upstream::Entrypoint => f.write_str("kpackd's build entrypoint"),
         }
     }
 }

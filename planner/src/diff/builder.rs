@@ -106,6 +106,7 @@ fn pin_builder(
 ) -> Result<PublishInputs, Vec<UpstreamFailure>> {
     let build_image = observed.build_images.get(&builder.stack);
     let mut needed = vec![
+        (Upstream::Entrypoint, true),
         (
             Upstream::BuildImage {
                 stack: builder.stack.clone(),

@@ -86,6 +86,7 @@ fn world() -> World {
                 pending_triggers: 0,
             },
         )]),
+        builders: BTreeMap::new(),
     };
     World {
         desired,
