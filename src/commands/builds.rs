@@ -84,7 +84,7 @@ pub fn run_publishes(
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout))
     } else if publishes.is_empty() {
-        write!(stdout, "No publishes recorded.\n")
+        writeln!(stdout, "No publishes recorded.")
     } else {
         write!(stdout, "{}", publishes_table(&publishes))
     };
