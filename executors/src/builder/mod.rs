@@ -16,13 +16,13 @@
 //! - [`metadata`]: the order, labels, `/cnb/*.toml` files and image config;
 //! - [`push`]: blobs, config and manifest, through [`ImageStore`].
 
-pub mod buildpacks;
+mod buildpacks;
 pub mod entrypoint;
 pub mod layers;
-pub mod lifecycle;
-pub mod metadata;
+mod lifecycle;
+mod metadata;
 pub mod normalised;
-pub mod push;
+mod push;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -115,7 +115,7 @@ pub enum PublishError {
 }
 
 /// Makes the errors of one builder's publish.
-pub struct Fail<'a>(&'a str);
+pub(crate) struct Fail<'a>(&'a str);
 
 impl Fail<'_> {
     pub fn builder(&self) -> &str {
