@@ -249,7 +249,12 @@ fn a_builder_with_a_tag_is_published_when_its_inputs_change_and_builds_the_same_
     );
     let plan = fleet.json(&["plan", "--json"]);
     assert_eq!(builder_change(&plan), ("noop".into(), Vec::new()));
-    assert_eq!(image_change(&plan), ("build".into(), s(&["CONFIG"])));
+    // CONFIG (the builder's name), and BUILDPACK: a buildpack in an image is known by
+    // its layer's diffID, a directory by a hash of its files.
+    assert_eq!(
+        image_change(&plan),
+        ("build".into(), s(&["CONFIG", "BUILDPACK"]))
+    );
     let from_published = digest_of(&fleet.apply(), "local");
     assert_eq!(from_published, assembled);
 }

@@ -7,10 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use executors::builder::{PublishBuildpack, PublishBuildpackSource, PublishRequest};
-use executors::lifecycle::descriptor::OrderGroup;
 use executors::lifecycle::{LogSink, Phase};
 use imageref::{Digest, ImageRef};
-use planner::buildpack::compare_versions;
 use planner::BuilderKind;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -146,7 +144,7 @@ async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, S
         run_image_mirrors: stack_config.run_image_mirrors.clone(),
         stack_id: inputs.stack_id.clone(),
         buildpacks,
-        order: with_versions(order_groups(order), pins),
+        order: order_groups(order),
         lifecycle_image,
         entrypoint: planned
             .resolution
@@ -172,24 +170,4 @@ fn publish_buildpack(pin: &BuildpackPin) -> Result<PublishBuildpack, String> {
         version: pin.version.clone(),
         source,
     })
-}
-
-/// The order with every entry's version written: the one the builder provides (the
-/// highest, when an entry names none), so the builder image says exactly what it holds.
-fn with_versions(
-    mut order: Vec<OrderGroup>,
-    pins: &std::collections::BTreeMap<String, BuildpackPin>,
-) -> Vec<OrderGroup> {
-    for entry in order.iter_mut().flat_map(|g| g.group.iter_mut()) {
-        if entry.version.is_empty() {
-            if let Some(pin) = pins
-                .values()
-                .filter(|p| p.id == entry.id)
-                .max_by(|a, b| compare_versions(&a.version, &b.version))
-            {
-                entry.version = pin.version.clone();
-            }
-        }
-    }
-    order
 }
