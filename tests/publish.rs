@@ -2,13 +2,14 @@
 //! real stack and a shell buildpack. A builder with a `tag` is published before its
 //! images are built, published again when its buildpacks or its stack's build image
 //! change (and only then), and the builder image it pushes builds the same app image as
-//! the builder kpackd assembles.
+//! the builder kpackd assembles. kpackd's build entrypoint is a file of the test's
+//! (`KPACKD_ENTRYPOINT`).
 
 mod support;
 
 use std::path::Path;
 
-use support::{kpackd, stdout, write_buildpack, write_stack};
+use support::{kpackd_with_env, stdout, write_buildpack, write_stack};
 use testkit::registry::Registry;
 
 /// A stack and a builder in the loopback registry, one image built from a path.
@@ -39,6 +40,16 @@ tag = "{prefix}/apps/local"
 builder = "{builder}"
 source = { path = "apps/local" }
 "#;
+
+/// kpackd in `dir`, with the test's build entrypoint `dir/kpackd-entrypoint`.
+fn kpackd(dir: &Path, args: &[&str]) -> std::process::Output {
+    let entrypoint = dir.join("kpackd-entrypoint");
+    kpackd_with_env(
+        dir,
+        args,
+        &[(executors::builder::entrypoint::ENTRYPOINT_ENV, &entrypoint)],
+    )
+}
 
 impl Fleet {
     fn new() -> Fleet {
@@ -74,6 +85,11 @@ EOT"#,
         let app = root.join("apps/local");
         std::fs::create_dir_all(&app).expect("an app dir");
         std::fs::write(app.join("greeting.txt"), "hello").expect("an app file");
+        std::fs::write(
+            root.join("kpackd-entrypoint"),
+            "#!/bin/sh\n# entrypoint 1\n",
+        )
+        .expect("an entrypoint");
         let fleet = Fleet { dir, prefix };
         fleet.push_stack_image("build");
         fleet.push_stack_image("run");
@@ -232,6 +248,18 @@ fn a_builder_with_a_tag_is_published_when_its_inputs_change_and_builds_the_same_
     let report = fleet.apply();
     assert_eq!(publish(&report)["status"], "succeeded");
     assert!(report["results"].as_array().expect("results").is_empty());
+
+    // A new kpackd (another build entrypoint): published again (CONFIG, named).
+    std::fs::write(
+        fleet.root().join("kpackd-entrypoint"),
+        "#!/bin/sh\n# entrypoint 2\n",
+    )
+    .expect("a new entrypoint");
+    let plan = fleet.json(&["plan", "--json"]);
+    assert_eq!(builder_change(&plan), ("publish".into(), s(&["CONFIG"])));
+    assert_eq!(plan["builders"][0]["details"][0]["what"], "entrypoint");
+    assert_eq!(image_change(&plan), ("noop".into(), Vec::new()));
+    assert_eq!(publish(&fleet.apply())["publish"], 4);
 
     // The image built with the assembled builder, and with the builder image kpackd
     // published: the same image.
