@@ -219,6 +219,14 @@ fn a_builder_with_a_tag_is_published_when_its_inputs_change_and_builds_the_same_
     assert_eq!(status["builders"][0]["digest"], published_digest.as_str());
     let publishes = fleet.json(&["builds", "--builder", "test", "--json"]);
     assert_eq!(publishes.as_array().map(Vec::len), Some(1));
+    assert_eq!(publishes[0]["status"], "succeeded");
+    let text = stdout(&kpackd(fleet.root(), &["status"]));
+    assert!(
+        text.contains("BUILDER") && text.contains("#1 publish") && text.contains("succeeded"),
+        "{text}"
+    );
+    let text = stdout(&kpackd(fleet.root(), &["builds", "--builder"]));
+    assert!(text.contains("PUBLISH") && text.contains("#1"), "{text}");
 
     // A directory buildpack edited: published again (BUILDPACK), and the image rebuilt
     // by its own rule (the buildpack it used changed).
