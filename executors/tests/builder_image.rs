@@ -595,6 +595,38 @@ async fn publishing_again_gives_the_same_digest_and_uploads_nothing() {
         .iter()
         .any(|l| l.digest == written.digest));
 
+    // A changed buildpack: a new digest, and only its layer and the config are sent.
+    std::fs::write(
+        f.dirs["tests/b"].join("bin/build"),
+        "#!/bin/sh\necho changed\n",
+    )
+    .unwrap();
+    let changed = publish_ok(&f).await;
+    assert_ne!(changed.digest, first.digest);
+    assert_eq!(changed.blobs_uploaded, 2, "{changed:?}");
+    let changed_labels = labels_of(&f, &changed.image).await;
+    let changed_layers: BuildpackLayers = labels::read(&changed_labels, BUILDPACK_LAYERS)
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        changed_layers["tests/b"]["2.0.0"].layer_diff_id,
+        layers["tests/b"]["2.0.0"].layer_diff_id
+    );
+    assert_eq!(
+        changed_layers["tests/a"]["1.0.0"].layer_diff_id,
+        layers["tests/a"]["1.0.0"].layer_diff_id
+    );
+    std::fs::write(
+        f.dirs["tests/b"].join("bin/build"),
+        "#!/bin/sh\necho built\n",
+    )
+    .unwrap();
+    assert_eq!(
+        publish_ok(&f).await.digest,
+        first.digest,
+        "back to the first"
+    );
+
     // An OCI layout as the destination gives the same image.
     let mut req = f.req.clone();
     req.tag = parse(&format!(

@@ -170,6 +170,7 @@ pub async fn publish(
     let mut layers = base_layers(&base, &req.build_image).map_err(|m| fail.invalid(m))?;
     let base_count = layers.len();
 
+    let previous = buildpacks::Previous::read(store, &req.tag).await;
     let mut seen = BTreeSet::new();
     let mut resolved = Vec::with_capacity(req.buildpacks.len());
     for bp in &req.buildpacks {
@@ -181,7 +182,7 @@ pub async fn publish(
             None,
             &format!("Adding buildpack {}@{}", bp.id, bp.version),
         );
-        resolved.push(buildpacks::resolve(store, bp, work.path(), &fail).await?);
+        resolved.push(buildpacks::resolve(store, bp, &previous, work.path(), &fail).await?);
     }
     resolved.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
     let order = metadata::resolve_order(&req.order, &resolved).map_err(|m| fail.invalid(m))?;
