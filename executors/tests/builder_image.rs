@@ -595,6 +595,38 @@ async fn publishing_again_gives_the_same_digest_and_uploads_nothing() {
         .iter()
         .any(|l| l.digest == written.digest));
 
+    // A changed buildpack: a new digest, and only its layer and the config are sent.
+    std::fs::write(
+        f.dirs["tests/b"].join("bin/build"),
+        "#!/bin/sh\necho changed\n",
+    )
+    .unwrap();
+    let changed = publish_ok(&f).await;
+    assert_ne!(changed.digest, first.digest);
+    assert_eq!(changed.blobs_uploaded, 2, "{changed:?}");
+    let changed_labels = labels_of(&f, &changed.image).await;
+    let changed_layers: BuildpackLayers = labels::read(&changed_labels, BUILDPACK_LAYERS)
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        changed_layers["tests/b"]["2.0.0"].layer_diff_id,
+        layers["tests/b"]["2.0.0"].layer_diff_id
+    );
+    assert_eq!(
+        changed_layers["tests/a"]["1.0.0"].layer_diff_id,
+        layers["tests/a"]["1.0.0"].layer_diff_id
+    );
+    std::fs::write(
+        f.dirs["tests/b"].join("bin/build"),
+        "#!/bin/sh\necho built\n",
+    )
+    .unwrap();
+    assert_eq!(
+        publish_ok(&f).await.digest,
+        first.digest,
+        "back to the first"
+    );
+
     // An OCI layout as the destination gives the same image.
     let mut req = f.req.clone();
     req.tag = parse(&format!(
@@ -651,4 +683,63 @@ async fn an_order_naming_a_missing_buildpack_is_refused() {
         .to_string();
     assert!(err.contains("tests/nope"), "{err}");
     assert!(err.contains("builder tests"), "{err}");
+}
+
+#[tokio::test]
+async fn a_lifecycle_image_without_a_lifecycle_directory_or_labels_is_refused() {
+    let reg = Registry::shared();
+    let mut f = fixture(reg, "builder-hostile").await;
+    let root = f.work.path();
+    // `/cnb/lifecycle` is a symlink out of the image.
+    let src = root.join("hostile");
+    std::fs::create_dir_all(src.join("cnb")).unwrap();
+    std::os::unix::fs::symlink("/etc", src.join("cnb/lifecycle")).unwrap();
+    let layer = LayerBuilder::new(0, 0)
+        .add(Path::new("/cnb"), &src.join("cnb"))
+        .unwrap()
+        .write(root)
+        .unwrap();
+    let apis = r#"{"buildpack":{"supported":["0.10"]},"platform":{"supported":["0.12"]}}"#;
+    let platform = imageref::Platform::linux_amd64();
+    let push = |labels: Vec<(&'static str, &'static str)>, tag: &'static str| {
+        let (store, layer) = (f.store.clone(), layer.clone());
+        let r = parse(&format!("{}:{tag}", reg.repo("builder-hostile/lifecycle")));
+        let config = oci_support::config(&platform, &labels);
+        async move { store.push_image(&r, config, &[layer]).await.unwrap() }
+    };
+    f.req.lifecycle_image = Some(
+        push(
+            vec![(LIFECYCLE_VERSION, "0.20.1"), (LIFECYCLE_APIS, apis)],
+            "link",
+        )
+        .await,
+    );
+    let err = publish(&f.store, &f.req, &DiscardLogs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no /cnb/lifecycle directory"), "{err}");
+
+    f.req.lifecycle_image = Some(push(vec![(LIFECYCLE_APIS, apis)], "unlabelled").await);
+    let err = publish(&f.store, &f.req, &DiscardLogs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(LIFECYCLE_VERSION), "{err}");
+
+    f.req.lifecycle_image = Some(
+        push(
+            vec![
+                (LIFECYCLE_VERSION, "0.20.1\u{1b}[2J"),
+                (LIFECYCLE_APIS, apis),
+            ],
+            "escape",
+        )
+        .await,
+    );
+    let err = publish(&f.store, &f.req, &DiscardLogs)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\u{1b}'), "{err}");
 }

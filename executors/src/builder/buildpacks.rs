@@ -1,8 +1,10 @@
 //! The buildpacks of a builder image, each as one layer: a directory buildpack written
-//! by [`buildpack_layer`], a buildpackage's (or builder's) layer reused as the very blob
+//! by [`buildpack_layer`](super::layers::buildpack_layer) (or, when the image at the tag
+//! has a layer of the same diffID, that layer), a buildpackage's (or builder's) layer reused as the very blob
 //! it is. Each comes with its entry of the `io.buildpacks.buildpack.layers` label, read
 //! from its `buildpack.toml` or from its image's label.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -11,10 +13,10 @@ use cnb::labels::{self, BuildpackLayerInfo, BuildpackLayers, BUILDPACK_LAYERS};
 use cnb::{BuildpackId, BuildpackVersion};
 use imageref::{Digest, ImageRef};
 
-use super::layers::buildpack_layer;
+use super::layers::buildpack_tree;
 use super::{Fail, PublishBuildpack, PublishBuildpackSource, PublishError};
 use crate::oci::layer::WrittenLayer;
-use crate::oci::{Descriptor, ImageStore};
+use crate::oci::{media_type, Descriptor, ImageStore};
 
 /// The largest `buildpack.toml` read: 1 MiB.
 const MAX_DESCRIPTOR_SIZE: u64 = 1 << 20;
@@ -59,10 +61,54 @@ pub struct ResolvedBuildpack {
     pub layer: BuilderLayer,
 }
 
+/// The image already at the builder's tag (the last publish), whose layers a directory
+/// buildpack reuses when its diffID is there: the layer's tar is hashed, not compressed
+/// again. Only gzip layers are taken, as this writer compresses them.
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    /// Where its blobs are (pinned); `None` when there is no image at the tag.
+    pub from: Option<ImageRef>,
+    pub layers: HashMap<Digest, Descriptor>,
+}
+
+impl Previous {
+    /// The image at `tag`, if it can be read; nothing otherwise (a first publish).
+    pub async fn read(store: &ImageStore, tag: &ImageRef) -> Previous {
+        let image = match store.image(tag).await {
+            Ok(image) => image,
+            Err(e) => {
+                tracing::debug!(%tag, error = %e, "no previous builder image to reuse layers of");
+                return Previous::default();
+            }
+        };
+        if image.manifest.layers.len() != image.config.rootfs.diff_ids.len() {
+            return Previous::default();
+        }
+        let layers = image
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .cloned()
+            .zip(image.manifest.layers.iter().cloned())
+            .filter(|(_, d)| d.media_type == media_type::OCI_LAYER_GZIP)
+            .collect();
+        Previous {
+            from: Some(image.pinned()),
+            layers,
+        }
+    }
+
+    fn layer(&self, diff_id: &Digest) -> Option<(ImageRef, Descriptor)> {
+        Some((self.from.clone()?, self.layers.get(diff_id)?.clone()))
+    }
+}
+
 /// Writes or finds the layer of `bp`; layer files go into `work`.
 pub async fn resolve(
     store: &ImageStore,
     bp: &PublishBuildpack,
+    previous: &Previous,
     work: &Path,
     fail: &Fail<'_>,
 ) -> Result<ResolvedBuildpack, PublishError> {
@@ -90,18 +136,30 @@ pub async fn resolve(
             }
             let (dir, out) = (dir.clone(), work.to_path_buf());
             let (layer_id, layer_version) = (id.clone(), version.clone());
-            let written = tokio::task::spawn_blocking(move || {
-                buildpack_layer(&dir, &layer_id, &layer_version, &out)
+            let kept = previous.clone();
+            let created_by = format!("kpackd: buildpack {name}");
+            let layer = tokio::task::spawn_blocking(move || {
+                let tree = buildpack_tree(&dir, &layer_id, &layer_version)?;
+                let diff_id = tree.diff_id()?;
+                if let Some((from, descriptor)) = kept.layer(&diff_id) {
+                    return Ok(BuilderLayer {
+                        diff_id,
+                        descriptor,
+                        blob: LayerBlob::Copied { from },
+                        created_by,
+                    });
+                }
+                Ok(BuilderLayer::written(tree.write(&out)?, created_by))
             })
             .await
             .expect("writing a layer does not panic")
             .map_err(|e| fail.image(format!("write the layer of buildpack {name}"), e))?;
-            let info = info_of(&descriptor, written.diff_id.to_string());
+            let info = info_of(&descriptor, layer.diff_id.to_string());
             Ok(ResolvedBuildpack {
                 id,
                 version,
                 info,
-                layer: BuilderLayer::written(written, format!("kpackd: buildpack {name}")),
+                layer,
             })
         }
         PublishBuildpackSource::Layer { image, diff_id } => {

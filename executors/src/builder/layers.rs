@@ -23,20 +23,30 @@ pub fn buildpack_path(id: &BuildpackId, version: &BuildpackVersion) -> String {
     format!("{BUILDPACKS_DIR}/{}/{version}", id.dir_name())
 }
 
-/// The buildpack layer of the directory `dir` holding buildpack `id@version`:
-/// `/cnb/buildpacks/<id with / as _>/<version>/…` with `cnb/`, `cnb/buildpacks/` and
-/// `cnb/buildpacks/<id>/` as entries, normalised (root-owned, fixed mtime, modes
-/// `0755`/`0644`, sorted). The one function that writes it: a builder and a buildpackage
-/// of the same directory hold the same bytes. Blocking.
+/// The entries of the buildpack layer of the directory `dir` holding buildpack
+/// `id@version`: `/cnb/buildpacks/<id with / as _>/<version>/…` with `cnb/`,
+/// `cnb/buildpacks/` and `cnb/buildpacks/<id>/` as entries, normalised (root-owned,
+/// fixed mtime, modes `0755`/`0644`, sorted). Blocking.
+pub fn buildpack_tree(
+    dir: &Path,
+    id: &BuildpackId,
+    version: &BuildpackVersion,
+) -> Result<NormalisedLayer, OciError> {
+    let mut layer = NormalisedLayer::new();
+    layer.tree(&buildpack_path(id, version), dir)?;
+    Ok(layer)
+}
+
+/// The buildpack layer of the directory `dir` holding buildpack `id@version`
+/// ([`buildpack_tree`]), written into `out_dir`. The one function that writes it: a
+/// builder and a buildpackage of the same directory hold the same bytes. Blocking.
 pub fn buildpack_layer(
     dir: &Path,
     id: &BuildpackId,
     version: &BuildpackVersion,
     out_dir: &Path,
 ) -> Result<WrittenLayer, OciError> {
-    NormalisedLayer::new()
-        .tree(&buildpack_path(id, version), dir)?
-        .write(out_dir)
+    buildpack_tree(dir, id, version)?.write(out_dir)
 }
 
 /// `/workspace`, `/layers` and `/platform`, owned by the CNB user so the builder can run

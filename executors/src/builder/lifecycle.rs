@@ -91,42 +91,65 @@ pub async fn lifecycle(
     let root = scratch.path().join("root");
     std::fs::create_dir(&root).map_err(|e| fail.io("make a scratch directory", e))?;
     let pinned = found.pinned();
-    let mut budget = MAX_LIFECYCLE_UNCOMPRESSED;
-    for blob in &found.manifest.layers {
-        let reader = blocking_reader(
-            store
-                .open_blob(&pinned, blob)
+    let result = async {
+        let mut budget = MAX_LIFECYCLE_UNCOMPRESSED;
+        for blob in &found.manifest.layers {
+            let reader = blocking_reader(
+                store
+                    .open_blob(&pinned, blob)
+                    .await
+                    .map_err(|e| fail.image(what(), e))?,
+            );
+            let target = root.clone();
+            let used = tokio::task::spawn_blocking(move || apply_bounded(reader, &target, budget))
                 .await
-                .map_err(|e| fail.image(what(), e))?,
-        );
-        let target = root.clone();
-        let used = tokio::task::spawn_blocking(move || apply_bounded(reader, &target, budget))
-            .await
-            .expect("unpacking a layer does not panic")
-            .map_err(|e| fail.image(format!("unpack layer {} of {image}", blob.digest), e))?;
-        budget -= used;
-    }
-
-    // `/cnb` and `/cnb/lifecycle` must be directories of the image, not links out of it.
-    let dir = root.join(LIFECYCLE_DIR);
-    for path in [root.join("cnb"), dir.clone()] {
-        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-        if !is_dir {
-            return Err(fail.invalid(format!(
-                "the lifecycle image {image} has no /{LIFECYCLE_DIR} directory"
-            )));
+                .expect("unpacking a layer does not panic")
+                .map_err(|e| fail.image(format!("unpack layer {} of {image}", blob.digest), e))?;
+            budget -= used;
         }
+
+        // `/cnb` and `/cnb/lifecycle` must be directories of the image, not links out of it.
+        let dir = root.join(LIFECYCLE_DIR);
+        for path in [root.join("cnb"), dir.clone()] {
+            let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            if !is_dir {
+                return Err(fail.invalid(format!(
+                    "the lifecycle image {image} has no /{LIFECYCLE_DIR} directory"
+                )));
+            }
+        }
+        let out = work.to_path_buf();
+        tokio::task::spawn_blocking(move || lifecycle_layer(&dir, &out))
+            .await
+            .expect("writing a layer does not panic")
+            .map_err(|e| fail.image("write the lifecycle layer".into(), e))
     }
-    let out = work.to_path_buf();
-    let layer = tokio::task::spawn_blocking(move || lifecycle_layer(&dir, &out))
+    .await;
+    // The image's directory modes may forbid removing what is in them.
+    let scratch_root = scratch.path().to_path_buf();
+    tokio::task::spawn_blocking(move || make_removable(&scratch_root))
         .await
-        .expect("writing a layer does not panic")
-        .map_err(|e| fail.image("write the lifecycle layer".into(), e))?;
+        .expect("walking the scratch directory does not panic");
     Ok(Lifecycle {
         version,
         apis,
-        layer,
+        layer: result?,
     })
+}
+
+/// Gives the owner full access to every directory under `dir` (not following links), so
+/// that the scratch directory can be removed. Best effort. Blocking.
+fn make_removable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            make_removable(&entry.path());
+        }
+    }
 }
 
 fn check_version(version: &str) -> Result<(), &'static str> {

@@ -157,7 +157,6 @@ pub async fn publish(
     logs: &dyn LogSink,
 ) -> Result<PublishResult, PublishError> {
     let fail = Fail(&req.builder);
-    let say = |line: String| logs.line(Phase::Export, None, &line);
     let work = tempfile::Builder::new()
         .prefix("kpackd-builder-")
         .tempdir()
@@ -168,97 +167,40 @@ pub async fn publish(
         .await
         .map_err(|e| fail.image(format!("read the build image {}", req.build_image), e))?;
     let owner = cnb_user(&base.config, &req.build_image).map_err(|m| fail.invalid(m))?;
-    let from_base = base.pinned();
-    let mut layers: Vec<BuilderLayer> = base
-        .manifest
-        .layers
-        .iter()
-        .zip(&base.config.rootfs.diff_ids)
-        .map(|(descriptor, diff_id)| BuilderLayer {
-            diff_id: diff_id.clone(),
-            descriptor: descriptor.clone(),
-            blob: LayerBlob::Copied {
-                from: from_base.clone(),
-            },
-            created_by: String::new(),
-        })
-        .collect();
-    if base.manifest.layers.len() != base.config.rootfs.diff_ids.len() {
-        return Err(fail.invalid(format!(
-            "the build image {} lists {} layers and {} diffIDs",
-            req.build_image,
-            base.manifest.layers.len(),
-            base.config.rootfs.diff_ids.len()
-        )));
-    }
+    let mut layers = base_layers(&base, &req.build_image).map_err(|m| fail.invalid(m))?;
     let base_count = layers.len();
 
+    let previous = buildpacks::Previous::read(store, &req.tag).await;
     let mut seen = BTreeSet::new();
     let mut resolved = Vec::with_capacity(req.buildpacks.len());
     for bp in &req.buildpacks {
         if !seen.insert((bp.id.clone(), bp.version.clone())) {
             return Err(fail.invalid(format!("buildpack {}@{} is given twice", bp.id, bp.version)));
         }
-        say(format!("Adding buildpack {}@{}", bp.id, bp.version));
-        resolved.push(buildpacks::resolve(store, bp, work.path(), &fail).await?);
+        logs.line(
+            Phase::Export,
+            None,
+            &format!("Adding buildpack {}@{}", bp.id, bp.version),
+        );
+        resolved.push(buildpacks::resolve(store, bp, &previous, work.path(), &fail).await?);
     }
     resolved.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
     let order = metadata::resolve_order(&req.order, &resolved).map_err(|m| fail.invalid(m))?;
     layers.extend(resolved.iter().map(|bp| bp.layer.clone()));
 
-    let out = work.path().to_path_buf();
-    let dirs = blocking(
-        move || layers::user_dirs_layer(owner, &out),
-        &fail,
-        "directories",
-    )
-    .await?;
-    layers.push(BuilderLayer::written(
-        dirs,
-        "kpackd: /workspace, /layers, /platform".into(),
-    ));
-
     let lifecycle = match &req.lifecycle_image {
         Some(image) => {
-            say(format!("Adding the lifecycle of {image}"));
-            let found = lifecycle::lifecycle(store, image, work.path(), &fail).await?;
-            layers.push(BuilderLayer::written(
-                found.layer.clone(),
-                format!("kpackd: lifecycle {}", found.version),
-            ));
-            Some(found)
+            logs.line(
+                Phase::Export,
+                None,
+                &format!("Adding the lifecycle of {image}"),
+            );
+            Some(lifecycle::lifecycle(store, image, work.path(), &fail).await?)
         }
         None => None,
     };
-    if let Some(entrypoint) = &req.entrypoint {
-        let (entrypoint, out) = (entrypoint.clone(), work.path().to_path_buf());
-        let written = blocking(
-            move || layers::entrypoint_layer(&entrypoint, &out),
-            &fail,
-            "build entrypoint",
-        )
-        .await?;
-        layers.push(BuilderLayer::written(
-            written,
-            format!("kpackd: /{}", layers::ENTRYPOINT_PATH),
-        ));
-    }
-
     let files = metadata::cnb_files(req, &order);
-    let out = work.path().to_path_buf();
-    let written = blocking(
-        move || {
-            let files: Vec<(&str, String)> = files.into_iter().collect();
-            layers::cnb_files_layer(&files, &out)
-        },
-        &fail,
-        "/cnb files",
-    )
-    .await?;
-    layers.push(BuilderLayer::written(
-        written,
-        "kpackd: /cnb/order.toml, /cnb/run.toml, /cnb/stack.toml".into(),
-    ));
+    layers.extend(own_layers(req, owner, lifecycle.as_ref(), files, work.path(), &fail).await?);
 
     let labels = metadata::labels(
         req,
@@ -277,6 +219,86 @@ pub async fn publish(
         blobs_uploaded: pushed.blobs_uploaded,
         bytes_uploaded: pushed.bytes_uploaded,
     })
+}
+
+/// The build image's layers, reused by digest; or why they cannot be.
+fn base_layers(base: &crate::oci::Image, image: &ImageRef) -> Result<Vec<BuilderLayer>, String> {
+    if base.manifest.layers.len() != base.config.rootfs.diff_ids.len() {
+        return Err(format!(
+            "the build image {image} lists {} layers and {} diffIDs",
+            base.manifest.layers.len(),
+            base.config.rootfs.diff_ids.len()
+        ));
+    }
+    let from = base.pinned();
+    Ok(base
+        .manifest
+        .layers
+        .iter()
+        .zip(&base.config.rootfs.diff_ids)
+        .map(|(descriptor, diff_id)| BuilderLayer {
+            diff_id: diff_id.clone(),
+            descriptor: descriptor.clone(),
+            blob: LayerBlob::Copied { from: from.clone() },
+            created_by: String::new(),
+        })
+        .collect())
+}
+
+/// The layers after the buildpacks: the CNB user's directories, the lifecycle (written
+/// already), the build entrypoint, and the `/cnb` files last, so that a changed order
+/// rewrites only the last layer.
+async fn own_layers(
+    req: &PublishRequest,
+    owner: Owner,
+    lifecycle: Option<&lifecycle::Lifecycle>,
+    files: Vec<(&'static str, String)>,
+    work: &std::path::Path,
+    fail: &Fail<'_>,
+) -> Result<Vec<BuilderLayer>, PublishError> {
+    let mut layers = Vec::new();
+    let out = work.to_path_buf();
+    let dirs = blocking(
+        move || layers::user_dirs_layer(owner, &out),
+        fail,
+        "directories",
+    )
+    .await?;
+    layers.push(BuilderLayer::written(
+        dirs,
+        "kpackd: /workspace, /layers, /platform".into(),
+    ));
+    if let Some(lifecycle) = lifecycle {
+        layers.push(BuilderLayer::written(
+            lifecycle.layer.clone(),
+            format!("kpackd: lifecycle {}", lifecycle.version),
+        ));
+    }
+    if let Some(entrypoint) = &req.entrypoint {
+        let (entrypoint, out) = (entrypoint.clone(), work.to_path_buf());
+        let written = blocking(
+            move || layers::entrypoint_layer(&entrypoint, &out),
+            fail,
+            "build entrypoint",
+        )
+        .await?;
+        layers.push(BuilderLayer::written(
+            written,
+            format!("kpackd: /{}", layers::ENTRYPOINT_PATH),
+        ));
+    }
+    let out = work.to_path_buf();
+    let written = blocking(
+        move || layers::cnb_files_layer(&files, &out),
+        fail,
+        "/cnb files",
+    )
+    .await?;
+    layers.push(BuilderLayer::written(
+        written,
+        "kpackd: /cnb/order.toml, /cnb/run.toml, /cnb/stack.toml".into(),
+    ));
+    Ok(layers)
 }
 
 /// Runs a layer writer on a blocking thread.

@@ -187,6 +187,19 @@ impl NormalisedLayer {
         path
     }
 
+    /// The layer's diffID (the sha256 of its tar) without compressing or writing it:
+    /// how a publish finds out cheaply that the destination has the layer. Blocking.
+    pub fn diff_id(&self) -> Result<imageref::Digest, OciError> {
+        let mut tar = tar::Builder::new(Hashing::new(io::sink()));
+        for (name, entry) in &self.entries {
+            append(&mut tar, name, entry).map_err(|e| OciError::io(Path::new(name), e))?;
+        }
+        let hashing = tar
+            .into_inner()
+            .map_err(|e| OciError::io(Path::new("layer"), e))?;
+        Ok(hashing.digest())
+    }
+
     /// Writes the layer into `out_dir`, gzipped by the deterministic compressor.
     /// Blocking.
     pub fn write(&self, out_dir: &Path) -> Result<WrittenLayer, OciError> {
@@ -363,6 +376,14 @@ mod tests {
             .unwrap()
             .write(&out)
             .unwrap();
+        assert_eq!(
+            NormalisedLayer::new()
+                .tree("/cnb/x", &a)
+                .unwrap()
+                .diff_id()
+                .unwrap(),
+            one.diff_id
+        );
         let two = NormalisedLayer::new()
             .tree("cnb/x/", &b)
             .unwrap()
