@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{kpackd_with_env, stdout, write_buildpack, write_stack};
+use support::{kpackd_with_env, spawn_kpackd, stdout, wait_for, write_buildpack, write_stack};
 use testkit::registry::Registry;
 
 /// A stack and a builder in the loopback registry, one image built from a path.
@@ -332,5 +332,53 @@ fn a_failed_publish_fails_apply_but_not_the_images() {
     assert!(
         text.contains("BUILDER") && text.contains("failed"),
         "{text}"
+    );
+}
+
+/// The succeeded publishes of builder `test`, with their reasons, read quietly.
+fn succeeded_publishes(dir: &Path) -> Vec<Vec<String>> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kpackd"))
+        .args(["builds", "--builder", "--json"])
+        .current_dir(dir)
+        .env_remove("KPACKD_STATE_DIR")
+        .output()
+        .expect("running kpackd");
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    list.iter()
+        .filter(|p| p["builder"] == "test" && p["status"] == "succeeded")
+        .map(reasons)
+        .collect()
+}
+
+/// Watch goes through the same plan and apply: it publishes the builder, and publishes
+/// it again when a buildpack of it is edited.
+#[test]
+fn watch_publishes_a_builder_and_again_when_its_buildpack_is_edited() {
+    let fleet = Fleet::new();
+    let addr = format!("127.0.0.1:{}", testkit::free_port());
+    let mut watch = spawn_kpackd(fleet.root(), "watch", &["watch", "--listen", &addr]);
+    let long = std::time::Duration::from_secs(120);
+    let first = wait_for("the first publish", long, || {
+        let done = succeeded_publishes(fleet.root());
+        (!done.is_empty()).then_some(done)
+    });
+    assert_eq!(first, [s(&["CONFIG"])], "{}", watch.output());
+
+    let build_script = fleet.root().join("buildpacks/hello/bin/build");
+    let mut script = std::fs::read_to_string(&build_script).expect("the build script");
+    script.push_str("# edited while watched\n");
+    std::fs::write(&build_script, script).expect("editing the buildpack");
+    let both = wait_for("the second publish", long, || {
+        let done = succeeded_publishes(fleet.root());
+        (done.len() >= 2).then_some(done)
+    });
+    assert_eq!(both[1], s(&["BUILDPACK"]), "{}", watch.output());
+
+    watch.signal("TERM");
+    assert!(
+        watch
+            .wait_timeout(std::time::Duration::from_secs(30))
+            .is_some(),
+        "watch stops on SIGTERM"
     );
 }
