@@ -17,6 +17,9 @@ use crate::logs::BuildLog;
 use crate::resolve::{BuildpackLocation, BuildpackPin};
 use crate::state::PublishId;
 
+/// How long one publish may run, as long as a build does by default.
+pub const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 /// A publish as the dispatcher hands it to a task.
 #[derive(Debug, Clone)]
 pub struct PublishJob {
@@ -43,7 +46,16 @@ pub async fn run(job: PublishJob, ctx: Arc<JobContext>, events: UnboundedSender<
                 Phase::Export,
                 &format!("publishing builder {}", job.builder),
             );
-            let result = publish(&job, &ctx, &log).await;
+            // Dropping the work on time-out stops it, as for a build's `timeout`: the
+            // builder's images wait for the publish, so it must end.
+            let result =
+                match tokio::time::timeout(PUBLISH_TIMEOUT, publish(&job, &ctx, &log)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(format!(
+                        "timed out after {}",
+                        humantime::format_duration(PUBLISH_TIMEOUT)
+                    )),
+                };
             match &result {
                 Ok(done) => log.note(
                     Phase::Export,
