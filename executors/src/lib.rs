@@ -1,4 +1,5 @@
 //! Executors: OCI images, sources, the CNB lifecycle, the sandbox and rebase.
+pub mod builder;
 mod hashing;
 pub mod inspect;
 pub mod lifecycle;

@@ -5,6 +5,7 @@
 mod build;
 mod lock;
 mod migrations;
+mod publish;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, OpenOptions};
@@ -23,6 +24,10 @@ pub use build::{
     Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild, Outcome, UnknownStatus,
 };
 pub use lock::{writer_alive, LockError, StateLock, LOCK_FILE};
+pub use publish::{
+    NewPublish, Publish, PublishId, PublishOutcome, PublishStatus, UnknownPublishStatus,
+    PUBLISH_LOGS,
+};
 
 /// The file in the state directory that [`State::ring_doorbell`] writes after triggers are
 /// recorded from outside watch, so that a running `kpackd watch` reconciles at once.
@@ -99,6 +104,15 @@ pub enum StateError {
     NotABuild(Action),
     #[error("find build {0:?}: no such build")]
     NoSuchBuild(BuildId),
+    #[error("record publish {builder} #{number}: {from} cannot become {to}")]
+    PublishTransition {
+        builder: String,
+        number: u64,
+        from: PublishStatus,
+        to: PublishStatus,
+    },
+    #[error("find publish {0:?}: no such publish")]
+    NoSuchPublish(PublishId),
 }
 
 /// An open state store.
@@ -283,6 +297,7 @@ impl State {
             lineage: self.lineage.clone(),
             serial: self.serial()?,
             images,
+            builders: self.recorded_publishes()?,
         })
     }
 
@@ -437,6 +452,7 @@ impl State {
     /// writer (holding [`StateLock`]), when no build of this process is running, so any
     /// such build belonged to a process that died. Returns them.
     pub fn mark_interrupted(&mut self) -> Result<Vec<Build>, StateError> {
+        self.mark_publishes_interrupted()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
