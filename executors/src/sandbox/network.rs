@@ -42,6 +42,8 @@ use super::SandboxError;
 pub(super) const HELPER: &str = "slirp4netns";
 pub(super) const HELPER_PACKAGE: &str = "slirp4netns";
 
+/// The device slirp4netns creates the sandbox's interface with.
+const TUN: &str = "/dev/net/tun";
 /// slirp4netns's DNS forwarder, in its default network 10.0.2.0/24.
 const DNS: &str = "10.0.2.3";
 /// How long bwrap's setup and slirp4netns's may take before the sandbox is killed.
@@ -68,13 +70,24 @@ pub(super) struct Network {
 struct Inherited(Vec<OwnedFd>);
 
 impl Network {
-    /// Makes the pipes; fails naming the package when `slirp4netns` is not installed.
+    /// Makes the pipes; fails naming the package when `slirp4netns` is not installed, and
+    /// when this user may not use the TUN device slirp4netns needs.
     pub(super) fn prepare() -> Result<Network, SandboxError> {
         let slirp4netns =
             super::find_on_path(HELPER).ok_or(SandboxError::NetworkHelperMissing {
                 program: HELPER,
                 package: HELPER_PACKAGE,
             })?;
+        rustix::fs::access(
+            TUN,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        )
+        .map_err(|error| {
+            SandboxError::Network(io::Error::new(
+                io::Error::from(error).kind(),
+                format!("slirp4netns needs {TUN}, which this user cannot open: {error}"),
+            ))
+        })?;
         let (status_read, status_write) = io::pipe().map_err(SandboxError::Network)?;
         let (block_read, block_write) = io::pipe().map_err(SandboxError::Network)?;
         let (resolv_read, mut resolv_write) = io::pipe().map_err(SandboxError::Network)?;
