@@ -273,8 +273,10 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// Creates, as directories in the unpacked image root, the mount points of binds with these
-/// `targets` and of the sandbox's own `/proc`, `/dev` and `/tmp`. Refuses to follow a symlink
-/// of the root on the way, since an image's absolute symlink would lead onto the host.
+/// `targets` and of the sandbox's own `/proc`, `/dev` and `/tmp`, and an empty
+/// `/etc/resolv.conf` when the image has none (a sandbox with network mounts its own over
+/// it). Refuses to follow a symlink of the root on the way, since an image's absolute
+/// symlink would lead onto the host.
 pub fn prepare_mount_points(root: &Path, targets: &[&Path]) -> io::Result<()> {
     let sandbox_mounts = SANDBOX_MOUNTS.iter().map(Path::new);
     for target in sandbox_mounts.chain(targets.iter().copied()) {
@@ -304,7 +306,27 @@ pub fn prepare_mount_points(root: &Path, targets: &[&Path]) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    prepare_resolv_conf(root)
+}
+
+/// Creates an empty `/etc/resolv.conf` in the root when there is none. An `/etc` that is not
+/// a directory, and a `resolv.conf` of any kind (a symlink included), are left alone; the
+/// sandbox then keeps the image's.
+fn prepare_resolv_conf(root: &Path) -> io::Result<()> {
+    let etc = root.join("etc");
+    if !fs::symlink_metadata(&etc).is_ok_and(|meta| meta.is_dir()) {
+        return Ok(());
+    }
+    // create_new does not follow a symlink, and a concurrent preparation finds the file.
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(etc.join("resolv.conf"))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// `target` without its leading `/`.

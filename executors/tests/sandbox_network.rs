@@ -170,6 +170,14 @@ async fn names_resolve_through_the_forwarder() {
     // Without network the image's own file stays.
     let resolv = stdout(&run(&fixture.sandbox(false), "cat /etc/resolv.conf").await);
     assert_eq!(resolv, "nameserver 192.0.2.53\n");
+    // An image without the file gets an empty one to mount over.
+    let dir = tempfile::tempdir().expect("tempdir");
+    minimal_rootfs(dir.path(), &[]).expect("minimal rootfs");
+    assert!(!dir.path().join("etc/resolv.conf").exists());
+    prepare_mount_points(dir.path(), &[]).expect("mount points");
+    let sandbox = Sandbox::new(dir.path(), CNB_UID, CNB_GID).network(true);
+    let resolv = stdout(&run(&sandbox, "cat /etc/resolv.conf").await);
+    assert!(resolv.starts_with("nameserver 10.0.2.3\n"), "{resolv}");
 }
 
 #[tokio::test]
