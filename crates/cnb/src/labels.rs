@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::buildpack::{OrderGroup, StackSpec, TargetSpec};
-use crate::names::{BuildpackId, BuildpackVersion};
+use crate::names::{BuildpackId, BuildpackVersion, LayerName};
 
 /// What the lifecycle recorded of an app image's layers ([`LayersMetadata`]).
 pub const LIFECYCLE_METADATA: &str = "io.buildpacks.lifecycle.metadata";
@@ -108,14 +108,17 @@ pub struct Sha {
     pub sha: String,
 }
 
-/// One buildpack's layers in [`LayersMetadata`]; `key` is the buildpack id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One buildpack's layers in [`LayersMetadata`]; `key` is the buildpack id. The id and
+/// the layer names become paths (`<layers>/<id>/<name>`), so both are validated: a label
+/// naming a layer `..` or `a/b` does not deserialize. They serialise as the plain strings
+/// they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildpackLayersMetadata {
-    pub key: String,
+    pub key: BuildpackId,
     #[serde(default)]
     pub version: String,
     #[serde(default)]
-    pub layers: BTreeMap<String, LayerMetadata>,
+    pub layers: BTreeMap<LayerName, LayerMetadata>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreMetadata>,
 }

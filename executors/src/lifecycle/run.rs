@@ -52,7 +52,8 @@ pub struct BuildRequest {
     pub app_dir: PathBuf,
     /// Platform env (`<platform>/env/<NAME>`); `SOURCE_DATE_EPOCH` here sets `created`.
     pub env: BTreeMap<String, String>,
-    /// Share the host's network with buildpacks.
+    /// Give buildpacks outbound network, without the host's loopback (see
+    /// [`crate::sandbox::Sandbox::network`]).
     pub network: bool,
     pub state_dir: PathBuf,
     /// The last build's output, whose layers are reused; `None`: the tag.

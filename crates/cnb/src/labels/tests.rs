@@ -11,10 +11,10 @@ fn sample() -> LayersMetadata {
         }],
         sbom: None,
         buildpacks: vec![BuildpackLayersMetadata {
-            key: "example/node".into(),
+            key: BuildpackId::parse("example/node").unwrap(),
             version: "1.0.0".into(),
             layers: BTreeMap::from([(
-                "deps".to_string(),
+                LayerName::parse("deps").unwrap(),
                 LayerMetadata {
                     sha: "sha256:d1".into(),
                     data: serde_json::json!({"k": "v"}),
@@ -63,6 +63,40 @@ fn unknown_fields_round_trip_unchanged() {
     let parsed: LayersMetadata = parse(LIFECYCLE_METADATA, &text).unwrap();
     assert_eq!(parsed.extra.len(), 2);
     assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+}
+
+#[test]
+fn lifecycle_metadata_refuses_names_that_leave_their_directory() {
+    for (key, layer) in [
+        ("example/node", "../x"),
+        ("example/node", ".."),
+        ("example/node", "a/b"),
+        ("example/node", ""),
+        ("../x", "deps"),
+        ("example/../x", "deps"),
+        ("sbom", "deps"),
+    ] {
+        let text = serde_json::json!({
+            "buildpacks": [{"key": key, "version": "1.0.0",
+                            "layers": {layer: {"sha": "sha256:d1", "launch": true}}}]
+        })
+        .to_string();
+        let err = parse::<LayersMetadata>(LIFECYCLE_METADATA, &text).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(LIFECYCLE_METADATA),
+            "{key:?} {layer:?}: {message}"
+        );
+        assert!(
+            message.contains("invalid layer name") || message.contains("invalid buildpack id"),
+            "{key:?} {layer:?}: {message}"
+        );
+    }
+    let back: LayersMetadata = parse(LIFECYCLE_METADATA, EXPORTED).unwrap();
+    assert_eq!(
+        back.buildpack("example/node").unwrap().layers["deps"].sha,
+        "sha256:d1"
+    );
 }
 
 #[test]

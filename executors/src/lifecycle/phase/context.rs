@@ -35,7 +35,8 @@ pub struct PhaseContext {
     pub platform_dir: PathBuf,
     /// Every buildpack the order may name, composite ones included.
     pub buildpacks: Vec<BuildpackDir>,
-    /// Share the host's network with buildpack programs.
+    /// Give buildpack programs outbound network (their own namespace, without the host's
+    /// loopback: see [`crate::sandbox::Sandbox::network`]).
     pub network: bool,
     /// The target the image is built for (`CNB_TARGET_*`, target matching).
     pub target: Target,
