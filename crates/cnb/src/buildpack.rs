@@ -114,7 +114,7 @@ pub struct DistroSpec {
     pub version: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct StackSpec {
     pub id: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
