@@ -1,5 +1,6 @@
 //! kpackd's static build entrypoint in a builder image, started as a container runtime
-//! starts one: the builder image unpacked with `umoci`, that root as `/` under bwrap
+//! starts one: the builder image `executors::builder::publish` writes, unpacked with
+//! `umoci`, that root as `/` under bwrap
 //! (`--unshare-all --share-net`, as the CNB user, `/proc`, `/dev`, a tmpfs `/tmp`), with
 //! only the workspace, a docker config, the request and the termination log bound in. The
 //! image it pushes to the registry (with credentials) has the same digest as a local build
@@ -13,14 +14,17 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use base64::Engine as _;
-use executors::lifecycle::descriptor::{escape_id, OrderEntry, OrderGroup};
+use executors::builder::{publish, PublishBuildpack, PublishBuildpackSource, PublishRequest};
+use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
 use executors::lifecycle::request::{
     EntrypointFailure, EntrypointRequest, EntrypointResult, RequestSource, REQUEST_VERSION,
 };
 use executors::lifecycle::run::{build_image, BuildRequest};
 use executors::lifecycle::DiscardLogs;
 use executors::oci::layer::{LayerBuilder, WrittenLayer};
-use executors::oci::{ContainerConfig, CredentialSource, ImageConfig, ImageStore, StoreSettings};
+use executors::oci::{
+    copy_image, ContainerConfig, CredentialSource, ImageConfig, ImageStore, StoreSettings,
+};
 use executors::source::git;
 use imageref::ImageRef;
 use testkit::git::BareRepo;
@@ -108,40 +112,6 @@ fn stack_config() -> ImageConfig {
     }
 }
 
-/// The `/cnb` of a builder image (its buildpacks, order and kpackd's entrypoint) and the
-/// lifecycle's directories, as a tree to make a layer of.
-fn builder_tree(dir: &Path, bp: &Path, entrypoint: &Path) -> PathBuf {
-    let tree = dir.join("builder-tree");
-    let installed = tree
-        .join("cnb/buildpacks")
-        .join(escape_id("examples/hello"))
-        .join("1.0.0");
-    fs::create_dir_all(installed.join("bin")).unwrap();
-    for file in ["buildpack.toml", "bin/detect", "bin/build"] {
-        fs::copy(bp.join(file), installed.join(file)).unwrap();
-    }
-    write(
-        &tree.join("cnb/order.toml"),
-        "[[order]]\n[[order.group]]\nid = \"examples/hello\"\nversion = \"1.0.0\"\n",
-        0o644,
-    );
-    fs::create_dir_all(tree.join("cnb/lifecycle")).unwrap();
-    fs::copy(entrypoint, tree.join("cnb/lifecycle/kpackd")).unwrap();
-    for sub in ["workspace", "layers", "platform"] {
-        fs::create_dir_all(tree.join(sub)).unwrap();
-    }
-    // Builder images carry CA certificates (the entrypoint's HTTP clients load them
-    // even to speak plain HTTP to a loopback registry).
-    let certs = tree.join("etc/ssl/certs");
-    fs::create_dir_all(&certs).unwrap();
-    fs::copy(
-        "/etc/ssl/certs/ca-certificates.crt",
-        certs.join("ca-certificates.crt"),
-    )
-    .expect("the host's CA certificates (Debian package ca-certificates)");
-    tree
-}
-
 /// A builder image, unpacked by umoci, and everything around it: the registry with
 /// credentials, the stack, the app's git remote, and the local build's result.
 struct Fixture {
@@ -188,9 +158,16 @@ async fn fixture() -> Fixture {
         ..StoreSettings::default()
     });
 
-    // The stack (build and run image at once), and the builder image on it.
+    // The stack (build and run image at once), with CA certificates as real stacks have
+    // them (the entrypoint's HTTP clients load them even to speak plain HTTP).
     let root = work.join("stack-root");
     minimal_rootfs(&root, &[]).unwrap();
+    fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
+    fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        root.join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .expect("the host's CA certificates (Debian package ca-certificates)");
     let stack_layer = layer_of(&root, work);
     let stack_ref = ImageRef::parse(&format!("{}:1", registry.repo("stack"))).unwrap();
     let stack = store
@@ -201,13 +178,40 @@ async fn fixture() -> Fixture {
         )
         .await
         .unwrap();
+    // The builder image, published by kpackd with its entrypoint and no other lifecycle,
+    // then copied into a layout for umoci.
     let bp = buildpack(work);
-    let tree = builder_tree(work, &bp, &entrypoint);
-    let cnb_layer = layer_of(&tree, work);
+    let published = publish(
+        &store,
+        &PublishRequest {
+            builder: "tests".into(),
+            tag: ImageRef::parse(&format!("{}:latest", registry.repo("builder"))).unwrap(),
+            build_image: stack.clone(),
+            run_image: stack_ref.clone(),
+            run_image_mirrors: vec![],
+            stack_id: "io.kpackd.minimal".into(),
+            buildpacks: vec![PublishBuildpack {
+                id: "examples/hello".into(),
+                version: "1.0.0".into(),
+                source: PublishBuildpackSource::Directory(bp.clone()),
+            }],
+            order: vec![OrderGroup {
+                group: vec![OrderEntry {
+                    id: "examples/hello".into(),
+                    version: "1.0.0".into(),
+                    optional: false,
+                }],
+            }],
+            lifecycle_image: None,
+            entrypoint: Some(entrypoint),
+        },
+        &DiscardLogs,
+    )
+    .await
+    .unwrap();
     let layout = work.join("layout");
     let builder = ImageRef::parse(&format!("oci:{}:builder", layout.display())).unwrap();
-    store
-        .push_image(&builder, stack_config(), &[stack_layer, cnb_layer])
+    copy_image(&store, &published.image, &builder, std::sync::Arc::new(()))
         .await
         .unwrap();
     // Unpacked as a container runtime would.
