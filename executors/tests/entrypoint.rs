@@ -318,10 +318,24 @@ struct Run {
 /// build the fixture's app into `tag`: as the CNB user in a user namespace, or as root
 /// (the host's, without a user namespace, so that it can switch users).
 fn run_entrypoint(f: &Fixture, tag: &ImageRef, as_root: bool) -> Run {
-    let work = f
-        .dir
-        .path()
-        .join(if as_root { "as-root" } else { "as-cnb" });
+    let source = RequestSource::Git {
+        url: f.url.clone(),
+        commit: f.commit.clone(),
+        sub_path: None,
+    };
+    let name = if as_root { "as-root" } else { "as-cnb" };
+    run_entrypoint_with(f, tag, as_root, source, name)
+}
+
+/// [`run_entrypoint`] with another source, in the work directory `name`.
+fn run_entrypoint_with(
+    f: &Fixture,
+    tag: &ImageRef,
+    as_root: bool,
+    source: RequestSource,
+    name: &str,
+) -> Run {
+    let work = f.dir.path().join(name);
     let request = EntrypointRequest {
         version: REQUEST_VERSION,
         image: "app".into(),
@@ -329,11 +343,7 @@ fn run_entrypoint(f: &Fixture, tag: &ImageRef, as_root: bool) -> Run {
         additional_tags: vec![tag.with_tag("1")],
         builder_image: f.builder.clone(),
         run_image: f.stack.clone(),
-        source: RequestSource::Git {
-            url: f.url.clone(),
-            commit: f.commit.clone(),
-            sub_path: None,
-        },
+        source,
         env: f.env.clone(),
         cache_image: None,
         previous_image: None,
@@ -470,6 +480,32 @@ async fn started_as_root_it_builds_as_the_cnb_user() {
         CNB_UID,
         "the buildpack wrote as the CNB user"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_source_travels_as_a_source_image() {
+    let f = fixture().await;
+    // The app of the git commit, as a local directory pushed as a source image.
+    let dir = f.dir.path().join("path-source");
+    write(&dir.join("app/message.txt"), "hi there", 0o644);
+    write(&dir.join("app/.gitignore"), "*.log\n", 0o644);
+    write(&dir.join("app/debug.log"), "left out", 0o644);
+    let to = ImageRef::parse(&format!("{}-source:1", f.repo)).unwrap();
+    let pushed =
+        executors::source::image::push_path(&f.store, &dir, Some("app"), &to, f.dir.path())
+            .await
+            .unwrap();
+    assert!(pushed.image.digest().is_some(), "{}", pushed.image);
+
+    let tag = ImageRef::parse(&format!("{}:from-image", f.repo)).unwrap();
+    let source = RequestSource::Image {
+        image: pushed.image.clone(),
+        sub_path: None,
+    };
+    let run =
+        tokio::task::block_in_place(|| run_entrypoint_with(&f, &tag, false, source, "from-image"));
+    assert!(!run.workspace.join("debug.log").exists());
+    assert!(run.workspace.join(".gitignore").is_file());
 }
 
 fn rustix_is_root() -> bool {
