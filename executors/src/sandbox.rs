@@ -19,6 +19,9 @@
 //!   from an async task, not from a `spawn_blocking` thread that may exit first.
 //! - With network, the user-mode network stack that serves the sandbox runs beside bwrap
 //!   and ends with it, or with kpackd (see [`network`]).
+//!
+//! Inside a container of the build image there is nothing to confine to: [`Direct`] runs
+//! programs as they are, as the CNB user, with the same environment rules.
 
 mod network;
 
@@ -258,6 +261,102 @@ impl Sandbox {
             })
         }
     }
+}
+
+/// A process runner for kpackd running inside the build image (a container): programs run
+/// directly, with exactly the environment the caller gives, as `uid:gid` when kpackd runs
+/// as root (else as kpackd's own user, which a container runtime made the CNB user). The
+/// command is a new process group, killed when dropped; see [`Direct::command`].
+#[derive(Debug, Clone)]
+pub struct Direct {
+    uid: u32,
+    gid: u32,
+}
+
+impl Direct {
+    pub fn new(uid: u32, gid: u32) -> Direct {
+        Direct { uid, gid }
+    }
+
+    /// A command ready to spawn, like [`Sandbox::command`] but without confinement:
+    /// `program` and `cwd` are real paths; the environment is exactly `env`; stdin is
+    /// `/dev/null`; the program is the leader of a new process group. Only the leader is
+    /// killed when the command is dropped: callers end the group (see
+    /// [`kill_process_group`]).
+    pub fn command(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: &Path,
+    ) -> Result<tokio::process::Command, SandboxError> {
+        if !cwd.is_absolute() {
+            return Err(SandboxError::RelativePath {
+                path: cwd.to_path_buf(),
+            });
+        }
+        for (name, value) in env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(SandboxError::InvalidEnv { name: name.clone() });
+            }
+        }
+        tracing::debug!(program = %program.display(), ?args, "direct command");
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if rustix::process::geteuid().is_root() {
+            // The standard library also drops the supplementary groups when root sets a uid.
+            command.uid(self.uid).gid(self.gid);
+        }
+        Ok(command)
+    }
+}
+
+/// Kills the process group `pgid` (a [`Direct`] command's), ignoring a group that is gone.
+pub fn kill_process_group(pgid: u32) {
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        if e != rustix::io::Errno::SRCH {
+            tracing::warn!(pgid, error = %e, "kill a buildpack's process group");
+        }
+    }
+}
+
+/// Makes `path` belong to `uid:gid` when kpackd runs as root (in a container, before it
+/// lets the CNB user's programs write there); does nothing otherwise.
+pub fn hand_over(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// [`hand_over`] for `path` and everything below it (symlinks are not followed).
+pub fn hand_over_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        std::os::unix::fs::lchown(&current, Some(uid), Some(gid))?;
+        if fs::symlink_metadata(&current)?.is_dir() {
+            for entry in fs::read_dir(&current)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The path of `bwrap` on PATH, or an error naming the Debian package to install.

@@ -2,10 +2,13 @@
 //! remotes, minimal stack root filesystems. Nothing here is a mock: a test that needs a
 //! component that is not installed fails with a message naming the Debian package.
 
+pub mod entrypoint;
 pub mod git;
 pub mod kube;
 pub mod registry;
 pub mod rootfs;
+
+pub use entrypoint::entrypoint;
 
 /// Panics with the Debian package to install when `program` is not on PATH.
 pub fn require(program: &str, package: &str) {
