@@ -109,10 +109,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build history, of one image or all
+    /// Build history, of one image or all (and publishes of builder images)
     Builds {
         /// Only this image's builds
         image: Option<String>,
+        /// Publishes of builder images instead: this builder's, or every builder's
+        /// when no name follows
+        #[arg(long, value_name = "BUILDER", num_args = 0..=1, default_missing_value = "", conflicts_with = "image")]
+        builder: Option<String>,
         /// A JSON array on stdout
         #[arg(long)]
         json: bool,

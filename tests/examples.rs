@@ -409,6 +409,34 @@ fn expect_success(output: &Output, what: &str) {
 }
 
 /// `kpackd plan --json`: each image's action and reasons.
+/// The plan's builders: (builder, action, reasons).
+fn publishes(dir: &Path) -> Vec<(String, String, Vec<String>)> {
+    let output = kpackd(dir, &["plan", "kpack.toml", "--json"]);
+    expect_success(&output, "kpackd plan --json");
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).expect("plan JSON");
+    plan["builders"]
+        .as_array()
+        .expect("builders")
+        .iter()
+        .map(|b| {
+            let reasons = b["reasons"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|r| r.as_str())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                b["builder"].as_str().unwrap_or("").to_string(),
+                b["action"].as_str().unwrap_or("").to_string(),
+                reasons,
+            )
+        })
+        .collect()
+}
+
 fn planned(dir: &Path) -> Vec<(String, String, Vec<String>)> {
     let output = kpackd(dir, &["plan", "kpack.toml", "--json"]);
     expect_success(&output, "kpackd plan --json");
@@ -553,7 +581,23 @@ fn example_fleet_builds_runs_rebuilds_and_rebases() {
         all("build", "CONFIG"),
         "a fresh state builds everything"
     );
+    assert_eq!(
+        publishes(dir),
+        vec![("default".into(), "publish".into(), vec!["CONFIG".into()])],
+        "the example builder has a tag: it is published"
+    );
     expect_success(&kpackd(dir, &["apply", "kpack.toml"]), "the first apply");
+    let builder = dir.join("out/builders");
+    assert!(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:default", builder.display()))
+            .output()
+            .expect("running skopeo")
+            .status
+            .success(),
+        "skopeo cannot read the published builder"
+    );
     assert_eq!(
         kpackd(dir, &["plan", "kpack.toml", "--detailed-exitcode"])
             .status
@@ -625,6 +669,11 @@ fn example_fleet_builds_runs_rebuilds_and_rebases() {
         .expect("running build-stack --patch-run-image");
     assert!(status.success(), "build-stack --patch-run-image failed");
     assert_eq!(planned(dir), all("rebase", "STACK"));
+    assert_eq!(
+        publishes(dir),
+        vec![("default".into(), "noop".into(), vec![])],
+        "a patched run image leaves the builder as it is"
+    );
     expect_success(
         &kpackd(dir, &["apply", "kpack.toml"]),
         "the apply of the rebases",

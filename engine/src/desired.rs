@@ -1,11 +1,12 @@
 //! What kpack.toml wants for each image, in the planner's terms ([`Desired`]): its
 //! configuration hash (the CONFIG reason), its source's identity, its builder and stack,
-//! and the buildpacks the builder provides now.
+//! and the buildpacks the builder provides now; and for each published builder, what its
+//! builder image would be made from ([`DesiredBuilder`]).
 
 use imageref::Target;
-use planner::diff::Desired;
+use planner::diff::{Desired, DesiredBuilder};
 use planner::plan::StackKey;
-use planner::{BuilderKind, Config, Image};
+use planner::{Builder, BuilderKind, Config, Image};
 
 use crate::resolve::Resolution;
 
@@ -51,6 +52,59 @@ pub fn desired(config: &Config, images: &[&Image], resolution: &Resolution) -> V
                 rebuild_on: image.rebuild_on.clone(),
                 image_buildpacks: image.config().buildpacks,
             }
+        })
+        .collect()
+}
+
+/// One [`DesiredBuilder`] per builder in `published` (assembled builders with a tag),
+/// in the order given. What the resolution could not find is left empty: the planner
+/// blocks those builders on the recorded failure.
+pub fn desired_builders(
+    config: &Config,
+    published: &[&Builder],
+    resolution: &Resolution,
+) -> Vec<DesiredBuilder> {
+    published
+        .iter()
+        .filter_map(|builder| {
+            let BuilderKind::Assembled { stack, order, .. } = &builder.kind else {
+                return None;
+            };
+            let tag = builder.tag.as_ref()?;
+            let stack_config = config.stacks.get(stack)?;
+            let stack = StackKey::stack(stack);
+            Some(DesiredBuilder {
+                builder: builder.name.clone(),
+                tag: tag.to_string(),
+                stack_id: resolution
+                    .stacks
+                    .get(&stack)
+                    .map(|p| p.stack_id.clone())
+                    .unwrap_or_default(),
+                run_image: stack_config.run_image.to_string(),
+                run_image_mirrors: stack_config
+                    .run_image_mirrors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                order: DesiredBuilder::order_of(order),
+                buildpacks: resolution
+                    .buildpacks
+                    .get(&builder.name)
+                    .map(|pins| {
+                        pins.iter()
+                            .map(|(id, pin)| (id.clone(), pin.digest.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                lifecycle: builder.lifecycle.is_some(),
+                lifecycle_image: resolution
+                    .lifecycles
+                    .get(&builder.name)
+                    .map(|pin| pin.digest.clone()),
+                entrypoint: resolution.entrypoint.as_ref().map(|e| e.digest.clone()),
+                stack,
+            })
         })
         .collect()
 }

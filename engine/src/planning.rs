@@ -33,12 +33,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use imageref::Digest;
-use planner::diff::{Desired, Recorded};
+use planner::diff::{Desired, DesiredBuilder, Recorded};
 use planner::plan::Plan;
-use planner::{Config, Image};
+use planner::{Builder, Config, Image};
 use serde::{Deserialize, Serialize};
 
-use crate::desired::{desired, stack_of};
+use crate::desired::{desired, desired_builders, stack_of};
 use crate::resolve::{resolve, BuildpackPin, Resolution, ResolveOptions, SourcePin, StackPin};
 use crate::state::{State, StateError};
 
@@ -113,6 +113,21 @@ pub fn select<'c>(config: &'c Config, targets: &[String]) -> Result<Vec<&'c Imag
         .collect())
 }
 
+/// The builders a plan publishes: every assembled builder with a `tag`, or, for a plan
+/// of named images, those their images are built with.
+pub fn published<'c>(
+    config: &'c Config,
+    images: &[&Image],
+    targets: &[String],
+) -> Vec<&'c Builder> {
+    config
+        .builders
+        .values()
+        .filter(|b| b.publishes())
+        .filter(|b| targets.is_empty() || images.iter().any(|i| i.builder == b.name))
+        .collect()
+}
+
 /// A plan and everything needed to carry it out.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -122,6 +137,8 @@ pub struct Planned {
     pub targets: Vec<String>,
     /// What the rules were given, per planned image.
     pub desired: Vec<Desired>,
+    /// What the publishing rules were given, per published builder.
+    pub desired_builders: Vec<DesiredBuilder>,
     /// What every upstream was resolved to.
     pub resolution: Resolution,
 }
@@ -167,6 +184,7 @@ impl Planned {
             config_sha256: config_digest(&self.config.path)?,
             targets: self.targets.clone(),
             desired: self.desired.clone(),
+            desired_builders: self.desired_builders.clone(),
             resolution: self.resolution.clone(),
         })
     }
@@ -203,9 +221,13 @@ pub async fn plan_with(
             .images
             .retain(|name, _| images.iter().any(|i| &i.name == name));
     }
-    let resolution = resolve(config, &images, options).await;
+    let published = published(config, &images, targets);
+    let resolution = resolve(config, &images, &published, options).await;
     let desired = desired(config, &images, &resolution);
+    let desired_builders = desired_builders(config, &published, &resolution);
     let mut plan = planner::diff::diff(&desired, &resolution.observed, &recorded);
+    plan.builders =
+        planner::diff::diff_builders(&desired_builders, &resolution.observed, &recorded.builders);
     plan.config = config.path.display().to_string();
     tracing::info!(
         images = images.len(),
@@ -218,6 +240,7 @@ pub async fn plan_with(
         plan,
         targets: images.iter().map(|i| i.name.clone()).collect(),
         desired,
+        desired_builders,
         resolution,
     })
 }
@@ -244,6 +267,9 @@ pub struct PlanFile {
     /// The images planned.
     pub targets: Vec<String>,
     pub desired: Vec<Desired>,
+    /// Absent in plans saved before builders were published.
+    #[serde(default)]
+    pub desired_builders: Vec<DesiredBuilder>,
     pub resolution: Resolution,
 }
 
@@ -311,6 +337,7 @@ impl PlanFile {
             plan: self.plan,
             targets: self.targets,
             desired: self.desired,
+            desired_builders: self.desired_builders,
             resolution: self.resolution,
         }
     }

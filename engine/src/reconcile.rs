@@ -249,11 +249,36 @@ fn status_json(dir: &Path) -> serde_json::Value {
             entry["tag"] = serde_json::json!(build.tag);
         }
     }
-    serde_json::json!({
+    let mut status = serde_json::json!({
         "lineage": state.lineage(),
         "serial": state.serial().ok(),
         "images": images,
-    })
+    });
+    // Published builders, the same way; absent when nothing was published.
+    let publishes = match state.publishes(None) {
+        Ok(publishes) => publishes,
+        Err(e) => return serde_json::json!({"error": e.to_string()}),
+    };
+    let mut builders = serde_json::Map::new();
+    for publish in &publishes {
+        let entry = builders
+            .entry(publish.builder.clone())
+            .or_insert_with(|| serde_json::json!({}));
+        entry["last_publish"] = serde_json::json!({
+            "number": publish.number,
+            "status": publish.status,
+            "reasons": publish.reasons,
+            "digest": publish.digest,
+        });
+        if publish.status == crate::state::PublishStatus::Succeeded {
+            entry["digest"] = serde_json::json!(publish.digest);
+            entry["tag"] = serde_json::json!(publish.tag);
+        }
+    }
+    if !builders.is_empty() {
+        status["builders"] = serde_json::Value::Object(builders);
+    }
+    status
 }
 
 /// The images whose last build failed outside the build and whose retry is not due
@@ -319,6 +344,15 @@ fn upstream_of(config: &Config, upstream: &planner::plan::Upstream) -> Upstream 
             Upstream::Git(url.to_string())
         }
         Planned::Buildpacks { builder } => Upstream::Registry(builder.clone()),
+        Planned::LifecycleImage { builder } => config
+            .builders
+            .get(builder)
+            .and_then(|b| b.lifecycle.as_ref())
+            .map_or_else(
+                || Upstream::Registry(builder.clone()),
+                |r| Upstream::Registry(r.to_string()),
+            ),
+        Planned::Entrypoint => Upstream::Registry("kpackd-entrypoint".to_string()),
     }
 }
 
@@ -369,6 +403,7 @@ mod tests {
             errors: Vec::new(),
             notes: Vec::new(),
             failing: Vec::new(),
+            builders: Vec::new(),
         };
         postpone(
             &mut plan,

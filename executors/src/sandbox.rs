@@ -1,6 +1,7 @@
 //! The sandbox: runs a buildpack's programs inside a stack's build image root filesystem with
 //! bubblewrap (`bwrap`), as the stack's CNB user, with nothing of the host but the directories
 //! a phase binds in, no network unless asked, and exactly the environment the caller gives.
+//! Asked, the network is the sandbox's own, with outbound access only ([`network`]).
 //!
 //! How the pieces fit:
 //! - The root is bound read-only at `/`. bwrap cannot create mount points in it, so every
@@ -16,6 +17,13 @@
 //!   `--die-with-parent` and the process is pid 1 of its own pid namespace, so killing bwrap
 //!   ends the whole tree inside. `--die-with-parent` is tied to the spawning *thread*: spawn
 //!   from an async task, not from a `spawn_blocking` thread that may exit first.
+//! - With network, the user-mode network stack that serves the sandbox runs beside bwrap
+//!   and ends with it, or with kpackd (see [`network`]).
+//!
+//! Inside a container of the build image there is nothing to confine to: [`Direct`] runs
+//! programs as they are, as the CNB user, with the same environment rules.
+
+mod network;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -52,6 +60,13 @@ pub struct Bind {
 pub enum SandboxError {
     #[error("find `bwrap` on PATH: install the Debian package bubblewrap")]
     BwrapMissing,
+    #[error("find `{program}` on PATH (a sandbox with network needs it): install the Debian package {package}")]
+    NetworkHelperMissing {
+        program: &'static str,
+        package: &'static str,
+    },
+    #[error("prepare the sandbox's network: {0}")]
+    Network(#[source] io::Error),
     #[error("use {} as a sandbox root: it is not a directory", root.display())]
     RootMissing { root: PathBuf },
     #[error(
@@ -103,9 +118,12 @@ impl Sandbox {
         }
     }
 
-    /// Shares the host's network (buildpacks that download dependencies need it). The root's
-    /// `/etc/resolv.conf`, when it is a regular file, is then replaced by the host's so that
-    /// names resolve as on the host.
+    /// Gives the sandbox outbound network (buildpacks that download dependencies need it):
+    /// its own network namespace behind a user-mode network stack (`slirp4netns`), which
+    /// reaches what the host reaches except the host's loopback. The root's
+    /// `/etc/resolv.conf`, when it is a regular file, is then replaced by one naming that
+    /// stack's DNS forwarder. Commands fail with [`SandboxError::NetworkHelperMissing`]
+    /// when `slirp4netns` is not installed: never is the host's network used instead.
     pub fn network(mut self, on: bool) -> Sandbox {
         self.network = on;
         self
@@ -131,7 +149,8 @@ impl Sandbox {
     /// A command ready to spawn: `program` and `cwd` are paths inside the sandbox (a
     /// program without `/` is looked up in `env`'s PATH); the environment is exactly the
     /// sandbox's variables and then `env` — nothing leaks from the host. stdin is
-    /// `/dev/null` unless the caller changes it. The command is killed when dropped.
+    /// `/dev/null` unless the caller changes it. The command is killed when dropped. With
+    /// network, spawn the command at most once.
     pub fn command(
         &self,
         program: &Path,
@@ -140,6 +159,11 @@ impl Sandbox {
         cwd: &Path,
     ) -> Result<tokio::process::Command, SandboxError> {
         let bwrap = ensure_bwrap()?;
+        let network = if self.network {
+            Some(network::Network::prepare()?)
+        } else {
+            None
+        };
         if !self.root.is_dir() {
             return Err(SandboxError::RootMissing {
                 root: self.root.clone(),
@@ -155,8 +179,8 @@ impl Sandbox {
             bwrap_args.extend(args.iter().map(|a| a.as_ref().to_os_string()));
         };
         push(&[&"--unshare-all", &"--unshare-user"]);
-        if self.network {
-            push(&[&"--share-net"]);
+        for arg in network.iter().flat_map(network::Network::bwrap_args) {
+            push(&[&arg]);
         }
         let (uid, gid) = (self.uid.to_string(), self.gid.to_string());
         push(&[&"--die-with-parent", &"--new-session"]);
@@ -182,11 +206,12 @@ impl Sandbox {
             push(&[&kind, &bind.source, &bind.target]);
         }
         let resolv = Path::new("/etc/resolv.conf");
-        if self.network
-            && resolv.is_file()
-            && fs::symlink_metadata(self.root.join("etc/resolv.conf")).is_ok_and(|m| m.is_file())
-        {
-            push(&[&"--ro-bind", &resolv, &resolv]);
+        let root_has_resolv =
+            fs::symlink_metadata(self.root.join("etc/resolv.conf")).is_ok_and(|m| m.is_file());
+        if let Some(network) = network.as_ref().filter(|_| root_has_resolv) {
+            for arg in network.resolv_conf_args(resolv) {
+                push(&[&arg]);
+            }
         }
         push(&[&"--clearenv"]);
         let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
@@ -210,6 +235,9 @@ impl Sandbox {
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(network) = network {
+            network.attach(&mut command)?;
+        }
         Ok(command)
     }
 
@@ -235,20 +263,119 @@ impl Sandbox {
     }
 }
 
+/// A process runner for kpackd running inside the build image (a container): programs run
+/// directly, with exactly the environment the caller gives, as `uid:gid` when kpackd runs
+/// as root (else as kpackd's own user, which a container runtime made the CNB user). The
+/// command is a new process group, killed when dropped; see [`Direct::command`].
+#[derive(Debug, Clone)]
+pub struct Direct {
+    uid: u32,
+    gid: u32,
+}
+
+impl Direct {
+    pub fn new(uid: u32, gid: u32) -> Direct {
+        Direct { uid, gid }
+    }
+
+    /// A command ready to spawn, like [`Sandbox::command`] but without confinement:
+    /// `program` and `cwd` are real paths; the environment is exactly `env`; stdin is
+    /// `/dev/null`; the program is the leader of a new process group. Only the leader is
+    /// killed when the command is dropped: callers end the group (see
+    /// [`kill_process_group`]).
+    pub fn command(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: &Path,
+    ) -> Result<tokio::process::Command, SandboxError> {
+        if !cwd.is_absolute() {
+            return Err(SandboxError::RelativePath {
+                path: cwd.to_path_buf(),
+            });
+        }
+        for (name, value) in env {
+            if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+                return Err(SandboxError::InvalidEnv { name: name.clone() });
+            }
+        }
+        tracing::debug!(program = %program.display(), ?args, "direct command");
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if rustix::process::geteuid().is_root() {
+            // The standard library also drops the supplementary groups when root sets a uid.
+            command.uid(self.uid).gid(self.gid);
+        }
+        Ok(command)
+    }
+}
+
+/// Kills the process group `pgid` (a [`Direct`] command's), ignoring a group that is gone.
+pub fn kill_process_group(pgid: u32) {
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        if e != rustix::io::Errno::SRCH {
+            tracing::warn!(pgid, error = %e, "kill a buildpack's process group");
+        }
+    }
+}
+
+/// Makes `path` belong to `uid:gid` when kpackd runs as root (in a container, before it
+/// lets the CNB user's programs write there); does nothing otherwise.
+pub fn hand_over(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// [`hand_over`] for `path` and everything below it (symlinks are not followed).
+pub fn hand_over_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        std::os::unix::fs::lchown(&current, Some(uid), Some(gid))?;
+        if fs::symlink_metadata(&current)?.is_dir() {
+            for entry in fs::read_dir(&current)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The path of `bwrap` on PATH, or an error naming the Debian package to install.
 pub fn ensure_bwrap() -> Result<PathBuf, SandboxError> {
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("bwrap"))
-                .find(|candidate| candidate.is_file())
-        })
-        .ok_or(SandboxError::BwrapMissing)
+    find_on_path("bwrap").ok_or(SandboxError::BwrapMissing)
+}
+
+/// The path of `program` in a directory of PATH.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Creates, as directories in the unpacked image root, the mount points of binds with these
-/// `targets` and of the sandbox's own `/proc`, `/dev` and `/tmp`. Refuses to follow a symlink
-/// of the root on the way, since an image's absolute symlink would lead onto the host.
+/// `targets` and of the sandbox's own `/proc`, `/dev` and `/tmp`, and an empty
+/// `/etc/resolv.conf` when the image has none (a sandbox with network mounts its own over
+/// it). Refuses to follow a symlink of the root on the way, since an image's absolute
+/// symlink would lead onto the host.
 pub fn prepare_mount_points(root: &Path, targets: &[&Path]) -> io::Result<()> {
     let sandbox_mounts = SANDBOX_MOUNTS.iter().map(Path::new);
     for target in sandbox_mounts.chain(targets.iter().copied()) {
@@ -278,7 +405,27 @@ pub fn prepare_mount_points(root: &Path, targets: &[&Path]) -> io::Result<()> {
             }
         }
     }
-    Ok(())
+    prepare_resolv_conf(root)
+}
+
+/// Creates an empty `/etc/resolv.conf` in the root when there is none. An `/etc` that is not
+/// a directory, and a `resolv.conf` of any kind (a symlink included), are left alone; the
+/// sandbox then keeps the image's.
+fn prepare_resolv_conf(root: &Path) -> io::Result<()> {
+    let etc = root.join("etc");
+    if !fs::symlink_metadata(&etc).is_ok_and(|meta| meta.is_dir()) {
+        return Ok(());
+    }
+    // create_new does not follow a symlink, and a concurrent preparation finds the file.
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(etc.join("resolv.conf"))
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// `target` without its leading `/`.

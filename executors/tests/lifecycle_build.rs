@@ -386,3 +386,80 @@ async fn an_sbom_of_an_undeclared_media_type_fails_the_build() {
     assert!(sbom.join("sbom.cdx.json").is_file());
     assert!(sbom.join("sbom.spdx.json").is_file());
 }
+
+/// With network, a buildpack reaches an address of the machine but not an HTTP server on
+/// the host's loopback (where the registry and kpackd's own endpoints listen).
+#[tokio::test]
+async fn a_build_with_network_cannot_reach_host_loopback() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    testkit::require("slirp4netns", "slirp4netns");
+    let http = |ip: &str| {
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("listen");
+        let port = listener.local_addr().expect("address").port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.read(&mut [0u8; 1024]);
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nserved\n");
+            }
+        });
+        (port, requests)
+    };
+    let (loopback_port, loopback_requests) = http("127.0.0.1");
+    let machine = machine_address();
+    let (machine_port, machine_requests) = http(&machine);
+
+    let mut f = fixture(&[]);
+    f.ctx.network = true;
+    let get = |host: &str, port: u16| {
+        format!(
+            "(exec 3<>/dev/tcp/{host}/{port} && printf 'GET /v2/ HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3) 2>/dev/null"
+        )
+    };
+    let build_script = format!(
+        "#!/bin/bash\n\
+         if {}; then echo 'reached host loopback'; exit 1; fi\n\
+         echo 'host loopback unreachable'\n\
+         {} | tail -n 1\n",
+        get("127.0.0.1", loopback_port),
+        get(&machine, machine_port),
+    );
+    let programs = [
+        ("detect", "#!/bin/sh\nexit 0\n"),
+        ("build", build_script.as_str()),
+    ];
+    let descriptor = "api = \"0.10\"\n[buildpack]\nid = \"test/net\"\nversion = \"1.0.0\"\n";
+    add_buildpack(&mut f, "net", descriptor, &programs);
+    let outcome = detected(&f, &["test/net"]).await;
+    let logs = Logs::default();
+    build(&f.ctx, &outcome, &logs).await.expect("build");
+    assert!(logs.has(Phase::Build, "test/net", "host loopback unreachable"));
+    assert!(
+        logs.has(Phase::Build, "test/net", "served"),
+        "the machine is reachable"
+    );
+    assert_eq!(loopback_requests.load(Ordering::SeqCst), 0);
+    assert_eq!(machine_requests.load(Ordering::SeqCst), 1);
+}
+
+/// A global IPv4 address of this machine (not loopback), from `ip -4 addr`.
+fn machine_address() -> String {
+    testkit::require("ip", "iproute2");
+    let output = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace().skip_while(|f| *f != "inet");
+            Some(fields.nth(1)?.split('/').next()?.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no global IPv4 address on this machine: {text}"))
+}

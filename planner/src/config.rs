@@ -157,9 +157,26 @@ pub struct BuilderTable {
     /// A CNB builder image to use instead of `stack`, `store` and `order`.
     #[schemars(with = "Option<String>")]
     pub builder: Option<Spanned<String>>,
-    /// Where to publish this builder as a CNB builder image.
+    /// Where to publish this builder as a CNB builder image (an assembled builder
+    /// only): `kpackd apply` writes and pushes it whenever its stack, buildpacks or
+    /// configuration change.
     #[schemars(with = "Option<String>")]
     pub tag: Option<Spanned<String>>,
+    /// The CNB lifecycle the published builder carries besides kpackd's own build
+    /// entrypoint: `{ image = "REF" }`, an image whose `/cnb/lifecycle` is added to the
+    /// builder image. Needs `tag`.
+    #[schemars(with = "Option<LifecycleTable>")]
+    pub lifecycle: Option<Spanned<LifecycleTable>>,
+}
+
+/// `lifecycle = { image = "REF" }`: where a published builder's lifecycle comes from.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LifecycleTable {
+    /// An image holding `/cnb/lifecycle` (a lifecycle image, or a builder image):
+    /// pinned by digest at plan time.
+    #[schemars(with = "String")]
+    pub image: Spanned<String>,
 }
 
 /// `{ group = [...] }`: buildpacks that detect and build together.

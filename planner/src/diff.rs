@@ -20,6 +20,10 @@ use crate::plan::{
 };
 use crate::Reason;
 
+mod builder;
+
+pub use builder::{diff_builders, DesiredBuilder, RecordedPublish};
+
 /// What kpack.toml wants for one image, with the engine's view of its builder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {
@@ -101,6 +105,9 @@ pub struct Recorded {
     pub serial: u64,
     /// Every image the state knows of, by name.
     pub images: BTreeMap<String, RecordedImage>,
+    /// The last successful publish of each builder, by name.
+    #[serde(default)]
+    pub builders: BTreeMap<String, RecordedPublish>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +290,7 @@ pub fn diff(desired: &[Desired], observed: &Observed, recorded: &Recorded) -> Pl
             })
             .collect(),
         failing: failing_images,
+        builders: Vec::new(),
     }
 }
 

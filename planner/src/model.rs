@@ -133,9 +133,20 @@ impl Store {
 pub struct Builder {
     pub name: String,
     pub kind: BuilderKind,
-    /// Where to publish the builder as a CNB builder image, if anywhere.
+    /// Where to publish the builder as a CNB builder image, if anywhere (an assembled
+    /// builder only).
     pub tag: Option<ImageRef>,
+    /// The image whose `/cnb/lifecycle` the published builder carries (`lifecycle =
+    /// { image = … }`); only with a tag.
+    pub lifecycle: Option<ImageRef>,
     pub span: Span,
+}
+
+impl Builder {
+    /// Whether kpackd publishes this builder: an assembled builder with a tag.
+    pub fn publishes(&self) -> bool {
+        self.tag.is_some() && matches!(self.kind, BuilderKind::Assembled { .. })
+    }
 }
 
 /// How a builder is made.

@@ -12,6 +12,10 @@ use imageref::{Digest, Target};
 use crate::diff::FailureKind;
 use crate::Reason;
 
+mod builder;
+
+pub use builder::{BuilderAction, BuilderChange, PublishInputs};
+
 /// The version of the plan's JSON form; bumped only by incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -35,6 +39,10 @@ pub struct Plan {
     /// a plan never reads as up to date while a build is failing. Absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failing: Vec<Failing>,
+    /// One change per builder kpackd publishes (an assembled builder with a `tag`), by
+    /// name. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builders: Vec<BuilderChange>,
 }
 
 /// An image whose last build failed, left as it is by the plan.
@@ -255,6 +263,12 @@ pub enum Upstream {
     Buildpacks {
         builder: String,
     },
+    /// The `lifecycle` image of a published builder.
+    LifecycleImage {
+        builder: String,
+    },
+    /// kpackd's build entrypoint, which published builders carry.
+    Entrypoint,
 }
 
 impl fmt::Display for Upstream {
@@ -266,6 +280,10 @@ impl fmt::Display for Upstream {
             Upstream::Buildpacks { builder } => {
                 write!(f, "buildpacks of builder \"{builder}\"")
             }
+            Upstream::LifecycleImage { builder } => {
+                write!(f, "lifecycle image of builder \"{builder}\"")
+            }
+            Upstream::Entrypoint => f.write_str("kpackd's build entrypoint"),
         }
     }
 }
@@ -326,6 +344,15 @@ impl Plan {
         self.changes
             .iter()
             .any(|c| matches!(c.action, Action::Build | Action::Rebase | Action::Forget))
+            || self.publishes() > 0
+    }
+
+    /// How many builders the plan publishes.
+    pub fn publishes(&self) -> usize {
+        self.builders
+            .iter()
+            .filter(|b| b.action == BuilderAction::Publish)
+            .count()
     }
 }
 

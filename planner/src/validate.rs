@@ -49,6 +49,7 @@ pub(crate) struct Validated {
 }
 
 mod image_extras;
+mod publish;
 
 /// Checks `file` (decoded from `decoded`) with relative paths against `dir`, which
 /// diagnostics show as `shown_dir` (the directory of kpack.toml as the user named it);
@@ -534,7 +535,13 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            (Some(image), None) => BuilderKind::Image(self.image_ref(image)?),
+            (Some(image), None) => {
+                let r = self.image_ref(image);
+                if !self.publishing_parts_of_image(n, image, t) {
+                    return None;
+                }
+                BuilderKind::Image(r?)
+            }
             (None, None) => {
                 if !damaged {
                     self.report(
@@ -584,10 +591,12 @@ impl Validator<'_> {
                 }
             }
         };
+        let lifecycle = self.lifecycle(n, t, tag.is_some())?;
         Some(Builder {
             name: n.clone(),
             kind,
             tag,
+            lifecycle,
             span: name.span(),
         })
     }

@@ -104,6 +104,8 @@ fn full_keeps_every_key() {
 
     let default = &config.builders["default"];
     assert!(default.tag.is_some());
+    assert!(default.publishes());
+    assert!(default.lifecycle.is_none());
     let BuilderKind::Assembled { order, .. } = &default.kind else {
         panic!("default is assembled");
     };
@@ -232,4 +234,29 @@ fn layer_compression_is_gzip_by_default_and_zstd_is_a_config_change() {
     let zstd = &zstd_config.images["hello"];
     assert_eq!(zstd.layer_compression, LayerCompression::Zstd);
     assert_ne!(zstd.config().digest(), gzip.config().digest());
+}
+
+#[test]
+fn a_published_builder_may_name_a_lifecycle_image() {
+    let path = fixtures().join("full.toml");
+    let full = std::fs::read_to_string(&path).unwrap();
+    let text = full.replacen(
+        "tag = \"registry.example.com/builders/default\"",
+        "tag = \"registry.example.com/builders/default\"\nlifecycle = { image = \"registry.example.com/buildpacks/lifecycle:0.20\" }",
+        1,
+    );
+    assert_ne!(text, full, "the fixture publishes builder `default`");
+    let config = planner::parse(&path, &text).expect("valid");
+    let default = &config.builders["default"];
+    assert!(default.publishes());
+    assert_eq!(
+        default
+            .lifecycle
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("registry.example.com/buildpacks/lifecycle:0.20")
+    );
+    assert!(config.builders["node"].lifecycle.is_none());
+    assert!(!config.builders["node"].publishes());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use engine::apply::{self, ApplyOptions, ApplyReport, ResultStatus};
 use engine::planning::{self, PlanFile, Planned};
 use engine::resolve::image_store;
-use engine::state::{BuildStatus, State, StateLock};
+use engine::state::{BuildStatus, PublishStatus, State, StateLock};
 use miette::{miette, IntoDiagnostic, WrapErr};
 use planner::plan::Action;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +91,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
                 &ApplyReport {
                     results: Vec::new(),
                     canceled: false,
+                    publishes: Vec::new(),
                 },
             )?;
         }
@@ -191,13 +192,16 @@ fn spawn_signal_handler(cancel: CancellationToken) {
 }
 
 fn print_json(planned: &Planned, report: &ApplyReport) -> miette::Result<()> {
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "format_version": planner::plan::FORMAT_VERSION,
         "config": planned.plan.config,
         "results": report.results,
         "canceled": report.canceled,
         "errors": planned.plan.errors,
     });
+    if !report.publishes.is_empty() {
+        json["publishes"] = serde_json::json!(report.publishes);
+    }
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &json).into_diagnostic()?;
     let _ = writeln!(out);
@@ -264,14 +268,16 @@ fn print_summary(report: &ApplyReport) {
             result.image
         );
     }
+    let published = print_publishes(&mut out, report);
     let _ = writeln!(
         out,
-        "\nApply {}: {} built, {} rebased, {} forgotten, {} failed{}.",
+        "\nApply {}: {}{} built, {} rebased, {} forgotten, {} failed{}.",
         if report.canceled {
             "canceled"
         } else {
             "complete"
         },
+        published,
         count(Action::Build, BuildStatus::Succeeded),
         count(Action::Rebase, BuildStatus::Succeeded),
         report
@@ -292,4 +298,48 @@ fn print_summary(report: &ApplyReport) {
             n => format!(", {n} canceled"),
         }
     );
+}
+
+/// A line per publish, and the summary's count of them ("" when none ran).
+fn print_publishes(out: &mut impl Write, report: &ApplyReport) -> String {
+    if report.publishes.is_empty() {
+        return String::new();
+    }
+    for publish in &report.publishes {
+        let _ = match (publish.status, &publish.failure) {
+            (PublishStatus::Succeeded, _) => writeln!(
+                out,
+                "  ✓ builder {} #{}: published {} {}",
+                publish.builder,
+                publish.publish,
+                publish.tag,
+                publish
+                    .digest
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+            (status, failure) => writeln!(
+                out,
+                "  ✗ builder {} #{} {status}{}\n      see its log: {}",
+                publish.builder,
+                publish.publish,
+                failure
+                    .as_deref()
+                    .map(|f| format!(": {f}"))
+                    .unwrap_or_default(),
+                publish.log.display()
+            ),
+        };
+    }
+    let succeeded = report
+        .publishes
+        .iter()
+        .filter(|p| p.status == PublishStatus::Succeeded)
+        .count();
+    let failed = report.publishes.len() - succeeded;
+    match failed {
+        0 => format!("{succeeded} published, "),
+        n => format!("{succeeded} published, {n} publish failed, "),
+    }
 }

@@ -1,4 +1,5 @@
-//! `kpackd builds [IMAGE]`: the build history the state records, oldest first per image.
+//! `kpackd builds [IMAGE]`: the build history the state records, oldest first per image;
+//! `kpackd builds --builder [NAME]`: the publishes of builder images.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,6 +11,7 @@ use serde_json::Value;
 use super::shared::{closed_pipe_is_fine, state_dir_without_config};
 use super::Outcome;
 use crate::render::builds::{age, build_json, reasons, short_duration};
+use crate::render::publishes::{publish_json, publishes_table};
 use crate::render::{self, short};
 
 pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette::Result<Outcome> {
@@ -39,11 +41,56 @@ pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette:
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout))
     } else {
-        write!(stdout, "{}", table(&builds))
+        // All builds: the publishes of builder images follow, when there are any.
+        let publishes = match image {
+            None => state.publishes(None).into_diagnostic()?,
+            Some(_) => Vec::new(),
+        };
+        write!(stdout, "{}", table(&builds)).and_then(|()| {
+            if publishes.is_empty() {
+                Ok(())
+            } else {
+                write!(stdout, "\n{}", publishes_table(&publishes))
+            }
+        })
     };
     closed_pipe_is_fine(written)
         .into_diagnostic()
         .wrap_err("write the build history")?;
+    Ok(Outcome::Success)
+}
+
+/// `kpackd builds --builder [NAME]`: the publishes of one builder, or of all.
+pub fn run_publishes(
+    builder: Option<&str>,
+    json: bool,
+    state_dir: Option<&Path>,
+) -> miette::Result<Outcome> {
+    let dir = state_dir_without_config(state_dir)?;
+    let state = State::open(&dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("open the state in {}", dir.display()))?;
+    let publishes = state.publishes(builder).into_diagnostic()?;
+    if let (Some(builder), true) = (builder, publishes.is_empty()) {
+        return Err(miette!(
+            help = "a builder is published when it has a `tag` and `kpackd apply` ran",
+            "no publishes recorded for builder `{builder}`"
+        ));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let written = if json {
+        let list: Vec<Value> = publishes.iter().map(publish_json).collect();
+        serde_json::to_writer_pretty(&mut stdout, &list)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(stdout))
+    } else if publishes.is_empty() {
+        writeln!(stdout, "No publishes recorded.")
+    } else {
+        write!(stdout, "{}", publishes_table(&publishes))
+    };
+    closed_pipe_is_fine(written)
+        .into_diagnostic()
+        .wrap_err("write the publish history")?;
     Ok(Outcome::Success)
 }
 

@@ -50,9 +50,20 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
         Command::Status { config, json } => {
             status::run(&config, json, cli.global.state_dir.as_deref())
         }
-        Command::Builds { image, json } => {
-            builds::run(image.as_deref(), json, cli.global.state_dir.as_deref())
-        }
+        Command::Builds {
+            image: _,
+            builder: Some(builder),
+            json,
+        } => builds::run_publishes(
+            Some(builder.as_str()).filter(|b| !b.is_empty()),
+            json,
+            cli.global.state_dir.as_deref(),
+        ),
+        Command::Builds {
+            image,
+            builder: None,
+            json,
+        } => builds::run(image.as_deref(), json, cli.global.state_dir.as_deref()),
         Command::Trigger { images, config } => {
             trigger::run(&images, &config, cli.global.state_dir.as_deref())
         }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use engine::apply::Observer;
-use engine::state::{Build, BuildStatus};
+use engine::state::{Build, BuildStatus, Publish, PublishStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::render::short;
@@ -99,6 +99,37 @@ impl Observer for Progress {
             let step = bar.message();
             let step = step.split(" · ").next().unwrap_or_default();
             bar.set_message(format!("{step} · {}", line.trim()));
+        }
+    }
+
+    /// A publish shows like a build, labelled `builder NAME #N`.
+    fn publish_moved(&self, publish: &Publish) {
+        let label = format!("builder {} #{}", publish.builder, publish.number);
+        let step = match (publish.status, &publish.digest, &publish.failure) {
+            (PublishStatus::Queued, ..) => "queued (publish)".to_string(),
+            (PublishStatus::Succeeded, Some(digest), _) => {
+                format!("published {}", short(&digest.to_string()))
+            }
+            (PublishStatus::Failed, _, Some(failure)) => format!("failed: {}", first_line(failure)),
+            (status, ..) => status.to_string(),
+        };
+        let Some(bars) = &self.bars else {
+            eprintln!("{label}: {step}");
+            return;
+        };
+        let key = (format!("builder {}", publish.builder), publish.number);
+        let mut by_build = bars.by_build.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = by_build.entry(key.clone()).or_insert_with(|| {
+            let bar = bars.multi.add(ProgressBar::new_spinner());
+            bar.set_style(bars.style.clone());
+            bar.set_prefix(label);
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(step);
+        if publish.status.is_end() {
+            bar.finish();
+            by_build.remove(&key);
         }
     }
 

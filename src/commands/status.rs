@@ -1,18 +1,20 @@
 //! `kpackd status [CONFIG]`: each image of kpack.toml (and each the state still holds):
-//! its tag, the digest it was last built to, its last build, why, and how long ago.
+//! its tag, the digest it was last built to, its last build, why, and how long ago; then
+//! each builder kpackd publishes, the same way.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use engine::planning;
-use engine::state::{Build, BuildStatus, State};
+use engine::state::{Build, BuildStatus, Publish, PublishStatus, State};
 use miette::{IntoDiagnostic, WrapErr};
 use serde_json::{json, Value};
 
 use super::shared::closed_pipe_is_fine;
 use super::Outcome;
 use crate::render::builds::{age, build_json, reasons, time_json};
+use crate::render::publishes::{publish_json, publish_reasons};
 use crate::render::{short, table};
 
 pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Result<Outcome> {
@@ -57,14 +59,18 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
         });
     }
 
+    let builders = builder_entries(&config, state.publishes(None).into_diagnostic()?);
     let mut stdout = std::io::stdout().lock();
     let written = if json {
         let images: Vec<Value> = entries.iter().map(Entry::json).collect();
-        let value = json!({
+        let mut value = json!({
             "lineage": state.lineage(),
             "serial": state.serial().into_diagnostic()?,
             "images": images,
         });
+        if !builders.is_empty() {
+            value["builders"] = builders.iter().map(BuilderEntry::json).collect();
+        }
         serde_json::to_writer_pretty(&mut stdout, &value)
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(stdout))
@@ -86,6 +92,28 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
                 &rows
             )
         )
+        .and_then(|()| {
+            if builders.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = builders.iter().map(BuilderEntry::row).collect();
+            write!(
+                stdout,
+                "\n{}",
+                table(
+                    &[
+                        "BUILDER",
+                        "TAG",
+                        "DIGEST",
+                        "LAST PUBLISH",
+                        "STATUS",
+                        "REASONS",
+                        "AGE"
+                    ],
+                    &rows
+                )
+            )
+        })
     };
     closed_pipe_is_fine(written)
         .into_diagnostic()
@@ -142,6 +170,91 @@ impl Entry<'_> {
             "built_at": time_json(self.last_success.and_then(|b| b.finished_at)),
             "pending_triggers": self.triggers,
             "last_build": self.last.map(build_json),
+        })
+    }
+}
+
+/// A builder kpackd publishes, or one whose publishes the state still holds.
+struct BuilderEntry {
+    name: String,
+    in_config: bool,
+    tag: Option<String>,
+    last: Option<Publish>,
+    last_success: Option<Publish>,
+}
+
+/// One entry per published builder of kpack.toml and per builder with publishes.
+fn builder_entries(config: &planner::Config, publishes: Vec<Publish>) -> Vec<BuilderEntry> {
+    let mut by_builder: BTreeMap<String, Vec<Publish>> = BTreeMap::new();
+    for publish in publishes {
+        by_builder
+            .entry(publish.builder.clone())
+            .or_default()
+            .push(publish);
+    }
+    for builder in config.builders.values().filter(|b| b.publishes()) {
+        by_builder.entry(builder.name.clone()).or_default();
+    }
+    by_builder
+        .into_iter()
+        .map(|(name, history)| {
+            let published = config.builders.get(&name).filter(|b| b.publishes());
+            let last_success = history
+                .iter()
+                .rev()
+                .find(|p| p.status == PublishStatus::Succeeded)
+                .cloned();
+            let last = history.last().cloned();
+            BuilderEntry {
+                in_config: published.is_some(),
+                tag: published
+                    .and_then(|b| b.tag.as_ref())
+                    .map(ToString::to_string)
+                    .or_else(|| last.as_ref().map(|p| p.tag.clone())),
+                name,
+                last,
+                last_success,
+            }
+        })
+        .collect()
+}
+
+impl BuilderEntry {
+    fn row(&self) -> Vec<String> {
+        let dash = || "-".to_string();
+        let mut status = self
+            .last
+            .as_ref()
+            .map_or_else(|| "never published".to_string(), |p| p.status.to_string());
+        if !self.in_config {
+            status.push_str(", not published by kpack.toml");
+        }
+        vec![
+            self.name.clone(),
+            self.tag.clone().unwrap_or_else(dash),
+            self.last_success
+                .as_ref()
+                .and_then(|p| p.digest.as_ref())
+                .map_or_else(dash, |d| short(&d.to_string())),
+            self.last
+                .as_ref()
+                .map_or_else(dash, |p| format!("#{} publish", p.number)),
+            status,
+            self.last.as_ref().map_or_else(dash, publish_reasons),
+            self.last
+                .as_ref()
+                .map_or_else(dash, |p| age(p.finished_at.unwrap_or(p.queued_at))),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "builder": self.name,
+            "in_config": self.in_config,
+            "tag": self.tag,
+            "digest": self.last_success.as_ref().and_then(|p| p.digest.clone()),
+            "published_at": time_json(self.last_success.as_ref().and_then(|p| p.finished_at)),
+            "last_publish": self.last.as_ref().map(publish_json),
         })
     }
 }

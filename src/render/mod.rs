@@ -3,6 +3,7 @@
 
 pub mod builds;
 pub mod plan;
+pub mod publishes;
 
 /// A value as people want to read it in a plan: `sha256:1a2b…` for digests, seven
 /// characters for commit and tree ids, anything else as it is.

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use owo_colors::{OwoColorize, Style};
 use planner::diff::FailureKind;
-use planner::plan::{Action, Change, Failing, Plan};
+use planner::plan::{Action, BuilderAction, BuilderChange, Change, Detail, Failing, Plan};
+use planner::Reason;
 
 use super::short;
 
@@ -24,16 +25,43 @@ pub fn render(plan: &Plan, color: bool) -> String {
         .iter()
         .filter(|c| c.action != Action::Noop)
         .collect();
-    if !shown.is_empty() {
+    let builders: Vec<&BuilderChange> = plan
+        .builders
+        .iter()
+        .filter(|b| b.action != BuilderAction::Noop)
+        .collect();
+    if !shown.is_empty() || !builders.is_empty() {
         out.push_str("kpackd will perform the following actions:\n\n");
     }
+    let builder_headlines: Vec<(String, Style)> =
+        builders.iter().map(|b| builder_headline(b)).collect();
     let headlines: Vec<(String, Style)> = shown.iter().map(|c| headline(c)).collect();
     let width = headlines
         .iter()
+        .chain(&builder_headlines)
         .map(|(h, _)| h.chars().count() + 2)
         .max()
         .unwrap_or(0)
         .max(HEADLINE_WIDTH);
+    // Publishes run first: the images built with a builder wait for its publish.
+    for (change, (headline, style)) in builders.iter().zip(builder_headlines) {
+        let pad = width - headline.chars().count();
+        let _ = write!(out, "{}", paint.style(&headline, style));
+        if change.action == BuilderAction::Blocked {
+            out.push('\n');
+            for cause in &change.blocked_by {
+                let _ = writeln!(out, "      {cause}");
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "{:pad$}({})",
+                "",
+                reasons_of(&change.reasons, &change.details)
+            );
+        }
+        details_text(&mut out, &change.details, &paint);
+    }
     for (change, (headline, style)) in shown.iter().zip(headlines) {
         let pad = width - headline.chars().count();
         let _ = write!(out, "{}", paint.style(&headline, style));
@@ -56,20 +84,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 let _ = writeln!(out, "{:pad$}({})", "", reasons_text(change));
             }
         }
-        for detail in &change.details {
-            if let (Some(old), Some(new)) = (&detail.old, &detail.new) {
-                let _ = writeln!(
-                    out,
-                    "      {}: {} → {}",
-                    detail.what,
-                    paint.dim(&short(old)),
-                    short(new)
-                );
-            }
-        }
+        details_text(&mut out, &change.details, &paint);
     }
     if !plan.notes.is_empty() {
-        if !shown.is_empty() {
+        if !shown.is_empty() || !builders.is_empty() {
             out.push('\n');
         }
         for note in &plan.notes {
@@ -96,7 +114,12 @@ pub fn render(plan: &Plan, color: bool) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
-    if !plan.has_changes() && plan.summary.blocked == 0 {
+    let builders_blocked = plan
+        .builders
+        .iter()
+        .filter(|b| b.action == BuilderAction::Blocked)
+        .count();
+    if !plan.has_changes() && plan.summary.blocked == 0 && builders_blocked == 0 {
         if plan.failing.is_empty() {
             out.push_str(&paint.bold("No changes. The fleet is up to date."));
         } else {
@@ -119,9 +142,13 @@ pub fn render(plan: &Plan, color: bool) -> String {
         .iter()
         .filter(|c| c.action == Action::Build && c.last_build.is_none())
         .count();
+    let publishes = match plan.publishes() {
+        0 => String::new(),
+        n => format!(" {n} to publish,"),
+    };
     let _ = write!(
         out,
-        "{} {} to build, {} to rebuild, {} to rebase, {} to forget, {} unchanged",
+        "{}{publishes} {} to build, {} to rebuild, {} to rebase, {} to forget, {} unchanged",
         paint.bold("Plan:"),
         first_builds,
         plan.summary.build - first_builds,
@@ -131,6 +158,17 @@ pub fn render(plan: &Plan, color: bool) -> String {
     );
     if plan.summary.blocked > 0 {
         let blocked = format!("{} blocked", plan.summary.blocked);
+        let _ = write!(
+            out,
+            ", {}",
+            paint.style(&blocked, Style::new().red().bold())
+        );
+    }
+    if builders_blocked > 0 {
+        let blocked = match builders_blocked {
+            1 => "1 builder blocked".to_string(),
+            n => format!("{n} builders blocked"),
+        };
         let _ = write!(
             out,
             ", {}",
@@ -195,15 +233,48 @@ fn headline(change: &Change) -> (String, Style) {
     )
 }
 
+/// `  + builder "default" will be published`, and the style of its symbol.
+fn builder_headline(change: &BuilderChange) -> (String, Style) {
+    let (symbol, verb, style) = match change.action {
+        BuilderAction::Publish if change.last_publish.is_none() => {
+            ("+", "will be published", Style::new().green())
+        }
+        BuilderAction::Publish => ("~", "will be republished", Style::new().yellow()),
+        BuilderAction::Blocked => ("!", "is blocked", Style::new().red().bold()),
+        BuilderAction::Noop => (" ", "is unchanged", Style::new()),
+    };
+    (
+        format!("  {symbol} builder \"{}\" {verb}", change.builder),
+        style,
+    )
+}
+
+/// Each change of value: `what: old → new`.
+fn details_text(out: &mut String, details: &[Detail], paint: &Painter) {
+    for detail in details {
+        if let (Some(old), Some(new)) = (&detail.old, &detail.new) {
+            let _ = writeln!(
+                out,
+                "      {}: {} → {}",
+                detail.what,
+                paint.dim(&short(old)),
+                short(new)
+            );
+        }
+    }
+}
+
 /// `COMMIT, STACK`, with the notes of details that are not a change of value:
 /// `CONFIG: first build`.
 fn reasons_text(change: &Change) -> String {
-    let parts: Vec<String> = change
-        .reasons
+    reasons_of(&change.reasons, &change.details)
+}
+
+fn reasons_of(reasons: &[Reason], details: &[Detail]) -> String {
+    let parts: Vec<String> = reasons
         .iter()
         .map(|reason| {
-            let notes: Vec<&str> = change
-                .details
+            let notes: Vec<&str> = details
                 .iter()
                 .filter(|d| d.reason == *reason && d.old.is_none() && d.new.is_none())
                 .map(|d| d.what.as_str())

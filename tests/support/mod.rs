@@ -203,11 +203,17 @@ pub fn write_buildpack(dir: &Path, name: &str, id: &str, detect: &str, build: &s
 
 /// Runs the kpackd binary in `dir` with its own state, returning its output.
 pub fn kpackd(dir: &Path, args: &[&str]) -> Output {
+    kpackd_with_env(dir, args, &[])
+}
+
+/// [`kpackd`] with these environment variables set too.
+pub fn kpackd_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_kpackd"))
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("KPACKD_STATE_DIR")
+        .envs(env.iter().copied())
         .output()
         .expect("running kpackd");
     eprintln!(

@@ -133,7 +133,7 @@ pub struct DistroSpec {
 }
 
 /// One `[[stacks]]` entry of an old (API < 0.10) `buildpack.toml`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct StackSpec {
     /// The stack id; `*` matches any stack.
     pub id: String,

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::names::{BuildpackId, BuildpackVersion};
+use crate::buildpack::{OrderGroup, StackSpec, TargetSpec};
+use crate::names::{BuildpackId, BuildpackVersion, LayerName};
 
 /// What the lifecycle recorded of an app image's layers ([`LayersMetadata`]).
 pub const LIFECYCLE_METADATA: &str = "io.buildpacks.lifecycle.metadata";
@@ -28,6 +29,10 @@ pub const BUILDPACK_ORDER: &str = "io.buildpacks.buildpack.order";
 pub const BUILDPACKAGE_METADATA: &str = "io.buildpacks.buildpackage.metadata";
 /// The cache image's metadata: [`LayersMetadata`] without the image-only parts.
 pub const CACHE_METADATA: &str = "io.buildpacks.lifecycle.cache.metadata";
+/// A lifecycle image's version (`0.20.1`).
+pub const LIFECYCLE_VERSION: &str = "io.buildpacks.lifecycle.version";
+/// The Buildpack and Platform APIs a lifecycle image implements ([`LifecycleApis`]).
+pub const LIFECYCLE_APIS: &str = "io.buildpacks.lifecycle.apis";
 /// `"false"` on an app image that must not be rebased.
 pub const REBASABLE: &str = "io.buildpacks.rebasable";
 /// The base (stack) id of run, build and app images.
@@ -116,17 +121,20 @@ pub struct Sha {
     pub sha: String,
 }
 
-/// One buildpack's layers in [`LayersMetadata`]; `key` is the buildpack id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One buildpack's layers in [`LayersMetadata`]; `key` is the buildpack id. The id and
+/// the layer names become paths (`<layers>/<id>/<name>`), so both are validated: a label
+/// naming a layer `..` or `a/b` does not deserialize. They serialise as the plain strings
+/// they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildpackLayersMetadata {
     /// The buildpack's id.
-    pub key: String,
+    pub key: BuildpackId,
     /// The buildpack's version.
     #[serde(default)]
     pub version: String,
     /// Its layers, by name.
     #[serde(default)]
-    pub layers: BTreeMap<String, LayerMetadata>,
+    pub layers: BTreeMap<LayerName, LayerMetadata>,
     /// What it kept in `store.toml` for its next build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreMetadata>,
@@ -212,33 +220,155 @@ impl LayersMetadata {
 /// Ids and versions become paths, so both are validated.
 pub type BuildpackLayers = BTreeMap<BuildpackId, BTreeMap<BuildpackVersion, BuildpackLayerInfo>>;
 
-/// One buildpack's entry in [`BuildpackLayers`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One buildpack's entry in [`BuildpackLayers`]: its layer, and what the lifecycle and
+/// pack read of its `buildpack.toml` (api, stacks or targets, a composite's order).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuildpackLayerInfo {
     /// The diffID of the layer holding the buildpack.
     #[serde(rename = "layerDiffID")]
     pub layer_diff_id: String,
-    /// Fields kpackd does not read (api, stacks, targets, order, homepage).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub api: String,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub stacks: Vec<StackSpec>,
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub targets: Vec<TargetSpec>,
+    /// A composite buildpack's groups.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub order: Vec<OrderGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Fields of other tools, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Go tools write an empty list as `null`: read it as the default value.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 // ---------------------------------------------------------------------------------------
 // io.buildpacks.builder.metadata
 
-/// The `io.buildpacks.builder.metadata` label, as far as kpackd reads it: the run
-/// images it names (current `images`, legacy `stack.runImage`).
+/// The `io.buildpacks.builder.metadata` label: the builder's description, buildpacks,
+/// run images (current `images`, legacy `stack.runImage`), lifecycle and the tool that
+/// wrote it. Fields kpackd does not know are kept in `extra`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BuilderMetadata {
+    /// What the builder is for.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub description: String,
+    /// The buildpacks the builder holds.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub buildpacks: Vec<BuilderBuildpack>,
     /// The run images, the first preferred.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub images: Vec<BuilderRunImage>,
     /// The legacy form of the run image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<BuilderStack>,
-    /// Description, lifecycle, buildpacks, created by: not read here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<BuilderLifecycle>,
+    #[serde(rename = "createdBy", default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<CreatedBy>,
+    /// Fields of other tools, kept as they are.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A buildpack a builder carries, as its metadata lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderBuildpack {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub homepage: Option<String>,
+}
+
+/// The lifecycle a builder carries: its version and the APIs it implements (`apis`),
+/// and for older platforms the oldest of each (`api`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderLifecycle {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<LifecycleApi>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apis: Option<LifecycleApis>,
+}
+
+/// One Buildpack and one Platform API version (the legacy `lifecycle.api`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleApi {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub buildpack: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub platform: String,
+}
+
+/// The `io.buildpacks.lifecycle.apis` label of a lifecycle image, also `lifecycle.apis`
+/// of the builder metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleApis {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub buildpack: ApiSet,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub platform: ApiSet,
+}
+
+/// The API versions a lifecycle supports, and those of them it deprecates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiSet {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub deprecated: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub supported: Vec<String>,
+}
+
+/// The tool that wrote a builder image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedBy {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub version: String,
 }
 
 /// A run image a builder names, and its mirrors.
@@ -248,7 +378,11 @@ pub struct BuilderRunImage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Other places it can be pulled from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub mirrors: Vec<String>,
 }
 

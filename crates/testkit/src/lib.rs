@@ -4,9 +4,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod entrypoint;
 pub mod git;
+pub mod kube;
 pub mod registry;
 pub mod rootfs;
+
+pub use entrypoint::entrypoint;
 
 /// Panics with the Debian package to install when `program` is not on PATH.
 pub fn require(program: &str, package: &str) {

@@ -45,6 +45,11 @@ pub enum Event {
         id: BuildId,
         result: Result<Success, JobFailure>,
     },
+    /// A publish ended: what it pushed, or why it failed.
+    Published {
+        id: crate::state::PublishId,
+        result: Result<super::publish::Published, String>,
+    },
 }
 
 /// Why a job failed: the message the log and the state keep, and whose fault it was,
@@ -478,7 +483,7 @@ pub fn extra_tags(image: &Image, number: u64) -> Vec<ImageRef> {
 
 /// The image the plan pinned: a registry reference by digest as is; an image in a
 /// layout (where a ref name is all there is) checked to still be the planned digest.
-async fn pinned(
+pub(super) async fn pinned(
     store: &ImageStore,
     reference: &ImageRef,
     planned: &Digest,
@@ -708,7 +713,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The lifecycle's order from the builder's order in kpack.toml.
-fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
+pub(super) fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
     order
         .iter()
         .map(|group| OrderGroup {

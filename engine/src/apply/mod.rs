@@ -17,15 +17,16 @@
 //! writer marks them `interrupted` ([`State::mark_interrupted`]) and plans them again.
 
 pub mod job;
+pub mod publish;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use executors::oci::ImageStore;
 use imageref::Digest;
-use planner::plan::{Action, Change};
+use planner::plan::{Action, BuilderAction, BuilderChange, Change};
 use planner::Reason;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -34,8 +35,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logs::delete_logs;
 use crate::planning::Planned;
-use crate::state::{Build, BuildId, BuildStatus, NewBuild, Outcome, State, StateError};
+use crate::state::{
+    Build, BuildId, BuildStatus, NewBuild, NewPublish, Outcome, Publish, PublishId, PublishOutcome,
+    PublishStatus, State, StateError,
+};
 use job::{Event, Job, JobContext, JobKind, Success};
+use publish::PublishJob;
 
 /// The order of a build's steps: a job may report a later step without the ones
 /// between (a phase with nothing to do), and the dispatcher records each one it passed.
@@ -72,6 +77,8 @@ pub trait Observer: Send + Sync {
     fn forgotten(&self, _image: &str) {}
     /// A running build printed `line` (its latest, not every line: see `kpackd logs`).
     fn said(&self, _image: &str, _number: u64, _line: &str) {}
+    /// A publish of a builder image moved to `status` (queued included).
+    fn publish_moved(&self, _publish: &Publish) {}
 }
 
 /// An observer that says nothing.
@@ -88,13 +95,38 @@ pub struct ApplyReport {
     pub results: Vec<ImageResult>,
     /// Whether the run was canceled.
     pub canceled: bool,
+    /// One result per builder published; absent when none was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publishes: Vec<PublishResult>,
 }
 
 impl ApplyReport {
-    /// Whether anything failed or was canceled.
+    /// Whether anything failed or was canceled (a failed publish included).
     pub fn failed(&self) -> bool {
-        self.canceled || self.results.iter().any(|r| !r.status.is_success())
+        self.canceled
+            || self.results.iter().any(|r| !r.status.is_success())
+            || self
+                .publishes
+                .iter()
+                .any(|p| p.status != PublishStatus::Succeeded)
     }
+}
+
+/// What happened to one builder the plan published.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishResult {
+    pub builder: String,
+    /// The publish's number (`kpackd builds --builder NAME`).
+    pub publish: u64,
+    pub status: PublishStatus,
+    pub reasons: Vec<Reason>,
+    /// The builder image's manifest digest.
+    pub digest: Option<Digest>,
+    pub tag: String,
+    /// Why it failed.
+    pub failure: Option<String>,
+    pub log: PathBuf,
+    pub duration_ms: Option<u64>,
 }
 
 /// What happened to one image.
@@ -182,6 +214,11 @@ pub async fn apply(
         store,
     });
     let mut dispatcher = Dispatcher::new(state, context, options, observer);
+    for change in &planned.plan.builders {
+        if change.action == BuilderAction::Publish {
+            dispatcher.queue_publish(change)?;
+        }
+    }
     for change in &planned.plan.changes {
         match change.action {
             Action::Forget => dispatcher.forget(change)?,
@@ -200,6 +237,13 @@ struct Dispatcher<'a> {
     builds: Lane,
     rebases: Lane,
     running: HashMap<BuildId, Running>,
+    /// Publishes waiting, as many at once as builds; their builders' images wait for
+    /// them (`publishing` holds the builders queued or running).
+    publishes: VecDeque<PublishJob>,
+    publish_limit: usize,
+    running_publishes: HashMap<PublishId, Instant>,
+    publishing: BTreeSet<String>,
+    publish_results: BTreeMap<String, PublishResult>,
     tasks: JoinSet<()>,
     events: mpsc::UnboundedSender<Event>,
     inbox: mpsc::UnboundedReceiver<Event>,
@@ -229,12 +273,13 @@ impl Lane {
         }
     }
 
-    /// The next job, if there is room for it (counted as running).
-    fn next(&mut self) -> Option<Job> {
+    /// The first job `ready` accepts, if there is room for it (counted as running).
+    fn next(&mut self, ready: impl Fn(&Job) -> bool) -> Option<Job> {
         if self.running >= self.limit {
             return None;
         }
-        let job = self.queue.pop_front()?;
+        let position = self.queue.iter().position(ready)?;
+        let job = self.queue.remove(position)?;
         self.running += 1;
         Some(job)
     }
@@ -255,6 +300,11 @@ impl<'a> Dispatcher<'a> {
             builds: Lane::new(options.concurrency),
             rebases: Lane::new(options.rebase_concurrency),
             running: HashMap::new(),
+            publishes: VecDeque::new(),
+            publish_limit: options.concurrency.max(1),
+            running_publishes: HashMap::new(),
+            publishing: BTreeSet::new(),
+            publish_results: BTreeMap::new(),
             tasks: JoinSet::new(),
             events,
             inbox,
@@ -334,6 +384,40 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 
+    /// Records the change as a queued publish and puts it in line; the images built
+    /// with the builder wait for it.
+    fn queue_publish(&mut self, change: &BuilderChange) -> Result<(), ApplyError> {
+        let Some(inputs) = &change.inputs else {
+            return Ok(());
+        };
+        let publish = self.state.begin_publish(&NewPublish {
+            builder: &change.builder,
+            reasons: &change.reasons,
+            details: &change.details,
+            inputs,
+            tag: &change.tag,
+        })?;
+        self.observer.publish_moved(&publish);
+        self.publishing.insert(change.builder.clone());
+        self.publishes.push_back(PublishJob {
+            id: publish.id,
+            builder: change.builder.clone(),
+            number: publish.number,
+            log: publish.log.clone(),
+        });
+        Ok(())
+    }
+
+    /// Whether a build or rebase may start: its image's builder is not being published.
+    fn ready(context: &JobContext, publishing: &BTreeSet<String>, job: &Job) -> bool {
+        context
+            .planned
+            .config
+            .images
+            .get(&job.image)
+            .is_none_or(|image| !publishing.contains(&image.builder))
+    }
+
     fn last_success(&self, image: &str) -> Result<Option<Build>, ApplyError> {
         Ok(self.state.last_succeeded(image)?)
     }
@@ -341,17 +425,25 @@ impl<'a> Dispatcher<'a> {
     async fn run(mut self, cancel: CancellationToken) -> Result<ApplyReport, ApplyError> {
         loop {
             while !cancel.is_cancelled() {
-                let Some(job) = self.builds.next().or_else(|| self.rebases.next()) else {
+                if self.running_publishes.len() < self.publish_limit {
+                    if let Some(job) = self.publishes.pop_front() {
+                        self.start_publish(job)?;
+                        continue;
+                    }
+                }
+                let (context, publishing) = (&self.context, &self.publishing);
+                let ready = |job: &Job| Self::ready(context, publishing, job);
+                let Some(job) = self.builds.next(ready).or_else(|| self.rebases.next(ready)) else {
                     break;
                 };
                 self.start(job);
             }
-            if self.running.is_empty() {
+            if self.running.is_empty() && self.running_publishes.is_empty() {
                 break;
             }
             tokio::select! {
                 Some(event) = self.inbox.recv() => self.handle(event)?,
-                () = cancel.cancelled(), if !self.running.is_empty() => {
+                () = cancel.cancelled() => {
                     self.cancel_all().await?;
                     break;
                 }
@@ -364,7 +456,49 @@ impl<'a> Dispatcher<'a> {
         Ok(ApplyReport {
             results: self.results.into_values().collect(),
             canceled,
+            publishes: self.publish_results.into_values().collect(),
         })
+    }
+
+    fn start_publish(&mut self, job: PublishJob) -> Result<(), ApplyError> {
+        tracing::debug!(builder = %job.builder, number = job.number, "publishing");
+        let publish = self.state.start_publish(job.id)?;
+        self.observer.publish_moved(&publish);
+        self.running_publishes.insert(job.id, Instant::now());
+        self.tasks
+            .spawn(publish::run(job, self.context.clone(), self.events.clone()));
+        Ok(())
+    }
+
+    /// Records the end of a publish; its builder's images may start.
+    fn end_publish(
+        &mut self,
+        id: PublishId,
+        outcome: PublishOutcome,
+        took: Option<Duration>,
+    ) -> Result<(), ApplyError> {
+        let publish = self.state.finish_publish(id, outcome)?;
+        self.observer.publish_moved(&publish);
+        self.running_publishes.remove(&id);
+        self.publishing.remove(&publish.builder);
+        if let Some(failure) = &publish.failure {
+            tracing::warn!(builder = %publish.builder, number = publish.number, "publish failed: {failure}");
+        }
+        self.publish_results.insert(
+            publish.builder.clone(),
+            PublishResult {
+                builder: publish.builder.clone(),
+                publish: publish.number,
+                status: publish.status,
+                reasons: publish.reasons.clone(),
+                digest: publish.digest.clone(),
+                tag: publish.tag.clone(),
+                failure: publish.failure.clone(),
+                log: publish.log.clone(),
+                duration_ms: took.map(|d| d.as_millis() as u64),
+            },
+        );
+        Ok(())
     }
 
     fn start(&mut self, job: Job) {
@@ -392,6 +526,16 @@ impl<'a> Dispatcher<'a> {
                 if let (Some(running), Some(line)) = (self.running.get(&id), line) {
                     self.observer.said(&running.image, running.number, &line);
                 }
+            }
+            Event::Published { id, result } => {
+                let took = self.running_publishes.get(&id).map(Instant::elapsed);
+                let outcome = match result {
+                    Ok(published) => PublishOutcome::Succeeded {
+                        digest: published.digest,
+                    },
+                    Err(message) => PublishOutcome::Failed { message },
+                };
+                self.end_publish(id, outcome, took)?;
             }
             Event::Finished { id, result } => {
                 let outcome = match result {
@@ -503,8 +647,11 @@ impl<'a> Dispatcher<'a> {
         self.tasks.shutdown().await;
         // Steps reported before the jobs stopped are still worth recording.
         while let Ok(event) = self.inbox.try_recv() {
-            if let Event::Moved { id, status } = event {
-                self.advance(id, status)?;
+            match event {
+                Event::Moved { id, status } => self.advance(id, status)?,
+                // A publish that ended before the jobs stopped ended as it said.
+                published @ Event::Published { .. } => self.handle(published)?,
+                Event::Said { .. } | Event::Finished { .. } => {}
             }
         }
         let running: Vec<(BuildId, Running)> = self.running.drain().collect();
@@ -512,6 +659,15 @@ impl<'a> Dispatcher<'a> {
             let build = self.finish(id, Outcome::Canceled)?;
             self.record(&build, Vec::new(), Some(run.started.elapsed()));
             tracing::warn!(image = %run.image, number = build.number, "build canceled");
+        }
+        let publishes: Vec<(PublishId, Option<Duration>)> = self
+            .running_publishes
+            .iter()
+            .map(|(id, started)| (*id, Some(started.elapsed())))
+            .chain(self.publishes.drain(..).map(|job| (job.id, None)))
+            .collect();
+        for (id, took) in publishes {
+            self.end_publish(id, PublishOutcome::Canceled, took)?;
         }
         let queued: Vec<Job> = self
             .builds

@@ -17,6 +17,7 @@ mod assemble;
 mod blob_cache;
 mod error;
 mod jobs;
+mod publish;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,13 +27,14 @@ use std::time::Duration;
 use executors::oci::{CredentialSource, ImageStore, StoreSettings};
 use imageref::{Digest, ImageRef, Target};
 use planner::diff::Observed;
-use planner::plan::StackKey;
-use planner::{BuilderKind, BuildpackSource, Config, Image, Source};
+use planner::plan::{StackKey, Upstream, UpstreamFailure};
+use planner::{Builder, BuilderKind, BuildpackSource, Config, Image, Source};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::StateLayout;
 pub use error::ResolveError;
 use jobs::{Context, Job, Output};
+pub use publish::{EntrypointPin, LifecyclePin};
 
 /// Upstreams resolved at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -98,6 +100,12 @@ pub struct Resolution {
     /// Distinct upstreams resolved (each one remote call or local read, or two for
     /// image reads).
     pub upstreams: usize,
+    /// Published builder → its lifecycle image, pinned.
+    #[serde(default)]
+    pub lifecycles: BTreeMap<String, LifecyclePin>,
+    /// kpackd's build entrypoint, when builders are published and it was found.
+    #[serde(default)]
+    pub entrypoint: Option<EntrypointPin>,
 }
 
 /// A stack, pinned.
@@ -170,17 +178,40 @@ pub enum BuildpackLocation {
 }
 
 /// Resolves every upstream `images` depend on (their builders, stacks, stores and
-/// sources), each distinct one once.
-pub async fn resolve(config: &Config, images: &[&Image], options: &ResolveOptions) -> Resolution {
-    let builders: BTreeSet<&str> = images.iter().map(|i| i.builder.as_str()).collect();
-    let (jobs, refs) = upstreams(config, images, &builders);
+/// sources), and those of the builders in `published` (their stacks, stores and
+/// lifecycle images, and kpackd's build entrypoint), each distinct one once.
+pub async fn resolve(
+    config: &Config,
+    images: &[&Image],
+    published: &[&Builder],
+    options: &ResolveOptions,
+) -> Resolution {
+    let mut builders: BTreeSet<&str> = images.iter().map(|i| i.builder.as_str()).collect();
+    builders.extend(published.iter().map(|b| b.name.as_str()));
+    let (mut jobs, mut refs) = upstreams(config, images, &builders);
+    for lifecycle in published.iter().filter_map(|b| b.lifecycle.as_ref()) {
+        let key = lifecycle.to_string();
+        refs.insert(key.clone(), lifecycle.clone());
+        jobs.insert(Job::Image(key));
+    }
     let mut done = run_round(jobs, refs, options).await;
     // Second round: the run images builder images name.
     let (run_images, refs) = builder_run_images(config, &builders, &done);
     if !run_images.is_empty() {
         done.extend(run_round(run_images, refs, options).await);
     }
-    assemble::assemble(config, images, &builders, &done)
+    let mut resolution = assemble::assemble(config, images, &builders, &done);
+    if !published.is_empty() {
+        publish::lifecycles(&mut resolution, published, &done);
+        match publish::entrypoint().await {
+            Ok(entrypoint) => resolution.entrypoint = entrypoint,
+            Err(error) => resolution.observed.failures.push(UpstreamFailure {
+                upstream: Upstream::Entrypoint,
+                error,
+            }),
+        }
+    }
+    resolution
 }
 
 /// Runs one round of jobs, with the image references they read.

@@ -60,6 +60,26 @@ const MIGRATIONS: &[&str] = &[
     // 2: whose fault a failure was (`build` or `infrastructure`), so that failures
     // outside the build are retried. Older failures read as the build's own.
     "ALTER TABLE builds ADD COLUMN failure_kind TEXT;",
+    // 3: publishes of builder images, numbered per builder.
+    "
+    CREATE TABLE publishes (
+        id INTEGER PRIMARY KEY,
+        builder TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        details TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT,
+        failure_message TEXT,
+        queued_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        log TEXT NOT NULL,
+        UNIQUE (builder, number)
+    );
+    ",
 ];
 
 /// Brings the database to the newest schema.

@@ -5,6 +5,7 @@
 mod build;
 mod lock;
 mod migrations;
+mod publish;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, OpenOptions};
@@ -26,6 +27,10 @@ pub use build::{
     Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild, Outcome, UnknownStatus,
 };
 pub use lock::{writer_alive, LockError, StateLock};
+pub use publish::{
+    NewPublish, Publish, PublishId, PublishOutcome, PublishStatus, UnknownPublishStatus,
+    PUBLISH_LOGS,
+};
 
 /// The SQL condition on `builds` of a build that has not ended (see
 /// [`BuildStatus::is_end`]).
@@ -95,6 +100,15 @@ pub enum StateError {
     NotABuild(Action),
     #[error("find build {0:?}: no such build")]
     NoSuchBuild(BuildId),
+    #[error("record publish {builder} #{number}: {from} cannot become {to}")]
+    PublishTransition {
+        builder: String,
+        number: u64,
+        from: PublishStatus,
+        to: PublishStatus,
+    },
+    #[error("find publish {0:?}: no such publish")]
+    NoSuchPublish(PublishId),
 }
 
 /// An open state store.
@@ -284,6 +298,7 @@ impl State {
             lineage: self.lineage.clone(),
             serial: self.serial()?,
             images,
+            builders: self.recorded_publishes()?,
         })
     }
 
@@ -436,6 +451,7 @@ impl State {
     /// writer (holding [`StateLock`]), when no build of this process is running, so any
     /// such build belonged to a process that died. Returns them.
     pub fn mark_interrupted(&mut self) -> Result<Vec<Build>, StateError> {
+        self.mark_publishes_interrupted()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -40,6 +40,9 @@ impl ConfigSummary {
             if let Some(tag) = &builder.tag {
                 summary.output(tag);
             }
+            if let Some(lifecycle) = &builder.lifecycle {
+                summary.input(lifecycle);
+            }
         }
         for image in config.images.values() {
             match &image.source {

@@ -32,7 +32,7 @@ use super::phase::context::{refuse_symlink, scratch_dir};
 use super::phase::env::{base_env, buildpack_env, OperatorEnv};
 use super::phase::program::run_program;
 use super::phase::sandbox::phase_sandbox;
-use super::phase::{Env, PhaseContext, PhaseError, ProgramError, LAYERS_DIR, PLATFORM_DIR};
+use super::phase::{Env, PhaseContext, PhaseError, ProgramError};
 use super::sbom::{self, SbomError, SBOM_EXTENSIONS};
 use super::{LogSink, Phase};
 
@@ -212,8 +212,13 @@ pub async fn build(
         fs::create_dir_all(&run_dir).map_err(io_err("create a run directory"))?;
         let bp_plan = plan.buildpack_plan(id);
         write_toml(&run_dir.join("plan.toml"), &bp_plan).map_err(descriptor_err)?;
-        let plan_path = "/tmp/plan.toml".to_owned();
-        let layers_inside = Path::new(LAYERS_DIR).join(&escaped);
+        for path in [&run_dir, &run_dir.join("plan.toml"), &layers_dir] {
+            ctx.hand_over(path)
+                .map_err(io_err("give the run directory to the CNB user"))?;
+        }
+        let (sandbox, tmp) = sandbox.with_run_dir(&run_dir);
+        let plan_path = tmp.join("plan.toml").to_string_lossy().into_owned();
+        let layers_inside = ctx.layers_dir_inside().join(&escaped);
 
         let mut env =
             buildpack_env(ctx, bp, &build_env, &operator_env).map_err(io_err("read env files"))?;
@@ -234,13 +239,10 @@ pub async fn build(
         }
         let args = [
             layers_inside.to_string_lossy().into_owned(),
-            PLATFORM_DIR.to_owned(),
+            ctx.platform_dir_inside().to_string_lossy().into_owned(),
             plan_path,
         ];
-        let program = bp.sandbox_path().join("bin/build");
-        let sandbox = sandbox
-            .clone()
-            .bind(crate::sandbox::Bind::writable(&run_dir, "/tmp"));
+        let program = ctx.buildpack_dir_inside(bp).join("bin/build");
         tracing::debug!(buildpack = id, "build");
         logs.line(
             Phase::Build,

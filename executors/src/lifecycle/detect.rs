@@ -31,13 +31,12 @@ use super::descriptor::{
     write_toml, ApiVersion, BuildPlan, DescriptorError, Group, GroupBuildpack, OrderEntry,
     OrderGroup, PlanSections, Provider, Require, ResolvedEntry, ResolvedPlan,
 };
-use super::phase::context::{refuse_symlink, scratch_dir, TMP_DIR};
+use super::phase::context::{refuse_symlink, scratch_dir};
 use super::phase::env::{base_env, buildpack_env, OperatorEnv};
 use super::phase::program::run_program;
-use super::phase::sandbox::phase_sandbox;
-use super::phase::{BuildpackDir, Env, PhaseContext, PhaseError, ProgramError, PLATFORM_DIR};
+use super::phase::sandbox::{phase_sandbox, PhaseSandbox};
+use super::phase::{BuildpackDir, Env, PhaseContext, PhaseError, ProgramError};
 use super::{LogSink, Phase};
-use crate::sandbox::{Bind, Sandbox};
 
 /// Orders that expand into more groups than this are refused.
 const MAX_GROUPS: usize = 10_000;
@@ -628,7 +627,7 @@ struct DetectRun {
 
 async fn run_detect(
     ctx: &PhaseContext,
-    sandbox: &Sandbox,
+    sandbox: &PhaseSandbox,
     bp: &BuildpackDir,
     base: &Env,
     operator_env: &OperatorEnv,
@@ -660,15 +659,21 @@ async fn run_detect(
     fs::create_dir_all(&run_dir).map_err(io_err("create the run directory"))?;
     let plan_host = run_dir.join("plan.toml");
     fs::write(&plan_host, b"").map_err(io_err("create the plan file"))?;
-    let plan_path = format!("{TMP_DIR}/plan.toml");
+    ctx.hand_over(&run_dir)
+        .and_then(|()| ctx.hand_over(&plan_host))
+        .map_err(io_err("give the run directory to the CNB user"))?;
+    let (sandbox, tmp) = sandbox.with_run_dir(&run_dir);
+    let plan_path = tmp.join("plan.toml").to_string_lossy().into_owned();
 
     let mut env = buildpack_env(ctx, bp, base, operator_env).map_err(io_err("read env files"))?;
     if bp.api() >= ApiVersion::new(0, 8) {
         env.insert("CNB_BUILD_PLAN_PATH".into(), plan_path.clone());
     }
-    let sandbox = sandbox.clone().bind(Bind::writable(&run_dir, TMP_DIR));
-    let program = bp.sandbox_path().join("bin/detect");
-    let args = [PLATFORM_DIR.to_owned(), plan_path];
+    let program = ctx.buildpack_dir_inside(bp).join("bin/detect");
+    let args = [
+        ctx.platform_dir_inside().to_string_lossy().into_owned(),
+        plan_path,
+    ];
     let run = run_program(&sandbox, &program, &args, &env, Phase::Detect, id, logs).await?;
     let verdict = match run.code {
         Some(0) => Verdict::Pass,

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod export;
 pub mod phase;
 pub mod project;
+pub mod request;
 pub mod run;
 pub mod sbom;
 pub mod stack;

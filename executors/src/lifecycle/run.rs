@@ -20,9 +20,9 @@ use super::cache::{self, CacheDir, CacheError};
 use super::descriptor::{DescriptorError, OrderGroup};
 use super::detect::{detect, DetectError};
 use super::export::{export, ExportError, ExportRequest};
-use super::phase::{BuildpackDir, PhaseContext};
+use super::phase::{BuildpackDir, PhaseContext, LAYERS_DIR, PLATFORM_DIR};
 use super::project::{self, ProjectInputs, ProjectSettings};
-use super::stack::{self, StackError};
+use super::stack::{self, BuildRoot, StackError};
 use super::{LogSink, Phase};
 use crate::oci::{ImageStore, LayerCompression};
 use crate::source::project::ProjectError;
@@ -52,7 +52,8 @@ pub struct BuildRequest {
     pub app_dir: PathBuf,
     /// Platform env (`<platform>/env/<NAME>`); `SOURCE_DATE_EPOCH` here sets `created`.
     pub env: BTreeMap<String, String>,
-    /// Share the host's network with buildpacks.
+    /// Give buildpacks outbound network, without the host's loopback (see
+    /// [`crate::sandbox::Sandbox::network`]).
     pub network: bool,
     /// Where the build's work directory is made; it is removed when the build ends.
     pub work_root: PathBuf,
@@ -126,19 +127,66 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LifecycleError {
     move |source| LifecycleError::Io { what, source }
 }
 
-/// Builds the app image of `req` and pushes it under its tags.
+/// Builds the app image of `req` and pushes it under its tags, running the buildpacks under
+/// bubblewrap in the build image, unpacked under the state dir.
 pub async fn build_image(
     store: &ImageStore,
     req: &BuildRequest,
     logs: &dyn LogSink,
 ) -> Result<BuildResult, LifecycleError> {
+    build_isolated(store, req, &Placement::Bubblewrap, logs).await
+}
+
+/// Builds the app image of `req` from inside its build image (a container: kpackd's build
+/// entrypoint in a builder image): the same phases as [`build_image`], with the buildpack
+/// programs run directly as the CNB user, the build image's facts read from `root`, and
+/// the layers and platform directories at `/layers` and `/platform` (created when
+/// missing). `req.build_image` only names the image for logs; `req.app_dir` is where the
+/// programs find the app (`/workspace` in a builder image).
+pub async fn build_image_in_container(
+    store: &ImageStore,
+    req: &BuildRequest,
+    root: &BuildRoot,
+    logs: &dyn LogSink,
+) -> Result<BuildResult, LifecycleError> {
+    build_isolated(store, req, &Placement::Container(root.clone()), logs).await
+}
+
+/// Where a build's programs run.
+enum Placement {
+    /// Under bubblewrap in the build image, unpacked under the state dir.
+    Bubblewrap,
+    /// In the running system, which is the build image.
+    Container(BuildRoot),
+}
+
+/// One build, either way (see [`build_image`]): the phases in order. Over 100 lines as
+/// the one place that reads as the lifecycle's sequence of phases.
+async fn build_isolated(
+    store: &ImageStore,
+    req: &BuildRequest,
+    placement: &Placement,
+    logs: &dyn LogSink,
+) -> Result<BuildResult, LifecycleError> {
     logs.phase_started(Phase::Prepare);
-    logs.line(
-        Phase::Prepare,
-        None,
-        &format!("Preparing build image {}", req.build_image),
-    );
-    let stack = stack::prepare(store, &req.build_image, &req.stacks_dir, logs).await?;
+    let stack = match placement {
+        Placement::Bubblewrap => {
+            logs.line(
+                Phase::Prepare,
+                None,
+                &format!("Preparing build image {}", req.build_image),
+            );
+            BuildRoot::from(stack::prepare(store, &req.build_image, &req.stacks_dir, logs).await?)
+        }
+        Placement::Container(root) => {
+            logs.line(
+                Phase::Prepare,
+                None,
+                &format!("Building inside build image {}", req.build_image),
+            );
+            root.clone()
+        }
+    };
     let run = stack::run_image(store, &req.run_image).await?;
     let mut target = run.target.clone();
     if target.distro_name.is_none() {
@@ -157,8 +205,10 @@ pub async fn build_image(
             "create a work dir in {}",
             work_root.display()
         )))?;
-    let layers_dir = work.path().join("layers");
-    let platform_dir = work.path().join("platform");
+    let (layers_dir, platform_dir) = match placement {
+        Placement::Bubblewrap => (work.path().join("layers"), work.path().join("platform")),
+        Placement::Container(_) => (PathBuf::from(LAYERS_DIR), PathBuf::from(PLATFORM_DIR)),
+    };
     let scratch = work.path().join("scratch");
     for dir in [&layers_dir, &platform_dir.join("env"), &scratch] {
         fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
@@ -186,6 +236,13 @@ pub async fn build_image(
         target,
         image_env: stack.env.clone(),
     };
+    if matches!(placement, Placement::Container(_)) {
+        // Started as root: the CNB user's programs write the app and layers directories.
+        for dir in [&req.app_dir, &layers_dir] {
+            crate::sandbox::hand_over_tree(dir, stack.uid, stack.gid)
+                .map_err(io_err(format!("give {} to the CNB user", dir.display())))?;
+        }
+    }
 
     let previous_ref = req.previous_image.as_ref().unwrap_or(&req.tag);
     logs.phase_started(Phase::Analyze);
@@ -208,6 +265,10 @@ pub async fn build_image(
     }
     let restored =
         cache::restore(&layers_dir, &scratch, &group, &previous, &cache_dir, logs).await?;
+    if matches!(placement, Placement::Container(_)) {
+        crate::sandbox::hand_over_tree(&layers_dir, stack.uid, stack.gid)
+            .map_err(io_err("give the restored layers to the CNB user"))?;
+    }
 
     logs.phase_started(Phase::Build);
     build(&ctx, &outcome, logs).await?;

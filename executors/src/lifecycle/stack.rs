@@ -95,6 +95,68 @@ pub struct Stack {
     pub target: Target,
 }
 
+/// What the lifecycle needs of the build image its programs run in: the root, the CNB
+/// user, the config `Env` and the target. From a [`Stack`] (unpacked, for bubblewrap), or
+/// from the running system when kpackd runs inside the build image ([`BuildRoot::running`]).
+#[derive(Debug, Clone)]
+pub struct BuildRoot {
+    /// The root programs run in: an unpacked image, or `/`.
+    pub rootfs: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// The build image's config `Env`.
+    pub env: BTreeMap<String, String>,
+    pub target: Target,
+}
+
+impl From<Stack> for BuildRoot {
+    fn from(stack: Stack) -> BuildRoot {
+        BuildRoot {
+            rootfs: stack.rootfs,
+            uid: stack.uid,
+            gid: stack.gid,
+            env: stack.env,
+            target: stack.target,
+        }
+    }
+}
+
+impl BuildRoot {
+    /// The running system as the build image, as a container runtime starts one: `env`
+    /// is the process environment (the image's `Env` and what the runtime adds; it must
+    /// set `CNB_USER_ID`, `CNB_GROUP_ID` and `PATH`), the root is `/`, and the target is
+    /// `target`'s os and architecture with the distro of `/etc/os-release` unless
+    /// `target` names one. `image` names the build image in errors.
+    pub fn running(
+        image: &str,
+        env: BTreeMap<String, String>,
+        mut target: Target,
+    ) -> Result<BuildRoot, StackError> {
+        let uid = id_from_env(&env, "CNB_USER_ID", image)?;
+        let gid = id_from_env(&env, "CNB_GROUP_ID", image)?;
+        if !env.contains_key("PATH") {
+            return Err(StackError::MissingEnv {
+                image: image.to_owned(),
+                name: "PATH",
+            });
+        }
+        let root = PathBuf::from(super::phase::context::CONTAINER_ROOT);
+        if target.distro_name.is_none() {
+            if let Some((name, version)) = os_release(&root) {
+                target.distro_name = Some(name);
+                target.distro_version = Some(version);
+            }
+        }
+        Ok(BuildRoot {
+            rootfs: root,
+            uid,
+            gid,
+            env,
+            target,
+        })
+    }
+}
+
 /// The run image the app image is built on: only its manifest and config are read.
 #[derive(Debug, Clone)]
 pub struct RunImage {

@@ -349,14 +349,14 @@ fn image_path(p: &Path) -> Result<String, OciError> {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
+pub(crate) struct Hashing<W> {
+    pub(crate) inner: W,
     hasher: Sha256,
-    size: u64,
+    pub(crate) size: u64,
 }
 
 impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Hashing {
             inner,
             hasher: Sha256::new(),
@@ -364,7 +364,7 @@ impl<W> Hashing<W> {
         }
     }
 
-    fn digest(&self) -> Digest {
+    pub(crate) fn digest(&self) -> Digest {
         Digest::from_sha256(self.hasher.clone())
     }
 }

@@ -9,6 +9,7 @@ pub mod app_contents;
 mod app_dir;
 pub mod blob;
 pub mod git;
+pub mod image;
 pub mod path;
 pub mod project;
 mod stat_cache;

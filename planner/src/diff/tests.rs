@@ -2,6 +2,7 @@
 //! exactly what is upstream now, one edit to it, and the action and reasons expected.
 
 use super::*;
+use crate::plan::{BuilderAction, BuilderChange};
 
 /// A digest of the constants below.
 fn d(digest: &str) -> Digest {
@@ -90,6 +91,7 @@ fn world() -> World {
                 pending_triggers: 0,
             },
         )]),
+        builders: BTreeMap::new(),
     };
     World {
         desired,
@@ -576,4 +578,150 @@ fn a_change_of_the_image_s_buildpacks_is_named() {
     let plain = serde_json::to_value(plain.plan()).unwrap();
     assert!(plain["changes"][0]["inputs"].is_object());
     assert!(!plain.to_string().contains("image_buildpacks"));
+}
+
+const LIFECYCLE1: &str = "sha256:1c01000000000000000000000000000000000000000000000000000000000001";
+const LIFECYCLE2: &str = "sha256:1c02000000000000000000000000000000000000000000000000000000000002";
+const ENTRY1: &str = "sha256:e001000000000000000000000000000000000000000000000000000000000001";
+const ENTRY2: &str = "sha256:e002000000000000000000000000000000000000000000000000000000000002";
+
+/// Desired, observed and recorded for one published builder, "default", last published
+/// from all of it.
+struct BuilderWorld {
+    desired: DesiredBuilder,
+    observed: Observed,
+    recorded: BTreeMap<String, RecordedPublish>,
+}
+
+fn builder_world() -> BuilderWorld {
+    let desired = DesiredBuilder {
+        builder: "default".into(),
+        tag: "registry.example.com/builders/default".into(),
+        stack: StackKey::stack("bookworm"),
+        stack_id: "io.kpackd.stacks.bookworm".into(),
+        run_image: "registry.example.com/stacks/run".into(),
+        run_image_mirrors: Vec::new(),
+        order: vec![
+            vec!["examples/python".into()],
+            vec!["examples/node?".into()],
+        ],
+        buildpacks: BTreeMap::from([(PYTHON.into(), d(PY1)), (NODEJS.into(), d(NODE))]),
+        lifecycle: true,
+        lifecycle_image: Some(d(LIFECYCLE1)),
+        entrypoint: Some(d(ENTRY1)),
+    };
+    let observed = world().observed;
+    let inputs = diff_builders(std::slice::from_ref(&desired), &observed, &BTreeMap::new())[0]
+        .inputs
+        .clone()
+        .expect("pinned");
+    let recorded = BTreeMap::from([(
+        "default".into(),
+        RecordedPublish {
+            number: 2,
+            inputs,
+            digest: d(OUT),
+        },
+    )]);
+    BuilderWorld {
+        desired,
+        observed,
+        recorded,
+    }
+}
+
+impl BuilderWorld {
+    fn plan(&self) -> BuilderChange {
+        diff_builders(
+            std::slice::from_ref(&self.desired),
+            &self.observed,
+            &self.recorded,
+        )
+        .remove(0)
+    }
+}
+
+/// A builder row: what it is, the edit, the action, the reasons and the `what` of the
+/// first detail.
+type BuilderRow = (
+    &'static str,
+    fn(&mut BuilderWorld),
+    BuilderAction,
+    &'static [Reason],
+    &'static str,
+);
+
+#[test]
+fn the_publishing_rules_one_row_each() {
+    use BuilderAction::{Blocked, Noop, Publish};
+    #[rustfmt::skip]
+    let rows: Vec<BuilderRow> = vec![
+        ("nothing changed",                |_| {},                                                       Noop,    &[],          ""),
+        ("first publish",                  |w| w.recorded.clear(),                                       Publish, &[CONFIG],    "first publish"),
+        ("build image patched",            |w| { w.observed.build_images.insert(StackKey::stack("bookworm"), d(BUILD2)); }, Publish, &[STACK], "build image"),
+        ("run image patched: not ours",    |w| { w.observed.run_images.insert(StackKey::stack("bookworm"), d(RUN2)); }, Noop, &[], ""),
+        ("buildpack edited",               |w| { w.desired.buildpacks.insert(PYTHON.into(), d(PY2)); }, Publish, &[BUILDPACK], "buildpack examples/python@0.1.0"),
+        ("buildpack added",                |w| { w.desired.buildpacks.insert("examples/go@0.3.0".into(), d(PY2)); }, Publish, &[BUILDPACK], "buildpack examples/go@0.3.0"),
+        ("buildpack removed",              |w| { w.desired.buildpacks.remove(NODEJS); },                 Publish, &[BUILDPACK], "buildpack examples/node@1.0.0"),
+        ("order changed",                  |w| w.desired.order.reverse(),                                Publish, &[CONFIG],    "order"),
+        ("tag changed",                    |w| w.desired.tag = "registry.example.com/builders/other".into(), Publish, &[CONFIG], "tag"),
+        ("run image renamed",              |w| w.desired.run_image = "registry.example.com/stacks/run2".into(), Publish, &[CONFIG], "run image"),
+        ("run image mirror added",         |w| w.desired.run_image_mirrors.push("mirror.example.com/run".into()), Publish, &[CONFIG], "run image mirrors"),
+        ("stack id changed",               |w| w.desired.stack_id = "io.other".into(),                   Publish, &[CONFIG],    "stack id"),
+        ("lifecycle image moved",          |w| w.desired.lifecycle_image = Some(d(LIFECYCLE2)),      Publish, &[CONFIG],    "lifecycle image"),
+        ("lifecycle image removed",        |w| { w.desired.lifecycle = false; w.desired.lifecycle_image = None; }, Publish, &[CONFIG], "lifecycle image"),
+        ("entrypoint rebuilt",             |w| w.desired.entrypoint = Some(d(ENTRY2)),               Publish, &[CONFIG],    "entrypoint"),
+        ("stack and buildpack",            |w| { w.observed.build_images.insert(StackKey::stack("bookworm"), d(BUILD2)); w.desired.buildpacks.insert(PYTHON.into(), d(PY2)); }, Publish, &[BUILDPACK, STACK], "buildpack examples/python@0.1.0"),
+        ("build image failed: blocked",    |w| { w.observed.build_images.clear(); w.observed.failures.push(UpstreamFailure { upstream: Upstream::BuildImage { stack: StackKey::stack("bookworm") }, error: "unreachable".into() }); }, Blocked, &[], ""),
+        ("buildpacks failed: blocked",     |w| w.observed.failures.push(UpstreamFailure { upstream: Upstream::Buildpacks { builder: "default".into() }, error: "no buildpack.toml".into() }), Blocked, &[], ""),
+        ("lifecycle image unresolved",     |w| w.desired.lifecycle_image = None,                         Blocked, &[],          ""),
+    ];
+    let mut failures = Vec::new();
+    for (name, edit, action, reasons, what) in rows {
+        let mut w = builder_world();
+        edit(&mut w);
+        let change = w.plan();
+        let first = change.details.first().map_or("", |d| d.what.as_str());
+        if change.action != action || change.reasons != reasons || first != what {
+            failures.push(format!(
+                "{name}: expected {action} {reasons:?} `{what}`, got {} {:?} `{first}`",
+                change.action, change.reasons
+            ));
+        }
+        if (action == Blocked) == change.blocked_by.is_empty() {
+            failures.push(format!("{name}: blocked_by {:?}", change.blocked_by));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A publish leaves the images alone: the image rules do not see builders at all.
+#[test]
+fn a_publish_does_not_make_images_rebuild() {
+    let mut b = builder_world();
+    b.recorded.clear();
+    assert_eq!(b.plan().action, BuilderAction::Publish);
+    assert_eq!(world().plan().changes[0].action, Action::Noop);
+}
+
+/// The plan's JSON lists builders apart from the images, only when there are some.
+#[test]
+fn builders_are_a_list_of_their_own_in_the_plan_json() {
+    let mut plan = world().plan();
+    let json = serde_json::to_value(&plan).unwrap();
+    assert!(json.get("builders").is_none());
+    let mut b = builder_world();
+    b.recorded.clear();
+    plan.builders = vec![b.plan()];
+    assert!(plan.has_changes());
+    let json = serde_json::to_value(&plan).unwrap();
+    let builder = &json["builders"][0];
+    assert_eq!(builder["builder"], "default");
+    assert_eq!(builder["action"], "publish");
+    assert_eq!(builder["tag"], "registry.example.com/builders/default");
+    assert_eq!(builder["reasons"], serde_json::json!(["CONFIG"]));
+    assert_eq!(builder["inputs"]["build_image"], BUILD1);
+    assert_eq!(json["changes"].as_array().map(Vec::len), Some(1));
+    let back: Plan = serde_json::from_value(json).unwrap();
+    assert_eq!(back, plan);
 }

@@ -111,6 +111,7 @@ fn representative() -> Plan {
             images: vec!["docs".into(), "svc-1".into()],
         }],
         failing: Vec::new(),
+        builders: Vec::new(),
     }
 }
 
@@ -133,4 +134,76 @@ fn buildpacks_without_digests_are_refused() {
     json["buildpacks"] = serde_json::json!(["examples/python@0.1.0", "examples/go@0.3.0"]);
     let err = serde_json::from_value::<Inputs>(json).unwrap_err();
     assert!(err.to_string().contains("examples/go@0.3.0"), "{err}");
+}
+
+/// A publish, a blocked builder and an unchanged one, beside the images: the
+/// `builders` list, and the rest of the plan as it was.
+#[test]
+fn json_form_with_builders() {
+    let publish_inputs = PublishInputs {
+        tag: "registry.example.com/builders/default".into(),
+        stack: StackKey::stack("bookworm"),
+        stack_id: "io.kpackd.stacks.bookworm".into(),
+        build_image: d(BUILD2),
+        run_image: "registry.example.com/stacks/run".into(),
+        run_image_mirrors: vec!["mirror.example.com/stacks/run".into()],
+        order: vec![vec!["examples/python".into(), "examples/procfile?".into()]],
+        buildpacks: BTreeMap::from([("examples/python@0.1.0".into(), d(PY))]),
+        lifecycle_image: None,
+        entrypoint: Some(d(RUN1)),
+    };
+    let mut plan = representative();
+    plan.builders = vec![
+        BuilderChange {
+            builder: "default".into(),
+            action: BuilderAction::Publish,
+            tag: publish_inputs.tag.clone(),
+            reasons: vec![Reason::Stack],
+            details: vec![detail(
+                Reason::Stack,
+                "build image",
+                Some(BUILD1),
+                Some(BUILD2),
+            )],
+            inputs: Some(publish_inputs.clone()),
+            last_publish: Some(2),
+            blocked_by: Vec::new(),
+        },
+        BuilderChange {
+            builder: "jammy".into(),
+            action: BuilderAction::Blocked,
+            tag: "registry.example.com/builders/jammy".into(),
+            reasons: Vec::new(),
+            details: Vec::new(),
+            inputs: None,
+            last_publish: None,
+            blocked_by: vec![UpstreamFailure {
+                upstream: Upstream::LifecycleImage {
+                    builder: "jammy".into(),
+                },
+                error: "manifest unknown".into(),
+            }],
+        },
+        BuilderChange {
+            builder: "quiet".into(),
+            action: BuilderAction::Noop,
+            tag: "registry.example.com/builders/quiet".into(),
+            reasons: Vec::new(),
+            details: Vec::new(),
+            inputs: Some(publish_inputs),
+            last_publish: Some(1),
+            blocked_by: Vec::new(),
+        },
+    ];
+    let json = serde_json::to_value(&plan).unwrap();
+    let mut without = json.clone();
+    without.as_object_mut().unwrap().remove("builders");
+    assert_eq!(
+        without,
+        serde_json::to_value(representative()).unwrap(),
+        "builders change nothing else"
+    );
+    insta::assert_json_snapshot!(json["builders"]);
+    let back: Plan = serde_json::from_value(json).unwrap();
+    assert_eq!(back, plan);
 }

@@ -85,6 +85,7 @@ fn representative() -> Plan {
             images: vec!["docs".into(), "svc-1".into()],
         }],
         failing: Vec::new(),
+        builders: Vec::new(),
     }
 }
 
@@ -133,6 +134,69 @@ fn nothing_to_do() {
     plan.errors.clear();
     plan.notes.clear();
     assert!(!plan.has_changes());
+    assert_eq!(
+        render(&plan, false),
+        "No changes. The fleet is up to date.\n"
+    );
+}
+
+/// Builders published show first, with their reasons; unchanged ones not at all.
+#[test]
+fn human_rendering_of_publishes() {
+    use planner::plan::{BuilderAction, BuilderChange};
+    let builder = |name: &str, action, last_publish| BuilderChange {
+        builder: name.into(),
+        action,
+        tag: format!("registry.example.com/builders/{name}"),
+        reasons: Vec::new(),
+        details: Vec::new(),
+        inputs: None,
+        last_publish,
+        blocked_by: Vec::new(),
+    };
+    let mut plan = representative();
+    plan.changes
+        .retain(|c| c.image == "api" || c.image == "svc-1");
+    plan.summary = Summary::of(&plan.changes);
+    plan.errors.clear();
+    plan.notes.clear();
+    plan.builders = vec![
+        BuilderChange {
+            reasons: vec![Reason::Buildpack, Reason::Stack],
+            details: vec![
+                detail(
+                    Reason::Buildpack,
+                    "buildpack examples/python@0.1.0",
+                    Some(RUN1),
+                    Some(RUN2),
+                ),
+                detail(Reason::Stack, "build image", Some(BUILD1), Some(BUILD2)),
+            ],
+            ..builder("default", BuilderAction::Publish, Some(3))
+        },
+        BuilderChange {
+            reasons: vec![Reason::Config],
+            details: vec![detail(Reason::Config, "first publish", None, None)],
+            ..builder("jammy", BuilderAction::Publish, None)
+        },
+        builder("quiet", BuilderAction::Noop, Some(1)),
+    ];
+    insta::assert_snapshot!(render(&plan, false), @r#"
+    kpackd will perform the following actions:
+
+      ~ builder "default" will be republished    (BUILDPACK, STACK)
+          buildpack examples/python@0.1.0: sha256:1a2b… → sha256:9f8e…
+          build image: sha256:b1b2… → sha256:c1c2…
+      + builder "jammy" will be published        (CONFIG: first publish)
+      + image "api" will be built                (CONFIG: first build)
+
+    Plan: 2 to publish, 1 to build, 0 to rebuild, 0 to rebase, 0 to forget, 1 unchanged.
+    "#);
+    plan.builders.truncate(0);
+    plan.builders
+        .push(builder("quiet", BuilderAction::Noop, Some(1)));
+    plan.changes.retain(|c| c.action == Action::Noop);
+    plan.summary = Summary::of(&plan.changes);
     assert_eq!(
         render(&plan, false),
         "No changes. The fleet is up to date.\n"

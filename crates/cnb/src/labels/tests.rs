@@ -11,10 +11,10 @@ fn sample() -> LayersMetadata {
         }],
         sbom: None,
         buildpacks: vec![BuildpackLayersMetadata {
-            key: "example/node".into(),
+            key: BuildpackId::parse("example/node").unwrap(),
             version: "1.0.0".into(),
             layers: BTreeMap::from([(
-                "deps".to_string(),
+                LayerName::parse("deps").unwrap(),
                 LayerMetadata {
                     sha: "sha256:d1".into(),
                     data: serde_json::json!({"k": "v"}),
@@ -66,6 +66,40 @@ fn unknown_fields_round_trip_unchanged() {
 }
 
 #[test]
+fn lifecycle_metadata_refuses_names_that_leave_their_directory() {
+    for (key, layer) in [
+        ("example/node", "../x"),
+        ("example/node", ".."),
+        ("example/node", "a/b"),
+        ("example/node", ""),
+        ("../x", "deps"),
+        ("example/../x", "deps"),
+        ("sbom", "deps"),
+    ] {
+        let text = serde_json::json!({
+            "buildpacks": [{"key": key, "version": "1.0.0",
+                            "layers": {layer: {"sha": "sha256:d1", "launch": true}}}]
+        })
+        .to_string();
+        let err = parse::<LayersMetadata>(LIFECYCLE_METADATA, &text).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(LIFECYCLE_METADATA),
+            "{key:?} {layer:?}: {message}"
+        );
+        assert!(
+            message.contains("invalid layer name") || message.contains("invalid buildpack id"),
+            "{key:?} {layer:?}: {message}"
+        );
+    }
+    let back: LayersMetadata = parse(LIFECYCLE_METADATA, EXPORTED).unwrap();
+    assert_eq!(
+        back.buildpack("example/node").unwrap().layers["deps"].sha,
+        "sha256:d1"
+    );
+}
+
+#[test]
 fn buildpack_layers_validate_names() {
     let good = r#"{"example/node":{"1.0.0":{"layerDiffID":"sha256:aa","api":"0.10"}}}"#;
     let layers: BuildpackLayers = parse(BUILDPACK_LAYERS, good).unwrap();
@@ -107,4 +141,40 @@ fn stack_id_prefers_the_base_id() {
         (BASE_ID.to_string(), "base".to_string()),
     ]);
     assert_eq!(stack_id(&labels).map(String::as_str), Some("base"));
+}
+
+#[test]
+fn builder_metadata_as_pack_writes_it() {
+    // Go writes empty lists as `null`.
+    let text = r#"{"description":"d","buildpacks":[{"id":"a/b","version":"1","homepage":"h"}],"stack":{"runImage":{"image":"reg/run","mirrors":null}},"images":null,"lifecycle":{"version":"0.20.1","api":{"buildpack":"0.7","platform":"0.12"},"apis":{"buildpack":{"deprecated":null,"supported":["0.7","0.12"]},"platform":{"deprecated":[],"supported":["0.12"]}}},"createdBy":{"name":"Pack CLI","version":"0.36"}}"#;
+    let m: BuilderMetadata = parse(BUILDER_METADATA, text).unwrap();
+    assert_eq!(m.description, "d");
+    assert_eq!(m.buildpacks[0].homepage.as_deref(), Some("h"));
+    assert_eq!(m.run_image(), Some("reg/run"));
+    let lifecycle = m.lifecycle.as_ref().unwrap();
+    assert_eq!(lifecycle.version, "0.20.1");
+    let apis = lifecycle.apis.as_ref().unwrap();
+    assert!(apis.buildpack.deprecated.is_empty());
+    assert_eq!(apis.platform.supported, ["0.12"]);
+    assert_eq!(m.created_by.as_ref().unwrap().name, "Pack CLI");
+    assert!(m.extra.is_empty());
+    let again: BuilderMetadata =
+        parse(BUILDER_METADATA, &serde_json::to_string(&m).unwrap()).unwrap();
+    assert_eq!(again, m);
+}
+
+#[test]
+fn buildpack_layer_info_reads_what_pack_writes() {
+    let text = r#"{"a/meta":{"1.0.0":{"api":"0.10","order":[{"group":[{"id":"a/x","version":"1"}]}],"layerDiffID":"sha256:aa","homepage":"h","name":"Meta","zz":1}},"a/x":{"1":{"api":"0.10","stacks":[{"id":"s","mixins":["m"]}],"targets":[{"os":"linux","arch":"amd64","distros":[{"name":"ubuntu","version":"22.04"}]}],"layerDiffID":"sha256:bb"}}}"#;
+    let layers: BuildpackLayers = parse(BUILDPACK_LAYERS, text).unwrap();
+    let meta = &layers["a/meta"]["1.0.0"];
+    assert_eq!(meta.order[0].group[0].id, "a/x");
+    assert_eq!(meta.name.as_deref(), Some("Meta"));
+    assert_eq!(meta.extra["zz"], 1);
+    let x = &layers["a/x"]["1"];
+    assert_eq!(x.stacks[0].mixins, ["m"]);
+    assert_eq!(x.targets[0].distros[0].version, "22.04");
+    let again: BuildpackLayers =
+        parse(BUILDPACK_LAYERS, &serde_json::to_string(&layers).unwrap()).unwrap();
+    assert_eq!(again, layers);
 }

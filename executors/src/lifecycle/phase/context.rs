@@ -19,10 +19,27 @@ pub const BUILDPACKS_DIR: &str = "/cnb/buildpacks";
 /// A run's scratch directory (holding its plan file).
 pub const TMP_DIR: &str = "/tmp";
 
+/// How buildpack programs are kept apart from kpackd and the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// kpackd runs on the host: each program runs under bubblewrap with the unpacked build
+    /// image as its root and the app, layers, platform dir and buildpacks bound at their
+    /// places (see [`crate::sandbox::Sandbox`]).
+    Bubblewrap,
+    /// kpackd runs inside the build image already (a container: the build image's root is
+    /// `/`): programs run directly, as the CNB user, and see every directory at its real
+    /// path. The container is the sandbox.
+    Container,
+}
+
+/// The sandbox root that means [`Isolation::Container`]: the running system's own root.
+pub const CONTAINER_ROOT: &str = "/";
+
 /// Everything the detect and build phases need to know about one build.
 #[derive(Debug, Clone)]
 pub struct PhaseContext {
-    /// The unpacked build image, bound read-only at `/`.
+    /// The unpacked build image, bound read-only at `/`; [`CONTAINER_ROOT`] when kpackd
+    /// runs inside the build image (see [`Isolation::Container`]).
     pub sandbox_root: PathBuf,
     /// The build image's CNB user and group (`CNB_USER_ID`, `CNB_GROUP_ID`).
     pub uid: u32,
@@ -35,13 +52,69 @@ pub struct PhaseContext {
     pub platform_dir: PathBuf,
     /// Every buildpack the order may name, composite ones included.
     pub buildpacks: Vec<BuildpackDir>,
-    /// Share the host's network with buildpack programs.
+    /// Give buildpack programs outbound network (their own namespace, without the host's
+    /// loopback: see [`crate::sandbox::Sandbox::network`]).
     pub network: bool,
     /// The target the image is built for (`CNB_TARGET_*`, target matching).
     pub target: Target,
     /// The build image's config `Env`; only the lifecycle's allow-list (`HOME`,
     /// `HOSTNAME`, proxies, `CNB_STACK_ID`, the POSIX path variables) reaches buildpacks.
     pub image_env: Env,
+}
+
+impl PhaseContext {
+    /// How this build's programs are isolated: [`Isolation::Container`] when the sandbox
+    /// root is the running system's root (there is nothing to confine to then), else
+    /// [`Isolation::Bubblewrap`].
+    pub fn isolation(&self) -> Isolation {
+        if self.sandbox_root == Path::new(CONTAINER_ROOT) {
+            Isolation::Container
+        } else {
+            Isolation::Bubblewrap
+        }
+    }
+
+    /// Where programs see `host` (one of this context's directories), which bubblewrap
+    /// binds at `sandbox`.
+    fn inside(&self, host: &Path, sandbox: &str) -> PathBuf {
+        match self.isolation() {
+            Isolation::Bubblewrap => PathBuf::from(sandbox),
+            Isolation::Container => host.to_path_buf(),
+        }
+    }
+
+    /// Where programs see the app directory (their working directory).
+    pub(in crate::lifecycle) fn app_dir_inside(&self) -> PathBuf {
+        self.inside(&self.app_dir, APP_DIR)
+    }
+
+    /// Where programs see the layers directory.
+    pub(in crate::lifecycle) fn layers_dir_inside(&self) -> PathBuf {
+        self.inside(&self.layers_dir, LAYERS_DIR)
+    }
+
+    /// Where programs see the platform directory.
+    pub(in crate::lifecycle) fn platform_dir_inside(&self) -> PathBuf {
+        self.inside(&self.platform_dir, PLATFORM_DIR)
+    }
+
+    /// Makes `path` (a directory or file kpackd made for the programs to write) the CNB
+    /// user's, in a container when kpackd runs as root. Under bubblewrap the user running
+    /// kpackd is the only one mapped, and owns everything already.
+    pub(in crate::lifecycle) fn hand_over(&self, path: &Path) -> io::Result<()> {
+        match self.isolation() {
+            Isolation::Bubblewrap => Ok(()),
+            Isolation::Container => crate::sandbox::hand_over(path, self.uid, self.gid),
+        }
+    }
+
+    /// Where programs see the buildpack `bp` (`CNB_BUILDPACK_DIR`).
+    pub(in crate::lifecycle) fn buildpack_dir_inside(&self, bp: &BuildpackDir) -> PathBuf {
+        match self.isolation() {
+            Isolation::Bubblewrap => bp.sandbox_path(),
+            Isolation::Container => bp.path.clone(),
+        }
+    }
 }
 
 /// A buildpack on the host: its directory and its `buildpack.toml`.
@@ -114,12 +187,19 @@ impl Target {
 
 /// A scratch directory for a phase, next to the layers dir (so in kpackd's work dir, on
 /// its file system), else in the system's temporary directory. Buildpacks' `/tmp` is in it.
+/// In a container the layers dir is `/layers`: the system's temporary directory then, made
+/// the CNB user's when kpackd runs as root (programs write their plan files in it).
 pub(in crate::lifecycle) fn scratch_dir(
     ctx: &PhaseContext,
     prefix: &str,
 ) -> io::Result<tempfile::TempDir> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(prefix);
+    if ctx.isolation() == Isolation::Container {
+        let dir = builder.tempdir()?;
+        ctx.hand_over(dir.path())?;
+        return Ok(dir);
+    }
     match ctx.layers_dir.parent().filter(|p| p.is_dir()) {
         Some(parent) => builder.tempdir_in(parent),
         None => builder.tempdir(),

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::context::{BuildpackDir, PhaseContext, PLATFORM_DIR};
+use super::context::{BuildpackDir, PhaseContext};
 use super::sandbox::home_dir;
 use super::PhaseError;
 use crate::lifecycle::descriptor::ApiVersion;
@@ -99,10 +99,13 @@ pub(in crate::lifecycle) fn buildpack_env(
     let api = bp.api();
     env.insert(
         "CNB_BUILDPACK_DIR".into(),
-        bp.sandbox_path().to_string_lossy().into_owned(),
+        ctx.buildpack_dir_inside(bp).to_string_lossy().into_owned(),
     );
     if api >= ApiVersion::new(0, 8) {
-        env.insert("CNB_PLATFORM_DIR".into(), PLATFORM_DIR.into());
+        env.insert(
+            "CNB_PLATFORM_DIR".into(),
+            ctx.platform_dir_inside().to_string_lossy().into_owned(),
+        );
     }
     if api >= ApiVersion::new(0, 10) {
         let target = &ctx.target;

@@ -10,6 +10,11 @@
 //! Scratch directories are made next to the layers dir and removed at the end of the phase.
 //! The root must be writable by kpackd's user once, to create the mount points
 //! (`/workspace`, `/layers`, `/platform`, `/cnb/buildpacks`); they are created when missing.
+//!
+//! That is [`Isolation::Bubblewrap`]. When kpackd runs inside the build image (a
+//! container, [`Isolation::Container`]: the context's sandbox root is `/`), programs run
+//! directly as the CNB user and see every directory at its real path; each run's plan file
+//! is in its own scratch directory instead of a private `/tmp`.
 
 pub mod context;
 pub mod env;
@@ -21,7 +26,8 @@ use std::io;
 use crate::sandbox::SandboxError;
 
 pub use context::{
-    BuildpackDir, PhaseContext, Target, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR,
+    BuildpackDir, Isolation, PhaseContext, Target, APP_DIR, BUILDPACKS_DIR, CONTAINER_ROOT,
+    LAYERS_DIR, PLATFORM_DIR,
 };
 pub use env::Env;
 pub use program::{ProgramError, OUTPUT_TAIL_LINES};

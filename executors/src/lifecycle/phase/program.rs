@@ -7,10 +7,10 @@ use std::sync::Mutex;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::context::APP_DIR;
 use super::env::Env;
+use super::sandbox::PhaseSandbox;
 use crate::lifecycle::{LogSink, Phase};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::sandbox::SandboxError;
 
 /// How many lines of a program's output are kept for error messages.
 pub const OUTPUT_TAIL_LINES: usize = 40;
@@ -22,7 +22,7 @@ const MAX_LINE_BYTES: usize = 16 * 1024;
 pub enum ProgramError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
-    #[error("run bwrap: {0}")]
+    #[error("run the program: {0}")]
     Spawn(#[source] io::Error),
 }
 
@@ -33,10 +33,12 @@ pub(in crate::lifecycle) struct ProgramRun {
     pub tail: Vec<String>,
 }
 
-/// Runs `program` in the sandbox with cwd `/workspace`, streaming every line of its stdout
-/// and stderr (one stream, in the order written) to `logs` as it comes and keeping the last [`OUTPUT_TAIL_LINES`].
+/// Runs `program` in the sandbox with the app directory as cwd, streaming every line of
+/// its stdout and stderr (one stream, in the order written) to `logs` as it comes and
+/// keeping the last [`OUTPUT_TAIL_LINES`]. In a container, what the program leaves
+/// running in its process group is killed when it exits (or when this is dropped).
 pub(in crate::lifecycle) async fn run_program(
-    sandbox: &Sandbox,
+    sandbox: &PhaseSandbox,
     program: &Path,
     args: &[String],
     env: &Env,
@@ -44,7 +46,7 @@ pub(in crate::lifecycle) async fn run_program(
     buildpack: &str,
     logs: &dyn LogSink,
 ) -> Result<ProgramRun, ProgramError> {
-    let mut command = sandbox.command(program, args, env, Path::new(APP_DIR))?;
+    let mut command = sandbox.command(program, args, env)?;
     // One pipe for stdout and stderr, so the log keeps the order the program wrote in.
     let (reader, writer) = std::io::pipe().map_err(ProgramError::Spawn)?;
     let writer_for_stderr = writer.try_clone().map_err(ProgramError::Spawn)?;
@@ -52,6 +54,10 @@ pub(in crate::lifecycle) async fn run_program(
     let mut child = command.spawn().map_err(ProgramError::Spawn)?;
     // The command holds the pipe's write end: without dropping it the output never ends.
     drop(command);
+    let group = sandbox
+        .ends_process_groups()
+        .then(|| child.id().map(GroupGuard))
+        .flatten();
     let output =
         tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))
             .map_err(ProgramError::Spawn)?;
@@ -64,7 +70,13 @@ pub(in crate::lifecycle) async fn run_program(
         }
         tail.push_back(line.to_owned());
     };
-    let (_, status) = tokio::join!(pump(Some(output), &emit), child.wait());
+    let wait = async {
+        let status = child.wait().await;
+        // Whatever it left running would hold the output open: the group ends with it.
+        drop(group);
+        status
+    };
+    let (_, status) = tokio::join!(pump(Some(output), &emit), wait);
     let status = status.map_err(ProgramError::Spawn)?;
     let tail = tail
         .into_inner()
@@ -75,6 +87,15 @@ pub(in crate::lifecycle) async fn run_program(
         code: status.code(),
         tail,
     })
+}
+
+/// Kills a program's process group when dropped.
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        crate::sandbox::kill_process_group(self.0);
+    }
 }
 
 /// Reads `reader` to its end, calling `emit` for each line (without its line ending);

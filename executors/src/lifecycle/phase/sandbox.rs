@@ -1,16 +1,98 @@
-//! The sandbox of a phase: the build image's root with the app, the layers, the platform
-//! dir and the buildpacks bound at their places, and a private `$HOME`.
+//! The sandbox of a phase: under bubblewrap, the build image's root with the app, the
+//! layers, the platform dir and the buildpacks bound at their places, and a private
+//! `$HOME`; in a container, the container itself (see [`Isolation`]).
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::context::{PhaseContext, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR, TMP_DIR};
+use super::context::{
+    Isolation, PhaseContext, APP_DIR, BUILDPACKS_DIR, LAYERS_DIR, PLATFORM_DIR, TMP_DIR,
+};
 use super::PhaseError;
-use crate::sandbox::{prepare_mount_points, Bind, Sandbox};
+use crate::sandbox::{prepare_mount_points, Bind, Direct, Sandbox, SandboxError};
 
-/// The sandbox of a phase: the root, the app and layers (writable only for build), platform,
-/// and the buildpacks over a skeleton of their mount points under `scratch`.
+/// Where a phase runs buildpack programs.
+#[derive(Debug, Clone)]
+pub(in crate::lifecycle) struct PhaseSandbox {
+    runner: Runner,
+    /// The programs' working directory: the app directory as they see it.
+    cwd: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+enum Runner {
+    Bubblewrap(Sandbox),
+    Container(Direct),
+}
+
+impl PhaseSandbox {
+    /// This sandbox with `run_dir` (a host directory) as one program run's scratch
+    /// directory, and the path that run sees it at: `/tmp` under bubblewrap, its own
+    /// path in a container.
+    pub(in crate::lifecycle) fn with_run_dir(&self, run_dir: &Path) -> (PhaseSandbox, PathBuf) {
+        match &self.runner {
+            Runner::Bubblewrap(sandbox) => (
+                PhaseSandbox {
+                    runner: Runner::Bubblewrap(
+                        sandbox.clone().bind(Bind::writable(run_dir, TMP_DIR)),
+                    ),
+                    cwd: self.cwd.clone(),
+                },
+                PathBuf::from(TMP_DIR),
+            ),
+            Runner::Container(_) => (self.clone(), run_dir.to_path_buf()),
+        }
+    }
+
+    /// A command running `program` (a path as programs see it) in the app directory with
+    /// exactly `env`.
+    pub(in crate::lifecycle) fn command(
+        &self,
+        program: &Path,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<tokio::process::Command, SandboxError> {
+        match &self.runner {
+            Runner::Bubblewrap(sandbox) => sandbox.command(program, args, env, &self.cwd),
+            Runner::Container(direct) => direct.command(program, args, env, &self.cwd),
+        }
+    }
+
+    /// Whether the programs' process groups must be ended by the caller when they exit
+    /// (in a container nothing else ends what a buildpack left running).
+    pub(in crate::lifecycle) fn ends_process_groups(&self) -> bool {
+        matches!(self.runner, Runner::Container(_))
+    }
+}
+
+/// The sandbox of a phase. Under bubblewrap: the root, the app and layers (writable only
+/// for build), platform, and the buildpacks over a skeleton of their mount points under
+/// `scratch`. In a container: the programs run directly, as the CNB user.
 pub(in crate::lifecycle) fn phase_sandbox(
+    ctx: &PhaseContext,
+    scratch: &Path,
+    build: bool,
+) -> Result<PhaseSandbox, PhaseError> {
+    let io_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| PhaseError::Io { what, source }
+    };
+    let runner = match ctx.isolation() {
+        Isolation::Bubblewrap => Runner::Bubblewrap(bubblewrap_sandbox(ctx, scratch, build)?),
+        Isolation::Container => {
+            fs::create_dir_all(&ctx.layers_dir).map_err(io_err("create the layers directory"))?;
+            Runner::Container(Direct::new(ctx.uid, ctx.gid))
+        }
+    };
+    Ok(PhaseSandbox {
+        runner,
+        cwd: ctx.app_dir_inside(),
+    })
+}
+
+/// The bubblewrap sandbox of a phase (see [`phase_sandbox`]).
+fn bubblewrap_sandbox(
     ctx: &PhaseContext,
     scratch: &Path,
     build: bool,
