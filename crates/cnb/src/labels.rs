@@ -227,18 +227,21 @@ pub struct BuildpackLayerInfo {
     /// The diffID of the layer holding the buildpack.
     #[serde(rename = "layerDiffID")]
     pub layer_diff_id: String,
+    /// The Buildpack API it implements.
     #[serde(
         default,
         deserialize_with = "null_as_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub api: String,
+    /// The stacks it supports (buildpacks of API < 0.10).
     #[serde(
         default,
         deserialize_with = "null_as_default",
         skip_serializing_if = "Vec::is_empty"
     )]
     pub stacks: Vec<StackSpec>,
+    /// The targets it supports.
     #[serde(
         default,
         deserialize_with = "null_as_default",
@@ -252,8 +255,10 @@ pub struct BuildpackLayerInfo {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub order: Vec<OrderGroup>,
+    /// The buildpack's homepage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homepage: Option<String>,
+    /// The buildpack's name, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Fields of other tools, kept as they are.
@@ -302,8 +307,10 @@ pub struct BuilderMetadata {
     /// The legacy form of the run image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<BuilderStack>,
+    /// The lifecycle the builder carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<BuilderLifecycle>,
+    /// The tool that wrote the builder image.
     #[serde(rename = "createdBy", default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<CreatedBy>,
     /// Fields of other tools, kept as they are.
@@ -314,10 +321,13 @@ pub struct BuilderMetadata {
 /// A buildpack a builder carries, as its metadata lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuilderBuildpack {
+    /// The buildpack's id.
     #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
+    /// Its version.
     #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
+    /// Its homepage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homepage: Option<String>,
 }
@@ -326,10 +336,13 @@ pub struct BuilderBuildpack {
 /// and for older platforms the oldest of each (`api`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuilderLifecycle {
+    /// The lifecycle's version.
     #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
+    /// The oldest APIs it implements, for older platforms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<LifecycleApi>,
+    /// The APIs it implements.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apis: Option<LifecycleApis>,
 }
@@ -337,8 +350,10 @@ pub struct BuilderLifecycle {
 /// One Buildpack and one Platform API version (the legacy `lifecycle.api`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleApi {
+    /// The Buildpack API version.
     #[serde(default, deserialize_with = "null_as_default")]
     pub buildpack: String,
+    /// The Platform API version.
     #[serde(default, deserialize_with = "null_as_default")]
     pub platform: String,
 }
@@ -347,8 +362,10 @@ pub struct LifecycleApi {
 /// of the builder metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleApis {
+    /// The Buildpack API versions.
     #[serde(default, deserialize_with = "null_as_default")]
     pub buildpack: ApiSet,
+    /// The Platform API versions.
     #[serde(default, deserialize_with = "null_as_default")]
     pub platform: ApiSet,
 }
@@ -356,8 +373,10 @@ pub struct LifecycleApis {
 /// The API versions a lifecycle supports, and those of them it deprecates.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiSet {
+    /// Versions still supported but deprecated.
     #[serde(default, deserialize_with = "null_as_default")]
     pub deprecated: Vec<String>,
+    /// Versions supported.
     #[serde(default, deserialize_with = "null_as_default")]
     pub supported: Vec<String>,
 }
@@ -365,8 +384,10 @@ pub struct ApiSet {
 /// The tool that wrote a builder image.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedBy {
+    /// The tool's name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
+    /// The tool's version.
     #[serde(default, deserialize_with = "null_as_default")]
     pub version: String,
 }
