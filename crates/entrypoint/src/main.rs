@@ -13,6 +13,8 @@
 //! message path). Registry credentials come from the docker config
 //! (`$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`).
 
+#![forbid(unsafe_code)]
+
 mod build;
 mod source;
 

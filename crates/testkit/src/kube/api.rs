@@ -432,7 +432,7 @@ async fn collection(
         .is_some_and(|w| w == "true" || w == "1");
     let from =
         match call.query.get("resourceVersion").map(String::as_str) {
-            None | Some("") | Some("0") => None,
+            None | Some("" | "0") => None,
             Some(version) => Some(version.parse::<u64>().map_err(|_| {
                 ApiError::bad_request(format!("invalid resourceVersion {version:?}"))
             })?),
