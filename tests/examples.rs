@@ -409,6 +409,17 @@ fn expect_success(output: &Output, what: &str) {
 }
 
 /// `kpackd plan --json`: each image's action and reasons.
+/// The manifest digest of `name` in the layout `layout`, as skopeo reads it.
+fn image_digest(layout: &Path, name: &str) -> String {
+    let output = Command::new("skopeo")
+        .args(["inspect", "--format", "{{.Digest}}"])
+        .arg(format!("oci:{}:{name}", layout.display()))
+        .output()
+        .expect("running skopeo");
+    expect_success(&output, "skopeo inspect");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// The plan's builders: (builder, action, reasons).
 fn publishes(dir: &Path) -> Vec<(String, String, Vec<String>)> {
     let output = kpackd(dir, &["plan", "kpack.toml", "--json"]);
@@ -641,6 +652,37 @@ fn example_fleet_builds_runs_rebuilds_and_rebases() {
         .expect("running the worker's report");
     expect_success(&output, "the worker's report process");
     assert!(String::from_utf8_lossy(&output.stdout).contains("report: 3 items queued"));
+
+    // The published builder, read back as a builder image, builds the same image.
+    let config = fs::read_to_string(dir.join("kpack.toml")).expect("reading kpack.toml");
+    let worker_source = config
+        .lines()
+        .find(|l| l.contains("git = \"file://"))
+        .expect("the worker's source")
+        .to_string();
+    fs::write(
+        dir.join("kpack.toml"),
+        format!(
+            "{config}\n[builders.published]\nbuilder = \"oci:out/builders:default\"\n\n\
+             [images.worker-again]\ntag = \"oci:out/images:worker-again\"\n\
+             builder = \"published\"\n{worker_source}\n"
+        ),
+    )
+    .expect("writing kpack.toml");
+    expect_success(
+        &kpackd(dir, &["apply", "kpack.toml"]),
+        "the apply with the published builder",
+    );
+    assert_eq!(
+        image_digest(&images, "worker-again"),
+        image_digest(&images, "worker"),
+        "the published builder builds the same image as the assembled one"
+    );
+    fs::write(dir.join("kpack.toml"), &config).expect("writing kpack.toml");
+    expect_success(
+        &kpackd(dir, &["apply", "kpack.toml"]),
+        "the apply forgetting worker-again",
+    );
 
     // A new commit on the branch the worker follows: exactly one COMMIT build.
     let repo_dir = dir.join("worker");

@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::oci::compress::{compress_into, default_threads, LayerCompression};
-use crate::oci::layer::{Hashing, WrittenLayer, NORMALISED_MTIME};
+use crate::oci::compress::{default_threads, LayerCompression};
+use crate::oci::layer::{write_layer_file, Hashing, WrittenLayer, NORMALISED_MTIME};
 use crate::oci::OciError;
 
 /// The mode of directories, and of files with an execute bit.
@@ -203,42 +203,11 @@ impl NormalisedLayer {
     /// Writes the layer into `out_dir`, gzipped by the deterministic compressor.
     /// Blocking.
     pub fn write(&self, out_dir: &Path) -> Result<WrittenLayer, OciError> {
-        let compression = LayerCompression::Gzip;
-        let temp = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(out_dir)
-            .map_err(|e| OciError::io(out_dir, e))?;
-        let io_err = |e| OciError::io(temp.path(), e);
-        let blob = Hashing::new(BufWriter::with_capacity(
-            1 << 20,
-            temp.reopen().map_err(io_err)?,
-        ));
-        let (diff_id, blob) = compress_into(blob, compression, default_threads(), |compressed| {
-            let mut tar = tar::Builder::new(Hashing::new(compressed));
+        write_layer_file(out_dir, LayerCompression::Gzip, default_threads(), |tar| {
             for (name, entry) in &self.entries {
-                append(&mut tar, name, entry)?;
+                append(tar, name, entry).map_err(|e| OciError::io(Path::new(name), e))?;
             }
-            Ok(tar.into_inner()?.digest())
-        })
-        .map_err(io_err)?;
-        let (digest, size) = (blob.digest(), blob.size);
-        blob.inner
-            .into_inner()
-            .map_err(|e| io_err(e.into_error()))?
-            .sync_all()
-            .map_err(io_err)?;
-        let path = out_dir.join(format!(
-            "layer-{}.{}",
-            digest.hex(),
-            compression.extension()
-        ));
-        temp.persist(&path)
-            .map_err(|e| OciError::io(&path, e.error))?;
-        Ok(WrittenLayer {
-            diff_id,
-            digest,
-            size,
-            path,
+            Ok(())
         })
     }
 }

@@ -200,44 +200,7 @@ impl LayerBuilder {
         compression: LayerCompression,
         threads: NonZeroUsize,
     ) -> Result<WrittenLayer, OciError> {
-        let temp = tempfile::Builder::new()
-            .prefix(".layer-")
-            .tempfile_in(out_dir)
-            .map_err(|e| OciError::io(out_dir, e))?;
-        let blob = Hashing::new(BufWriter::with_capacity(
-            1 << 20,
-            temp.reopen().map_err(|e| OciError::io(temp.path(), e))?,
-        ));
-        let io_err = |e| OciError::io(temp.path(), e);
-        let (diff_id, blob) = compress_into(blob, compression, threads, |compressed| {
-            let mut tar = tar::Builder::new(Hashing::new(compressed));
-            self.append_all(&mut tar)
-                .map_err(|e| io::Error::other(TarFailed(e)))?;
-            Ok(tar.into_inner()?.digest())
-        })
-        .map_err(|e| match e.downcast::<TarFailed>() {
-            Ok(TarFailed(e)) => e,
-            Err(e) => io_err(e),
-        })?;
-        let (digest, size) = (blob.digest(), blob.size);
-        blob.inner
-            .into_inner()
-            .map_err(|e| io_err(e.into_error()))?
-            .sync_all()
-            .map_err(io_err)?;
-        let path = out_dir.join(format!(
-            "layer-{}.{}",
-            digest.hex(),
-            compression.extension()
-        ));
-        temp.persist(&path)
-            .map_err(|e| OciError::io(&path, e.error))?;
-        Ok(WrittenLayer {
-            diff_id,
-            digest,
-            size,
-            path,
-        })
+        write_layer_file(out_dir, compression, threads, |tar| self.append_all(tar))
     }
 
     /// The layer's diffID (the sha256 of its tar) without compressing or writing it:
@@ -320,6 +283,56 @@ fn append_file<W: Write>(
     let file = File::open(source)?;
     // A file that grows while being read must not spill into the next header.
     tar.append_data(header, name, io::Read::take(file, len))
+}
+
+/// Writes the tar that `write_tar` makes into `out_dir/layer-<digest>.<ext>`, compressed
+/// as `compression` on up to `threads` threads (the same bytes whatever `threads` is),
+/// through a temporary file that only becomes the layer once it is complete and synced.
+/// Blocking. Every layer kpackd writes goes through here.
+pub(crate) fn write_layer_file(
+    out_dir: &Path,
+    compression: LayerCompression,
+    threads: NonZeroUsize,
+    write_tar: impl FnOnce(&mut tar::Builder<Hashing<&mut dyn Write>>) -> Result<(), OciError>,
+) -> Result<WrittenLayer, OciError> {
+    let temp = tempfile::Builder::new()
+        .prefix(".layer-")
+        .tempfile_in(out_dir)
+        .map_err(|e| OciError::io(out_dir, e))?;
+    let blob = Hashing::new(BufWriter::with_capacity(
+        1 << 20,
+        temp.reopen().map_err(|e| OciError::io(temp.path(), e))?,
+    ));
+    let io_err = |e| OciError::io(temp.path(), e);
+    let (diff_id, blob) = compress_into(blob, compression, threads, |compressed| {
+        let compressed: &mut dyn Write = compressed;
+        let mut tar = tar::Builder::new(Hashing::new(compressed));
+        write_tar(&mut tar).map_err(|e| io::Error::other(TarFailed(e)))?;
+        Ok(tar.into_inner()?.digest())
+    })
+    .map_err(|e| match e.downcast::<TarFailed>() {
+        Ok(TarFailed(e)) => e,
+        Err(e) => io_err(e),
+    })?;
+    let (digest, size) = (blob.digest(), blob.size);
+    blob.inner
+        .into_inner()
+        .map_err(|e| io_err(e.into_error()))?
+        .sync_all()
+        .map_err(io_err)?;
+    let path = out_dir.join(format!(
+        "layer-{}.{}",
+        digest.hex(),
+        compression.extension()
+    ));
+    temp.persist(&path)
+        .map_err(|e| OciError::io(&path, e.error))?;
+    Ok(WrittenLayer {
+        diff_id,
+        digest,
+        size,
+        path,
+    })
 }
 
 /// An error of reading the files of a layer, carried through the compressing writer's
