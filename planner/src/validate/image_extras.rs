@@ -5,7 +5,9 @@ use std::path::{Component, Path};
 
 use toml::Spanned;
 
-use super::{missing_buildpack, normalize, Validator};
+use super::store::missing_buildpack;
+use super::values::normalize;
+use super::Validator;
 use crate::buildpack::BuildpackRef;
 use crate::diagnostic::did_you_mean;
 use crate::model::Store;
