@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use imageref::Digest;
 use planner::diff::RecordedPublish;
@@ -16,7 +16,8 @@ use planner::Reason;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::{commit, from_json, json, millis, write, State, StateError};
+use super::row::{json, millis, RecordRow};
+use super::{commit, write, State, StateError};
 
 /// Where a publish is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -325,59 +326,44 @@ fn with_dir(mut publish: Publish, dir: &Path) -> Publish {
 /// not decode.
 fn read_publish(row: &Row<'_>) -> rusqlite::Result<Result<Publish, StateError>> {
     let builder: String = row.get("builder")?;
-    let number: u64 = row.get::<_, i64>("number")?.unsigned_abs();
-    let corrupt = |what: &'static str| {
-        let image = format!("builder {builder}");
-        move |source: Box<dyn std::error::Error + Send + Sync>| StateError::Corrupt {
-            what,
-            image,
-            number,
-            source,
-        }
-    };
-    let text = |column: &str| row.get::<_, String>(column);
-    let time = |column: &str| {
-        row.get::<_, Option<i64>>(column)
-            .map(|ms| ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())))
-    };
+    let row = RecordRow::new(row, format!("builder {builder}"))?;
     let (status, reasons, details, inputs) = (
-        text("status")?,
-        text("reasons")?,
-        text("details")?,
-        text("inputs")?,
+        row.text("status")?,
+        row.text("reasons")?,
+        row.text("details")?,
+        row.text("inputs")?,
     );
     let (id, tag, digest, failure, log) = (
         PublishId(row.get("id")?),
-        text("tag")?,
-        row.get::<_, Option<String>>("digest")?,
+        row.text("tag")?,
+        row.get::<Option<String>>("digest")?,
         row.get("failure_message")?,
-        PathBuf::from(text("log")?),
+        row.log()?,
     );
     let (queued_at, started_at, finished_at) = (
-        time("queued_at")?,
-        time("started_at")?,
-        time("finished_at")?,
+        row.time("queued_at")?,
+        row.time("started_at")?,
+        row.time("finished_at")?,
     );
     let decoded = (|| {
         Ok(Publish {
             id,
-            number,
-            status: status.parse().map_err(|e| corrupt("status")(Box::new(e)))?,
-            reasons: from_json(&reasons).map_err(corrupt("reasons"))?,
-            details: from_json(&details).map_err(corrupt("details"))?,
-            inputs: from_json(&inputs).map_err(corrupt("inputs"))?,
+            number: row.number(),
+            status: row.parse("status", &status)?,
+            reasons: row.json("reasons", &reasons)?,
+            details: row.json("details", &details)?,
+            inputs: row.json("inputs", &inputs)?,
             tag,
             digest: digest
                 .as_deref()
-                .map(Digest::parse)
-                .transpose()
-                .map_err(|e| corrupt("digest")(Box::new(e)))?,
+                .map(|digest| row.parse::<Digest>("digest", digest))
+                .transpose()?,
             failure,
             queued_at: queued_at.unwrap_or(UNIX_EPOCH),
             started_at,
             finished_at,
             log,
-            builder: builder.clone(),
+            builder,
         })
     })();
     Ok(decoded)

@@ -1,9 +1,11 @@
 //! The state store against a real SQLite file in a temp dir.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::os::unix::fs::PermissionsExt as _;
 
 use imageref::{Digest, Target};
+use planner::diff::BuildOutcome;
 use planner::plan::{Detail, Inputs, StackKey};
 use planner::Reason;
 
@@ -601,5 +603,33 @@ fn one_build_and_the_last_success_are_read_without_the_history() {
     assert!(
         matches!(err, StateError::NoSuchBuild(BuildId(9999))),
         "{err}"
+    );
+}
+
+/// A stored value that does not decode is reported with the record it belongs to, and
+/// the value's error as the cause.
+#[test]
+fn a_value_that_does_not_decode_names_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(dir.path()).unwrap();
+    let build = queue(&mut state, "hello", Action::Build, &inputs("c1"));
+    state
+        .conn
+        .execute("UPDATE builds SET status = 'melted'", [])
+        .unwrap();
+    let err = state.build(build.id).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "read the recorded status of build hello #1"
+    );
+    assert!(matches!(err, StateError::Corrupt { what: "status", .. }));
+    state
+        .conn
+        .execute("UPDATE builds SET status = 'queued', inputs = '{'", [])
+        .unwrap();
+    let err = state.builds(Some("hello")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "read the recorded inputs of build hello #1"
     );
 }

@@ -121,3 +121,19 @@ fn an_ended_publish_never_changes_and_a_dead_one_is_interrupted() {
         .finish_publish(publish.id, PublishOutcome::Canceled)
         .is_err());
 }
+
+#[test]
+fn a_digest_that_does_not_decode_names_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::open(dir.path()).unwrap();
+    queue(&mut state, "default", &inputs("sha256:b1"));
+    state
+        .conn
+        .execute("UPDATE publishes SET digest = 'sha256:short'", [])
+        .unwrap();
+    let err = state.publishes(None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "read the recorded digest of build builder default #1"
+    );
+}
