@@ -12,6 +12,8 @@ use crate::diagnostic::{did_you_mean, list, Problem, Span};
 use crate::model::{Builder, BuilderKind, Store};
 
 impl Validator<'_> {
+    /// A `[builders.<name>]` table: a ready-made `builder` image, or the `stack`, `store`
+    /// and `order` of a builder kpackd assembles (not both).
     pub(super) fn builder(
         &mut self,
         name: &Spanned<String>,
@@ -85,24 +87,7 @@ impl Validator<'_> {
                     }
                     return None;
                 }
-                let (Some(stack), Some(store), Some(order)) = (&t.stack, &t.store, &t.order) else {
-                    unreachable!("none of stack, store and order is missing");
-                };
-                let stack_names: Vec<&str> =
-                    file.stacks.keys().map(|k| k.get_ref().as_str()).collect();
-                let store_names: Vec<&str> =
-                    file.stores.keys().map(|k| k.get_ref().as_str()).collect();
-                let stack_ok = self.reference("stack", "stacks", stack, &stack_names);
-                let store_ok = self.reference("store", "stores", store, &store_names);
-                let order = self.order(n, order, stores.get(store.get_ref()));
-                if !(stack_ok && store_ok) {
-                    return None;
-                }
-                BuilderKind::Assembled {
-                    stack: stack.get_ref().clone(),
-                    store: store.get_ref().clone(),
-                    order: order?,
-                }
+                self.assembled(n, t, file, stores)?
             }
         };
         let lifecycle = self.lifecycle(n, t, tag.is_some())?;
@@ -112,6 +97,33 @@ impl Validator<'_> {
             tag,
             lifecycle,
             span: name.span(),
+        })
+    }
+
+    /// A builder kpackd assembles, once it has `stack`, `store` and `order`: the stack and
+    /// store must exist, and the order's buildpacks be in the store.
+    fn assembled(
+        &mut self,
+        n: &str,
+        t: &BuilderTable,
+        file: &KpackToml,
+        stores: &BTreeMap<String, Store>,
+    ) -> Option<BuilderKind> {
+        let (Some(stack), Some(store), Some(order)) = (&t.stack, &t.store, &t.order) else {
+            unreachable!("none of stack, store and order is missing");
+        };
+        let stack_names: Vec<&str> = file.stacks.keys().map(|k| k.get_ref().as_str()).collect();
+        let store_names: Vec<&str> = file.stores.keys().map(|k| k.get_ref().as_str()).collect();
+        let stack_ok = self.reference("stack", "stacks", stack, &stack_names);
+        let store_ok = self.reference("store", "stores", store, &store_names);
+        let order = self.order(n, order, stores.get(store.get_ref()));
+        if !(stack_ok && store_ok) {
+            return None;
+        }
+        Some(BuilderKind::Assembled {
+            stack: stack.get_ref().clone(),
+            store: store.get_ref().clone(),
+            order: order?,
         })
     }
 

@@ -7,7 +7,7 @@ use imageref::ImageRef;
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::{CacheSetting, ImageTable, KpackToml};
+use crate::config::{CacheSetting, HistoryTable, ImageTable, KpackToml};
 use crate::diagnostic::Problem;
 use crate::model::{Builder, BuilderKind, Cache, History, Image, ImageSpans, Store};
 use crate::Reason;
@@ -61,29 +61,7 @@ impl Validator<'_> {
             Some(CacheSetting::Disabled) => Some(Cache::Disabled),
             Some(CacheSetting::Image(image)) => self.output_ref(image).map(Cache::Image),
         };
-        let history = match &t.history {
-            None => Some(History::default()),
-            Some(h) => {
-                let defaults = History::default();
-                let mut count = |value: &Option<Spanned<u32>>, outcome: &str, default| match value {
-                    None => Some(default),
-                    Some(v) => self.at_least_one(
-                        v,
-                        &format!("`history.{outcome}` must be at least 1"),
-                        "the build in progress could not be kept",
-                        &format!(
-                            "leave `{outcome}` out for the default, {}",
-                            History::default().success
-                        ),
-                    ),
-                };
-                let success = count(&h.success, "success", defaults.success);
-                let failed = count(&h.failed, "failed", defaults.failed);
-                success
-                    .zip(failed)
-                    .map(|(success, failed)| History { success, failed })
-            }
-        };
+        let history = self.history(t.history.as_ref());
         let rebuild_on = match &t.rebuild_on {
             None => Reason::ALL.into_iter().collect(),
             Some(reasons) => reasons
@@ -136,6 +114,33 @@ impl Validator<'_> {
                 source: t.source.span(),
             },
         })
+    }
+
+    /// How many builds of an image are kept, of each outcome.
+    fn history(&mut self, history: Option<&HistoryTable>) -> Option<History> {
+        match history {
+            None => Some(History::default()),
+            Some(h) => {
+                let defaults = History::default();
+                let mut count = |value: &Option<Spanned<u32>>, outcome: &str, default| match value {
+                    None => Some(default),
+                    Some(v) => self.at_least_one(
+                        v,
+                        &format!("`history.{outcome}` must be at least 1"),
+                        "the build in progress could not be kept",
+                        &format!(
+                            "leave `{outcome}` out for the default, {}",
+                            History::default().success
+                        ),
+                    ),
+                };
+                let success = count(&h.success, "success", defaults.success);
+                let failed = count(&h.failed, "failed", defaults.failed);
+                success
+                    .zip(failed)
+                    .map(|(success, failed)| History { success, failed })
+            }
+        }
     }
 
     pub(super) fn env_name(&mut self, key: &Spanned<String>) -> bool {

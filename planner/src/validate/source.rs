@@ -11,6 +11,8 @@ use crate::diagnostic::Problem;
 use crate::model::Source;
 
 impl Validator<'_> {
+    /// An image's `source`: exactly one of `git`, `path`, `blob` or `image`, with the
+    /// options of that kind.
     pub(super) fn source(&mut self, image: &str, source: &Spanned<SourceTable>) -> Option<Source> {
         let s = source.get_ref();
         let kinds: Vec<(&str, &Spanned<String>)> = [
@@ -22,27 +24,7 @@ impl Validator<'_> {
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
         .collect();
-        let mut ok = true;
-        if let Some(revision) = &s.revision {
-            if s.git.is_none() {
-                self.report(
-                    Problem::new("`revision` is only for a `git` source")
-                        .label(revision.span(), "a revision of what?")
-                        .help("remove `revision`, or build from `git = \"<url>\"`"),
-                );
-                ok = false;
-            }
-        }
-        if let Some(strip) = &s.strip_components {
-            if s.blob.is_none() {
-                self.report(
-                    Problem::new("`strip-components` is only for a `blob` source")
-                        .label(strip.span(), "only archives have components to strip")
-                        .help("remove `strip-components`, or build from `blob = \"<url>\"`"),
-                );
-                ok = false;
-            }
-        }
+        let ok = self.source_options(s);
         let sub_path = match &s.sub_path {
             Some(sub) => Some(self.sub_path(sub)?),
             None => None,
@@ -71,6 +53,44 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let source = self.source_location(kind, location, s, sub_path)?;
+        ok.then_some(source)
+    }
+
+    /// Options that only one kind of source takes: whether they are on that kind.
+    fn source_options(&mut self, s: &SourceTable) -> bool {
+        let mut ok = true;
+        if let Some(revision) = &s.revision {
+            if s.git.is_none() {
+                self.report(
+                    Problem::new("`revision` is only for a `git` source")
+                        .label(revision.span(), "a revision of what?")
+                        .help("remove `revision`, or build from `git = \"<url>\"`"),
+                );
+                ok = false;
+            }
+        }
+        if let Some(strip) = &s.strip_components {
+            if s.blob.is_none() {
+                self.report(
+                    Problem::new("`strip-components` is only for a `blob` source")
+                        .label(strip.span(), "only archives have components to strip")
+                        .help("remove `strip-components`, or build from `blob = \"<url>\"`"),
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// The source of `kind` at `location`, checked for that kind.
+    fn source_location(
+        &mut self,
+        kind: &str,
+        location: &Spanned<String>,
+        s: &SourceTable,
+        sub_path: Option<String>,
+    ) -> Option<Source> {
         let url = location.get_ref();
         let source = match kind {
             "git" => {
@@ -139,7 +159,7 @@ impl Validator<'_> {
                 }
             }
         };
-        ok.then_some(source)
+        Some(source)
     }
 
     pub(super) fn sub_path(&mut self, sub: &Spanned<String>) -> Option<String> {
