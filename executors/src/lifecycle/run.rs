@@ -20,7 +20,7 @@ use super::cache::{self, CacheDir, CacheError};
 use super::descriptor::{DescriptorError, OrderGroup};
 use super::detect::{detect, DetectError};
 use super::export::{export, ExportError, ExportRequest};
-use super::phase::{BuildpackDir, PhaseContext, LAYERS_DIR, PLATFORM_DIR};
+use super::phase::{BuildpackDir, Isolation, PhaseContext, LAYERS_DIR, PLATFORM_DIR};
 use super::project::{self, ProjectInputs, ProjectSettings};
 use super::stack::{self, BuildRoot, StackError};
 use super::{LogSink, Phase};
@@ -225,6 +225,10 @@ async fn build_isolated(
         .map(BuildpackDir::read)
         .collect::<Result<Vec<_>, _>>()?;
     let ctx = PhaseContext {
+        isolation: match placement {
+            Placement::Bubblewrap => Isolation::Bubblewrap,
+            Placement::Container(_) => Isolation::Container,
+        },
         sandbox_root: stack.rootfs.clone(),
         uid: stack.uid,
         gid: stack.gid,

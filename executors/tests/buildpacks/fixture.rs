@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use executors::lifecycle::descriptor::{OrderEntry, OrderGroup};
-use executors::lifecycle::phase::{BuildpackDir, PhaseContext, Target};
+use executors::lifecycle::phase::{BuildpackDir, Isolation, PhaseContext, Target};
 use executors::lifecycle::{LogSink, Phase};
 use testkit::rootfs::{minimal_rootfs, CNB_GID, CNB_UID};
 
@@ -49,6 +49,7 @@ pub fn fixture(buildpacks: &[&str]) -> Fixture {
         .collect();
 
     let ctx = PhaseContext {
+        isolation: Isolation::Bubblewrap,
         sandbox_root: root,
         uid: CNB_UID,
         gid: CNB_GID,

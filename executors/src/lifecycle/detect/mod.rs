@@ -4,7 +4,8 @@
 //! How to call it (run.rs):
 //! ```text
 //! let ctx = PhaseContext {
-//!     sandbox_root, uid, gid,                 // the unpacked build image and its CNB user
+//!     isolation,                              // bubblewrap on the host, or in a container
+//!     sandbox_root, uid, gid,                 // the build image's root and its CNB user
 //!     app_dir, layers_dir, platform_dir,      // host directories owned by kpackd's user
 //!     buildpacks: vec![BuildpackDir::read(path)?, ...], // every buildpack, composites too
 //!     network, target, image_env,             // image_env: the build image's config Env

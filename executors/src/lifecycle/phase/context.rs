@@ -32,14 +32,18 @@ pub enum Isolation {
     Container,
 }
 
-/// The sandbox root that means [`Isolation::Container`]: the running system's own root.
+/// The running system's own root: the build image's root when kpackd runs inside it
+/// ([`Isolation::Container`]).
 pub const CONTAINER_ROOT: &str = "/";
 
 /// Everything the detect and build phases need to know about one build.
 #[derive(Debug, Clone)]
 pub struct PhaseContext {
-    /// The unpacked build image, bound read-only at `/`; [`CONTAINER_ROOT`] when kpackd
-    /// runs inside the build image (see [`Isolation::Container`]).
+    /// How the programs are isolated: chosen by who runs the build (kpackd on the host,
+    /// or its build entrypoint inside the build image).
+    pub isolation: Isolation,
+    /// The build image's root: the unpacked build image, bound read-only at `/` under
+    /// [`Isolation::Bubblewrap`]; [`CONTAINER_ROOT`] under [`Isolation::Container`].
     pub sandbox_root: PathBuf,
     /// The build image's CNB user and group (`CNB_USER_ID`, `CNB_GROUP_ID`).
     pub uid: u32,
@@ -63,21 +67,10 @@ pub struct PhaseContext {
 }
 
 impl PhaseContext {
-    /// How this build's programs are isolated: [`Isolation::Container`] when the sandbox
-    /// root is the running system's root (there is nothing to confine to then), else
-    /// [`Isolation::Bubblewrap`].
-    pub fn isolation(&self) -> Isolation {
-        if self.sandbox_root == Path::new(CONTAINER_ROOT) {
-            Isolation::Container
-        } else {
-            Isolation::Bubblewrap
-        }
-    }
-
     /// Where programs see `host` (one of this context's directories), which bubblewrap
     /// binds at `sandbox`.
     fn inside(&self, host: &Path, sandbox: &str) -> PathBuf {
-        match self.isolation() {
+        match self.isolation {
             Isolation::Bubblewrap => PathBuf::from(sandbox),
             Isolation::Container => host.to_path_buf(),
         }
@@ -102,7 +95,7 @@ impl PhaseContext {
     /// user's, in a container when kpackd runs as root. Under bubblewrap the user running
     /// kpackd is the only one mapped, and owns everything already.
     pub(in crate::lifecycle) fn hand_over(&self, path: &Path) -> io::Result<()> {
-        match self.isolation() {
+        match self.isolation {
             Isolation::Bubblewrap => Ok(()),
             Isolation::Container => crate::sandbox::hand_over(path, self.uid, self.gid),
         }
@@ -110,7 +103,7 @@ impl PhaseContext {
 
     /// Where programs see the buildpack `bp` (`CNB_BUILDPACK_DIR`).
     pub(in crate::lifecycle) fn buildpack_dir_inside(&self, bp: &BuildpackDir) -> PathBuf {
-        match self.isolation() {
+        match self.isolation {
             Isolation::Bubblewrap => bp.sandbox_path(),
             Isolation::Container => bp.path.clone(),
         }
@@ -195,7 +188,7 @@ pub(in crate::lifecycle) fn scratch_dir(
 ) -> io::Result<tempfile::TempDir> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(prefix);
-    if ctx.isolation() == Isolation::Container {
+    if ctx.isolation == Isolation::Container {
         let dir = builder.tempdir()?;
         ctx.hand_over(dir.path())?;
         return Ok(dir);

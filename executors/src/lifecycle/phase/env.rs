@@ -129,7 +129,7 @@ pub(in crate::lifecycle) fn buildpack_env(
 mod tests {
     use super::*;
     use crate::lifecycle::descriptor::{BuildpackDescriptor, BuildpackInfo};
-    use crate::lifecycle::phase::Target;
+    use crate::lifecycle::phase::{Isolation, Target};
 
     fn bp(id: &str) -> BuildpackDir {
         BuildpackDir {
@@ -157,6 +157,7 @@ mod tests {
         )
         .expect("write");
         let ctx = PhaseContext {
+            isolation: Isolation::Bubblewrap,
             sandbox_root: dir.path().to_path_buf(),
             uid: 1002,
             gid: 1000,
@@ -197,6 +198,7 @@ mod tests {
         fs::write(platform.join("env/USER_VAR"), "user").expect("write");
         fs::write(platform.join("env/PATH"), "/user/bin").expect("write");
         let ctx = PhaseContext {
+            isolation: Isolation::Bubblewrap,
             sandbox_root: root.clone(),
             uid: 1000,
             gid: 1000,

@@ -78,7 +78,7 @@ pub(in crate::lifecycle) fn phase_sandbox(
         let what = what.to_owned();
         move |source| PhaseError::Io { what, source }
     };
-    let runner = match ctx.isolation() {
+    let runner = match ctx.isolation {
         Isolation::Bubblewrap => Runner::Bubblewrap(bubblewrap_sandbox(ctx, scratch, build)?),
         Isolation::Container => {
             fs::create_dir_all(&ctx.layers_dir).map_err(io_err("create the layers directory"))?;
