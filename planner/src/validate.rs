@@ -19,8 +19,8 @@ use crate::config::{
 use crate::decode::Decoded;
 use crate::diagnostic::{did_you_mean, list, Problem, Span};
 use crate::model::{
-    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, RegistryTimeouts,
-    Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
+    Builder, BuilderKind, BuildpackSource, Cache, History, Image, ImageSpans, PodPlacement,
+    RegistryTimeouts, Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
 };
 use crate::Reason;
 
@@ -46,9 +46,11 @@ pub(crate) struct Validated {
     pub stores: BTreeMap<String, Store>,
     pub builders: BTreeMap<String, Builder>,
     pub images: BTreeMap<String, Image>,
+    pub kubernetes: kubernetes::Checked,
 }
 
 mod image_extras;
+mod kubernetes;
 mod publish;
 
 /// Checks `file` (decoded from `decoded`) with relative paths against `dir`, which
@@ -73,16 +75,18 @@ pub(crate) fn validate(
     let builders = v.section("builder", "builders", &file.builders, |v, name, table| {
         v.builder(name, table, file, &stores)
     });
-    let images = v.section("image", "images", &file.images, |v, name, table| {
+    let mut images = v.section("image", "images", &file.images, |v, name, table| {
         v.image(name, table, file, &builders, &stores)
     });
     v.unique_tags(file);
+    let kubernetes = v.kubernetes(file, &settings, &builders, &mut images);
     Validated {
         settings,
         stacks,
         stores,
         builders,
         images,
+        kubernetes,
     }
 }
 
@@ -216,6 +220,11 @@ impl Validator<'_> {
             insecure_registries,
             platform,
             registry_timeouts,
+            executor: table
+                .executor
+                .as_ref()
+                .map(|e| *e.get_ref())
+                .unwrap_or_default(),
         }
     }
 
@@ -788,6 +797,8 @@ impl Validator<'_> {
             timeout,
             buildpacks: buildpacks?,
             project_descriptor: project_descriptor?,
+            // Set by `Validator::kubernetes`, after every image.
+            kubernetes: PodPlacement::default(),
             spans: ImageSpans {
                 name: name.span(),
                 tag: t.tag.span(),
