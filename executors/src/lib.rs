@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod builder;
 mod hashing;
 pub mod inspect;
+pub mod kpackd_image;
 pub mod lifecycle;
 pub mod oci;
 pub mod rebase;

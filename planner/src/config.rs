@@ -10,7 +10,14 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::Reason;
+use crate::{Executor, Reason};
+
+mod kubernetes;
+
+pub use kubernetes::{
+    KubernetesTable, PodTable, Quantity, ResourcesTable, TaintEffect, TolerationOperator,
+    TolerationTable,
+};
 
 /// kpack.toml: the stacks, stores, builders and images of one fleet.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -41,6 +48,10 @@ pub struct KpackToml {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ImageTable>")]
     pub images: BTreeMap<Spanned<String>, Spanned<ImageTable>>,
+    /// The cluster builds run on as Pods, with `executor = "kubernetes"` under
+    /// `[kpackd]`, and the defaults of every build Pod.
+    #[schemars(with = "Option<KubernetesTable>")]
+    pub kubernetes: Option<Spanned<KubernetesTable>>,
 }
 
 /// Tells editors what the names of stacks, stores, builders and images look like.
@@ -99,6 +110,11 @@ pub struct SettingsTable {
     /// Default: `"2m"`.
     #[schemars(with = "Option<String>")]
     pub registry_request_timeout: Option<Spanned<String>>,
+    /// Where builds run: `local` (sandboxes on this machine) or `kubernetes` (Pods on
+    /// the cluster `[kubernetes]` describes; every image's builder must then be
+    /// published with a `tag`). Rebases run in kpackd either way. Default: `local`.
+    #[schemars(with = "Option<Executor>")]
+    pub executor: Option<Spanned<Executor>>,
 }
 
 /// `[stacks.<name>]`: the build image buildpacks run in and the run image apps ship on.
@@ -255,6 +271,10 @@ pub struct ImageTable {
     /// `sub-path`, when there is one). Default: `project.toml`, when there is one.
     #[schemars(with = "Option<String>")]
     pub project_descriptor: Option<Spanned<String>>,
+    /// With `executor = "kubernetes"`: the resources, node selector and tolerations of
+    /// this image's build Pod, each replacing the `[kubernetes]` default's.
+    #[schemars(with = "Option<PodTable>")]
+    pub kubernetes: Option<Spanned<PodTable>>,
 }
 
 // As written in kpack.toml; the model holds an `imageref::LayerCompression`.

@@ -23,6 +23,8 @@ pub struct Problem {
     /// The file the spans are in, when it is not kpack.toml.
     source: Option<NamedSource<Arc<str>>>,
     causes: Vec<Problem>,
+    /// Allowed, but probably not meant: reported without refusing the file.
+    warning: bool,
 }
 
 impl Problem {
@@ -33,7 +35,19 @@ impl Problem {
             help: None,
             source: None,
             causes: Vec::new(),
+            warning: false,
         }
+    }
+
+    /// The same mistake as a warning: reported, but the file is still loaded.
+    pub fn warning(mut self) -> Problem {
+        self.warning = true;
+        self
+    }
+
+    /// Whether this is a warning rather than an error.
+    pub fn is_warning(&self) -> bool {
+        self.warning
     }
 
     /// A problem whose spans are in another file: `name` (as it is shown) holding `text`.
@@ -85,6 +99,11 @@ impl fmt::Display for Problem {
 impl std::error::Error for Problem {}
 
 impl Diagnostic for Problem {
+    fn severity(&self) -> Option<miette::Severity> {
+        // None renders as an error.
+        self.warning.then_some(miette::Severity::Warning)
+    }
+
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.source.as_ref().map(|s| s as &dyn SourceCode)
     }
@@ -179,6 +198,54 @@ impl Diagnostic for InvalidConfig {
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
         Some(Box::new(self.problems.iter().map(|p| p as &dyn Diagnostic)))
+    }
+}
+
+/// The warnings about a valid file, rendered like [`InvalidConfig`]'s errors.
+#[derive(Debug)]
+pub struct ConfigWarnings {
+    source: NamedSource<Arc<str>>,
+    warnings: Vec<Problem>,
+}
+
+impl ConfigWarnings {
+    pub(crate) fn new(name: &str, text: Arc<str>, warnings: Vec<Problem>) -> ConfigWarnings {
+        ConfigWarnings {
+            source: NamedSource::new(name, text),
+            warnings,
+        }
+    }
+
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
+    }
+}
+
+impl fmt::Display for ConfigWarnings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.warnings.len();
+        write!(
+            f,
+            "{} has {n} warning{}",
+            self.source.name(),
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for ConfigWarnings {}
+
+impl Diagnostic for ConfigWarnings {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Warning)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.source)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        Some(Box::new(self.warnings.iter().map(|p| p as &dyn Diagnostic)))
     }
 }
 

@@ -21,11 +21,12 @@ use std::sync::Arc;
 
 pub use buildpack::{BuildpackRef, DirectoryBuildpack, Group};
 pub use config::schema;
-pub use diagnostic::{did_you_mean, ConfigError, InvalidConfig, Problem, Span};
+pub use diagnostic::{did_you_mean, ConfigError, ConfigWarnings, InvalidConfig, Problem, Span};
 pub use graph::{Cycle, Graph, Node, NodeKind};
 pub use model::{
-    Builder, BuilderKind, BuildpackSource, Cache, Config, History, Image, ImageConfig, ImageSpans,
-    RegistryTimeouts, Settings, Source, Stack, StackSpans, Store, StoreBuildpack,
+    Builder, BuilderKind, BuildpackSource, Cache, Config, Executor, History, Image, ImageConfig,
+    ImageSpans, Kubernetes, PodPlacement, RegistryTimeouts, Resources, Settings, Source, Stack,
+    StackSpans, Store, StoreBuildpack, Toleration, DEFAULT_MAX_PODS, DEFAULT_NAMESPACE,
 };
 pub use reason::Reason;
 pub use validate::{parse_duration, DEFAULT_REVISION, NAME_PATTERN};
@@ -74,6 +75,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         stores: valid.stores,
         builders: valid.builders,
         images: valid.images,
+        kubernetes: valid.kubernetes.kubernetes,
+        warnings: valid.kubernetes.warnings,
         text: text.clone(),
     };
     // Defensive: the format cannot express a cycle today, but the engine relies on an

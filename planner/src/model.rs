@@ -13,7 +13,7 @@ use imageref::{ImageRef, LayerCompression, Platform};
 use serde::{Deserialize, Serialize};
 
 use crate::buildpack::{compare_versions, BuildpackRef, DirectoryBuildpack, Group};
-use crate::diagnostic::{ConfigError, InvalidConfig, Problem, Span};
+use crate::diagnostic::{ConfigError, ConfigWarnings, InvalidConfig, Problem, Span};
 use crate::graph::{Node, NodeKind};
 use crate::Reason;
 
@@ -29,6 +29,12 @@ pub struct Config {
     pub stores: BTreeMap<String, Store>,
     pub builders: BTreeMap<String, Builder>,
     pub images: BTreeMap<String, Image>,
+    /// `[kubernetes]`: Some whenever the executor is [`Executor::Kubernetes`] (the
+    /// defaults when the table is left out), and whenever the table is written.
+    pub kubernetes: Option<Kubernetes>,
+    /// What is allowed but probably not meant, such as a `[kubernetes]` table that the
+    /// local executor ignores; [`Config::warnings`] renders them.
+    pub(crate) warnings: Vec<Problem>,
     pub(crate) text: Arc<str>,
 }
 
@@ -49,6 +55,98 @@ pub struct Settings {
     pub platform: Platform,
     /// Registry deadlines as written; None leaves the registry client's default.
     pub registry_timeouts: RegistryTimeouts,
+    /// Where builds run; default [`Executor::Local`].
+    pub executor: Executor,
+}
+
+/// `[kpackd] executor`: where builds run. Rebases run in kpackd whatever it is.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    /// In bubblewrap sandboxes on the machine that runs kpackd.
+    #[default]
+    Local,
+    /// As Pods on the Kubernetes cluster `[kubernetes]` describes, each running the
+    /// build entrypoint of the image's published builder.
+    Kubernetes,
+}
+
+/// `[kubernetes]`: the cluster builds run on, with the defaults of every build Pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// The namespace of the build Pods and their Secrets; default `default`.
+    pub namespace: String,
+    /// The kubeconfig context; None: the current context, or in-cluster when there is
+    /// no kubeconfig.
+    pub context: Option<String>,
+    /// The build Pods' `serviceAccountName` (its token is never mounted).
+    pub service_account: Option<String>,
+    /// Secrets the kubelet pulls builder images with.
+    pub image_pull_secrets: Vec<String>,
+    /// The repository path sources are pushed to as source images, so that Pods can
+    /// read them (required when an image has a path source). A registry repository,
+    /// without tag or digest.
+    pub source_repository: Option<ImageRef>,
+    /// Build Pods at once; default 4, at least 1.
+    pub max_pods: usize,
+    /// The placement of every build Pod, unless its image says otherwise.
+    pub pod: PodPlacement,
+}
+
+/// Where a build Pod runs and what it may use: `resources`, `node-selector` and
+/// `tolerations`, each None when not written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodPlacement {
+    pub resources: Option<Resources>,
+    pub node_selector: Option<BTreeMap<String, String>>,
+    pub tolerations: Option<Vec<Toleration>>,
+}
+
+/// A container's resource requests and limits, by resource name (`cpu`, `memory`, …);
+/// the quantities as written (`"500m"`, `"2Gi"`), valid Kubernetes quantities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+/// A Pod toleration, as the Kubernetes API spells its values: `operator` is `Exists`
+/// or `Equal`, `effect` is `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toleration {
+    pub key: Option<String>,
+    pub operator: Option<String>,
+    pub value: Option<String>,
+    pub effect: Option<String>,
+    pub toleration_seconds: Option<i64>,
+}
+
+/// Build Pods at once when `max-pods` is not written.
+pub const DEFAULT_MAX_PODS: usize = 4;
+/// The namespace of build Pods when `namespace` is not written.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+impl Kubernetes {
+    /// The placement of an image's build Pod: each field the image sets (in
+    /// `[images.<name>.kubernetes]`) replaces the default's, whole.
+    pub fn placement_for(&self, image: &PodPlacement) -> PodPlacement {
+        PodPlacement {
+            resources: image
+                .resources
+                .clone()
+                .or_else(|| self.pod.resources.clone()),
+            node_selector: image
+                .node_selector
+                .clone()
+                .or_else(|| self.pod.node_selector.clone()),
+            tolerations: image
+                .tolerations
+                .clone()
+                .or_else(|| self.pod.tolerations.clone()),
+        }
+    }
 }
 
 /// `registry-connect-timeout`, `registry-read-timeout`, `registry-request-timeout`.
@@ -187,6 +285,10 @@ pub struct Image {
     /// The project descriptor named in kpack.toml, relative to the app's directory;
     /// None: `project.toml` when the source has one.
     pub project_descriptor: Option<String>,
+    /// `[images.<name>.kubernetes]`: what the image's build Pod sets instead of the
+    /// `[kubernetes]` defaults (see [`Kubernetes::placement_for`]). Not part of
+    /// [`ImageConfig`]: where a build runs does not change what it makes.
+    pub kubernetes: PodPlacement,
     pub spans: ImageSpans,
 }
 
@@ -399,6 +501,17 @@ impl Config {
                 .find(|i| Node::source(&i.source) == *node)
                 .map(|i| i.spans.source.clone()),
         }
+    }
+
+    /// The warnings about this file, rendered like its errors; None when there are none.
+    pub fn warnings(&self) -> Option<ConfigWarnings> {
+        (!self.warnings.is_empty()).then(|| {
+            ConfigWarnings::new(
+                &self.path.display().to_string(),
+                self.text.clone(),
+                self.warnings.clone(),
+            )
+        })
     }
 
     /// An error about this file found after loading it (an unreachable run image, a

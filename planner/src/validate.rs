@@ -15,6 +15,7 @@ use crate::model::{Builder, Image, Settings, Stack, Store};
 mod builder;
 mod image;
 mod image_extras;
+mod kubernetes;
 mod publish;
 mod settings;
 mod source;
@@ -38,6 +39,7 @@ pub(crate) struct Validated {
     pub stores: BTreeMap<String, Store>,
     pub builders: BTreeMap<String, Builder>,
     pub images: BTreeMap<String, Image>,
+    pub kubernetes: kubernetes::Checked,
 }
 
 /// Checks `file` (decoded from `decoded`) with relative paths against `dir`, which
@@ -62,16 +64,18 @@ pub(crate) fn validate(
     let builders = v.section("builder", "builders", &file.builders, |v, name, table| {
         v.builder(name, table, file, &stores)
     });
-    let images = v.section("image", "images", &file.images, |v, name, table| {
+    let mut images = v.section("image", "images", &file.images, |v, name, table| {
         v.image(name, table, file, &builders, &stores)
     });
     v.unique_tags(file);
+    let kubernetes = v.kubernetes(file, &settings, &builders, &mut images);
     Validated {
         settings,
         stacks,
         stores,
         builders,
         images,
+        kubernetes,
     }
 }
 

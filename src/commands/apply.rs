@@ -60,7 +60,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
     let config_path = saved
         .as_ref()
         .map_or(args.file.clone(), |f| f.config_path.clone());
-    let config = planner::load(&config_path)?;
+    let config = super::shared::load_config(&config_path)?;
     let dir = planning::state_dir(&config, args.state_dir.as_deref());
     let _lock = StateLock::acquire(&dir, args.lock_timeout).map_err(super::lock_error)?;
     let mut state = State::open(&dir)

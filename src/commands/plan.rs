@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> miette::Result<Outcome> {
-    let config = planner::load(&args.config)?;
+    let config = super::shared::load_config(&args.config)?;
     // Before any network work: an unknown target is a usage error.
     planning::select(&config, &args.targets)?;
     let dir = planning::state_dir(&config, args.state_dir.as_deref());

@@ -2,6 +2,7 @@
 //! writing to a closed pipe, and the image store, references and runtime of the
 //! commands that talk to registries directly.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use executors::oci::{ImageStore, StoreSettings};
@@ -21,6 +22,15 @@ pub fn state_dir_without_config(cli: Option<&Path>) -> miette::Result<PathBuf> {
         return Ok(planner::load(default)?.settings.state_dir);
     }
     Ok(PathBuf::from(".kpackd"))
+}
+
+/// Loads kpack.toml, showing its warnings (settings it ignores) on stderr like errors.
+pub fn load_config(path: &Path) -> miette::Result<planner::Config> {
+    let config = planner::load(path)?;
+    if let Some(warnings) = config.warnings() {
+        let _ = writeln!(anstream::stderr(), "{:?}", miette::Report::new(warnings));
+    }
+    Ok(config)
 }
 
 /// A reader that stopped reading (`kpackd plan | head`) is not an error.

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::Outcome;
 
 pub fn run(config: &Path) -> miette::Result<Outcome> {
-    let loaded = planner::load(config)?;
+    let loaded = super::shared::load_config(config)?;
     let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     let summary = [
         count(loaded.stacks.len(), "stack"),

@@ -100,7 +100,7 @@ fn reconciler(
     state_dir: Option<&Path>,
     lock_timeout: Option<std::time::Duration>,
 ) -> miette::Result<Watched> {
-    let loaded = planner::load(config)?;
+    let loaded = super::shared::load_config(config)?;
     let dir = engine::planning::state_dir(&loaded, state_dir);
     let lock = StateLock::acquire(&dir, lock_timeout).map_err(super::lock_error)?;
     let observer = Arc::new(Progress::new(true));

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::{CacheSetting, HistoryTable, ImageTable, KpackToml};
 use crate::diagnostic::Problem;
-use crate::model::{Builder, BuilderKind, Cache, History, Image, ImageSpans, Store};
+use crate::model::{Builder, BuilderKind, Cache, History, Image, ImageSpans, PodPlacement, Store};
 use crate::Reason;
 
 /// How long one build may run unless the image says otherwise (`timeout`).
@@ -107,6 +107,8 @@ impl Validator<'_> {
             timeout,
             buildpacks: buildpacks?,
             project_descriptor: project_descriptor?,
+            // Set by `Validator::kubernetes`, after every image.
+            kubernetes: PodPlacement::default(),
             spans: ImageSpans {
                 name: name.span(),
                 tag: t.tag.span(),

@@ -101,6 +101,11 @@ impl Validator<'_> {
             insecure_registries,
             platform,
             registry_timeouts,
+            executor: table
+                .executor
+                .as_ref()
+                .map(|e| *e.get_ref())
+                .unwrap_or_default(),
         }
     }
 
