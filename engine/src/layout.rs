@@ -9,7 +9,7 @@
 //! | `work/<image>-<number>/` | a build's work directory, removed when it ends |
 //! | `stacks/<digest hex>/` | build images, unpacked once, shared by builds |
 //! | `cache/<image>/` | an image's build cache (`cache = true` layers) |
-//! | `sources/` | upstream caches: `git/`, `blobs/`, `oci/`, path sources' stat caches |
+//! | `sources/` | upstream caches: `git/`, `blobs/`, `oci/`, path sources' stat caches, and `mirrors/` of path sources that builds link their app directories to |
 //! | `buildpacks/<diffID hex>/` | buildpacks extracted from buildpackage and builder images |
 
 use std::path::{Path, PathBuf};
@@ -87,7 +87,7 @@ impl StateLayout {
     }
 
     /// The caches of upstreams: git repositories, downloaded archives, image manifests
-    /// and configs, path sources' stat caches.
+    /// and configs, path sources' stat caches and mirrors.
     pub fn sources_dir(&self) -> PathBuf {
         self.root.join("sources")
     }

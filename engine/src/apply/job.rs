@@ -255,15 +255,51 @@ impl LogSink for JobSink {
     }
 }
 
-/// A directory removed when dropped, also when the job is canceled.
-struct WorkDir(PathBuf);
+/// A build's work directory, removed when dropped, also when the job is canceled. When
+/// its app directory links the files of a path source's mirror, the drop keeps the
+/// mirror's record: the files the build left intact, if the build's programs all ended
+/// (see `source::mirror`).
+struct WorkDir {
+    dir: PathBuf,
+    /// The mirror the app directory links, if any.
+    mirror: Option<PathBuf>,
+    /// Whether every program the build ran has ended (the build returned, whatever its
+    /// result): only then can the mirror's files be judged. A canceled build's programs
+    /// are killed, not waited for.
+    ended: bool,
+}
+
+impl WorkDir {
+    fn new(dir: PathBuf) -> WorkDir {
+        WorkDir {
+            dir,
+            mirror: None,
+            ended: false,
+        }
+    }
+
+    fn app_dir(&self) -> PathBuf {
+        self.dir.join("app")
+    }
+}
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+        let intact = match &self.mirror {
+            Some(mirror) if self.ended => Some(source::mirror::intact(&self.app_dir(), mirror)),
+            _ => None,
+        };
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
             if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.0.display(), %error, "cannot remove a build's work directory");
+                tracing::warn!(dir = %self.dir.display(), %error, "cannot remove a build's work directory");
             }
+        }
+        if let Some(intact) = intact {
+            tracing::debug!(
+                files = intact.len(),
+                "mirror files left intact by the build"
+            );
+            intact.save();
         }
     }
 }
@@ -304,8 +340,8 @@ async fn build(
         id: job.id,
         status: BuildStatus::ResolvingSource,
     });
-    let work = WorkDir(ctx.layout.build_work_dir(&job.image, job.number));
-    let app_dir = work.0.join("app");
+    let mut work = WorkDir::new(ctx.layout.build_work_dir(&job.image, job.number));
+    let app_dir = work.app_dir();
     sink.log.note(
         Phase::Prepare,
         &format!(
@@ -314,7 +350,15 @@ async fn build(
             job.inputs.source
         ),
     );
-    materialise_source(ctx, source, &work.0, &app_dir).await?;
+    if let SourcePin::Path { path, sub_path, .. } = source {
+        work.mirror = Some(source::mirror::mirror_dir(
+            &ctx.layout.sources_dir(),
+            &job.image,
+            path,
+            sub_path.as_deref(),
+        ));
+    }
+    materialise_source(ctx, source, &work.dir, &app_dir, work.mirror.clone()).await?;
     let _ = sink.events.send(Event::Moved {
         id: job.id,
         status: BuildStatus::Preparing,
@@ -373,9 +417,9 @@ async fn build(
         project_metadata: Some(project_metadata(source)),
         layer_compression: image.layer_compression,
     };
-    let result = build_image(&ctx.store, &request, sink)
-        .await
-        .map_err(|e| JobFailure::from_error(&e))?;
+    let result = build_image(&ctx.store, &request, sink).await;
+    work.ended = true;
+    let result = result.map_err(|e| JobFailure::from_error(&e))?;
     // Only what the builder provided: an inline buildpack of the project descriptor is
     // part of the source, and changes with it.
     let buildpacks_used = result
@@ -512,12 +556,14 @@ fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
 }
 
 /// Writes exactly the planned version of a source into `app_dir`, in the build's work
-/// directory `work`, which it makes (readable by its owner only).
+/// directory `work`, which it makes (readable by its owner only); a path source through
+/// its `mirror`.
 async fn materialise_source(
     ctx: &JobContext,
     pin: &SourcePin,
     work: &Path,
     app_dir: &Path,
+    mirror: Option<PathBuf>,
 ) -> Result<(), JobFailure> {
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(work)
@@ -555,9 +601,14 @@ async fn materialise_source(
                 // The copy's version comes from the same read as the copy itself, or, for
                 // files whose stat the plan's hashing recorded, from the stat cache.
                 let stat_cache = source::path::stat_cache_file(&cache, &path, sub_path.as_deref());
-                let now =
-                    source::path::copy_cached(&path, sub_path.as_deref(), &app_dir, &stat_cache)
-                        .map_err(|e| JobFailure::from_error(&e))?;
+                let sub_path = sub_path.as_deref();
+                let now = match &mirror {
+                    Some(mirror) => {
+                        source::path::copy_mirrored(&path, sub_path, &app_dir, &stat_cache, mirror)
+                    }
+                    None => source::path::copy_cached(&path, sub_path, &app_dir, &stat_cache),
+                }
+                .map_err(|e| JobFailure::from_error(&e))?;
                 if now != digest {
                     tracing::warn!(
                         path = %path.display(),

@@ -146,6 +146,21 @@ impl LayerBuilder {
         Ok(self)
     }
 
+    /// Adds `on_disk` as `in_image` alone: a directory without what is below it. Like
+    /// [`add`](Self::add), it leaves sockets, fifos and devices out.
+    pub fn add_entry(&mut self, in_image: &Path, on_disk: &Path) -> Result<&mut Self, OciError> {
+        let name = image_path(in_image)?;
+        let kind = fs::symlink_metadata(on_disk)
+            .map_err(|e| OciError::io(on_disk, e))?
+            .file_type();
+        if kind.is_socket() || kind.is_block_device() || kind.is_char_device() || kind.is_fifo() {
+            return Ok(self);
+        }
+        self.add_parents(&name);
+        self.entries.insert(name, Some(on_disk.to_path_buf()));
+        Ok(self)
+    }
+
     fn add_children(&mut self, name: &str, dir: &Path) -> Result<(), OciError> {
         for child in fs::read_dir(dir).map_err(|e| OciError::io(dir, e))? {
             let child = child.map_err(|e| OciError::io(dir, e))?;

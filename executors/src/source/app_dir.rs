@@ -115,6 +115,19 @@ impl AppDir {
         written.map_err(|source| write_error(entry, source))
     }
 
+    /// Makes `entry` a hard link to the regular file `file` outside the directory (a
+    /// copy of it where a link cannot be made, as across file systems).
+    pub(crate) fn link_file(&mut self, entry: &Path, file: &Path) -> Result<(), EntryError> {
+        let at = self.place(entry)?;
+        let linked = create_parent(&at).and_then(|()| {
+            fs::hard_link(file, &at).or_else(|e| {
+                tracing::debug!(file = %file.display(), "copying, not linking: {e}");
+                fs::copy(file, &at).map(drop)
+            })
+        });
+        linked.map_err(|source| write_error(entry, source))
+    }
+
     /// Makes `entry` a hard link to the already written regular file `existing`.
     pub(crate) fn hard_link(&mut self, entry: &Path, existing: &Path) -> Result<(), EntryError> {
         let at = self.place(entry)?;

@@ -10,6 +10,7 @@ mod app_dir;
 pub mod blob;
 pub mod git;
 pub mod image;
+pub mod mirror;
 pub mod path;
 pub mod project;
 mod stat_cache;

@@ -22,6 +22,7 @@ use sha2::{Digest as _, Sha256};
 use crate::hashing::HashingReader;
 
 use super::app_dir::{confined_path, AppDir};
+use super::mirror::Mirror;
 use super::stat_cache::{Stat, StatCache};
 use super::{digest_string, hashing_copy, EntryError};
 
@@ -43,6 +44,12 @@ pub enum PathError {
         root: PathBuf,
         #[source]
         source: ignore::Error,
+    },
+    #[error("could not write the mirror file {}", path.display())]
+    Mirror {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error(transparent)]
     Entry(#[from] EntryError),
@@ -126,6 +133,37 @@ pub fn copy_cached(
     Ok(version)
 }
 
+/// [`copy_cached`] through the mirror kept in `mirror` (see [`mirror`]): `dest` is made
+/// of hard links to the mirror's files, and only the files that the mirror does not
+/// hold as they are in the source are copied. Once the build that uses `dest` ends,
+/// [`mirror::intact`] and [`mirror::Intact::save`] keep the mirror's record.
+///
+/// [`mirror`]: super::mirror
+/// [`mirror::intact`]: super::mirror::intact
+/// [`mirror::Intact::save`]: super::mirror::Intact::save
+pub fn copy_mirrored(
+    dir: &Path,
+    sub_path: Option<&str>,
+    dest: &Path,
+    stat_cache: &Path,
+    mirror: &Path,
+) -> Result<String, PathError> {
+    let mut cache = StatCache::load(stat_cache);
+    let mut mirror = Mirror::open(mirror)?;
+    let mut record = super::app_contents::new_record(dest, stat_cache);
+    let version = copy_into(
+        dir,
+        sub_path,
+        dest,
+        &mut cache,
+        &mut record,
+        Some(&mut mirror),
+    )?;
+    cache.save();
+    record.save_settled();
+    Ok(version)
+}
+
 fn copy_with(
     dir: &Path,
     sub_path: Option<&str>,
@@ -143,6 +181,18 @@ fn copy_recording(
     cache: &mut StatCache,
     record: &mut StatCache,
 ) -> Result<String, PathError> {
+    copy_into(dir, sub_path, dest, cache, record, None)
+}
+
+/// [`copy_recording`], through `mirror` when there is one.
+fn copy_into(
+    dir: &Path,
+    sub_path: Option<&str>,
+    dest: &Path,
+    cache: &mut StatCache,
+    record: &mut StatCache,
+    mut mirror: Option<&mut Mirror>,
+) -> Result<String, PathError> {
     let mut app = AppDir::create(dest)?;
     let mut tree = TreeHasher::default();
     for entry in entries(dir, sub_path)? {
@@ -150,6 +200,23 @@ fn copy_recording(
         match entry.kind {
             Kind::File { executable, stat } => {
                 let known = cache.lookup(&entry.relative, &stat);
+                if let Some(mirror) = mirror.as_deref_mut() {
+                    let (file, contents) = mirror.provide(
+                        &entry.relative,
+                        &entry.absolute,
+                        stat,
+                        executable,
+                        known,
+                        cache,
+                    )?;
+                    app.link_file(&entry.relative, &file)?;
+                    tree.file(&entry.relative, executable, &contents);
+                    let linked = dest.join(&entry.relative);
+                    let written = fs::symlink_metadata(&linked)
+                        .map_err(|source| read_error(&linked, source))?;
+                    record.record(&entry.relative, Stat::of(&written), contents);
+                    continue;
+                }
                 let copied_known = match known {
                     Some(known) => {
                         app.copy_file(&entry.relative, &entry.absolute, executable)?;

@@ -130,6 +130,11 @@ impl StatCache {
         Some(sha256)
     }
 
+    /// The relative paths of the loaded entries, in order.
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        self.loaded.keys().cloned().collect()
+    }
+
     /// Records the contents hash of a file just read, with the stat taken before it was
     /// read (so a change during the read shows as a changed stat next time).
     pub(crate) fn record(&mut self, relative: &Path, stat: Stat, sha256: [u8; 32]) {

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use imageref::Digest;
@@ -22,10 +21,10 @@ pub(super) async fn app_layers(
     req: &ExportRequest<'_>,
     slices: &[Vec<String>],
 ) -> Result<AppLayers, ExportError> {
-    let (app_dir, work_dir) = (req.app_dir.to_path_buf(), req.work_dir.to_path_buf());
+    let app_dir = req.app_dir.to_path_buf();
     let (uid, gid) = (u64::from(req.uid), u64::from(req.gid));
     let slices = slices.to_vec();
-    tokio::task::spawn_blocking(move || slice_app(&app_dir, &work_dir, (uid, gid), &slices))
+    tokio::task::spawn_blocking(move || slice_app(&app_dir, (uid, gid), &slices))
         .await
         .expect("slicing the app does not panic")
 }
@@ -36,7 +35,6 @@ type AppLayers = (Vec<(LayerBuilder, Option<Digest>)>, AppContents);
 /// [`app_layers`], on a blocking thread.
 fn slice_app(
     app_dir: &Path,
-    work_dir: &Path,
     (uid, gid): (u64, u64),
     slices: &[Vec<String>],
 ) -> Result<AppLayers, ExportError> {
@@ -55,7 +53,7 @@ fn slice_app(
         builders.push(builder);
     } else {
         let mut claimed: BTreeSet<PathBuf> = BTreeSet::new();
-        for (i, patterns) in slices.iter().enumerate() {
+        for patterns in slices {
             let mut chosen = Vec::new();
             let mut within: Vec<&Path> = Vec::new();
             for (rel, is_dir) in &entries {
@@ -73,22 +71,14 @@ fn slice_app(
                 }
             }
             claimed.extend(chosen.iter().cloned());
-            let staging = work_dir.join(format!("slice-{i}"));
-            builders.push(staged_layer(
-                app_dir,
-                &staging,
-                &chosen,
-                &known,
-                (uid, gid),
-            )?);
+            builders.push(chosen_layer(app_dir, &chosen, &known, (uid, gid))?);
         }
         let rest: Vec<PathBuf> = entries
             .iter()
             .filter(|(rel, _)| !claimed.contains(rel))
             .map(|(rel, _)| rel.clone())
             .collect();
-        let staging = work_dir.join("app-rest");
-        builders.push(staged_layer(app_dir, &staging, &rest, &known, (uid, gid))?);
+        builders.push(chosen_layer(app_dir, &rest, &known, (uid, gid))?);
     }
     let with_fingerprints = builders
         .into_iter()
@@ -100,30 +90,41 @@ fn slice_app(
     Ok((with_fingerprints, contents))
 }
 
-/// The layer of the `chosen` entries of `app_dir`, staged in `staging`, knowing the
-/// contents of the files in `known`.
-fn staged_layer(
+/// The layer of the `chosen` entries of `app_dir` (each with the directories on its way,
+/// with their modes), knowing the contents of the files in `known`. The entries are
+/// taken where they are, without staging them: a hard link would move their ctime,
+/// which tells a file the build left alone (see `source::mirror`).
+fn chosen_layer(
     app_dir: &Path,
-    staging: &Path,
     chosen: &[PathBuf],
     known: &BTreeMap<PathBuf, [u8; 32]>,
     (uid, gid): (u64, u64),
 ) -> Result<LayerBuilder, ExportError> {
-    stage(app_dir, staging, chosen)?;
     let mut builder = LayerBuilder::new(uid, gid);
-    builder
-        .add(Path::new(APP_DIR), staging)
-        .map_err(|e| write_err("app", e))?;
+    let app = Path::new(APP_DIR);
+    let add = |builder: &mut LayerBuilder, rel: &Path| {
+        builder
+            .add_entry(&app.join(rel), &app_dir.join(rel))
+            .map(drop)
+            .map_err(|e| write_err("app", e))
+    };
+    add(&mut builder, Path::new(""))?;
     for rel in chosen {
+        for ancestor in rel.ancestors().skip(1) {
+            if !ancestor.as_os_str().is_empty() {
+                add(&mut builder, ancestor)?;
+            }
+        }
+        add(&mut builder, rel)?;
         if let Some(sha256) = known.get(rel) {
-            builder.know(staging.join(rel), *sha256);
+            builder.know(app_dir.join(rel), *sha256);
         }
     }
     Ok(builder)
 }
 
 /// The contents of the regular files of the app dir that its record knows, looked up
-/// before staging (a hard link moves a file's ctime).
+/// before any layer is written.
 fn known_contents(
     app_dir: &Path,
     entries: &[(PathBuf, bool)],
@@ -168,53 +169,6 @@ fn walk(dir: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
     Ok(out)
 }
 
-/// Mirrors the chosen entries of `app_dir` into `staging` (hard links, copies across file
-/// systems; directories on the way with their modes), so one layer can hold just them.
-fn stage(app_dir: &Path, staging: &Path, chosen: &[PathBuf]) -> Result<(), ExportError> {
-    let mode = |p: &Path| -> Result<u32, ExportError> {
-        Ok(fs::symlink_metadata(p).map_err(io_err(p))?.mode() & 0o7777)
-    };
-    fs::create_dir_all(staging).map_err(io_err(staging))?;
-    fs::set_permissions(staging, fs::Permissions::from_mode(mode(app_dir)?))
-        .map_err(io_err(staging))?;
-    for rel in chosen {
-        let (source, target) = (app_dir.join(rel), staging.join(rel));
-        for ancestor in rel
-            .ancestors()
-            .skip(1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let dir = staging.join(ancestor);
-            if !ancestor.as_os_str().is_empty() && !dir.exists() {
-                fs::create_dir(&dir).map_err(io_err(&dir))?;
-                fs::set_permissions(
-                    &dir,
-                    fs::Permissions::from_mode(mode(&app_dir.join(ancestor))?),
-                )
-                .map_err(io_err(&dir))?;
-            }
-        }
-        let meta = fs::symlink_metadata(&source).map_err(io_err(&source))?;
-        if meta.is_dir() {
-            if !target.exists() {
-                fs::create_dir(&target).map_err(io_err(&target))?;
-            }
-            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))
-                .map_err(io_err(&target))?;
-        } else if meta.file_type().is_symlink() {
-            let link = fs::read_link(&source).map_err(io_err(&source))?;
-            std::os::unix::fs::symlink(link, &target).map_err(io_err(&target))?;
-        } else if meta.is_file() {
-            fs::hard_link(&source, &target)
-                .or_else(|_| fs::copy(&source, &target).map(drop))
-                .map_err(io_err(&target))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
@@ -248,14 +202,12 @@ mod tests {
         let app = work.join("app");
         copy_cached(src, None, &app, &root.join("cache/paths/src.json")).unwrap();
         settle();
-        layers_of(&app, &work)
+        layers_of(&app)
     }
 
-    fn layers_of(app: &Path, work: &Path) -> Vec<(Option<Digest>, Digest)> {
-        let scratch = work.join(format!("scratch-{}", fs::read_dir(work).unwrap().count()));
-        fs::create_dir_all(&scratch).unwrap();
+    fn layers_of(app: &Path) -> Vec<(Option<Digest>, Digest)> {
         let (layers, mut contents) =
-            slice_app(app, &scratch, (1000, 1000), &[vec!["data/*".to_string()]]).unwrap();
+            slice_app(app, (1000, 1000), &[vec!["data/*".to_string()]]).unwrap();
         let out = layers
             .into_iter()
             .map(|(builder, fingerprint)| {
@@ -310,7 +262,7 @@ mod tests {
         copy_cached(&src, None, &app, &dir.path().join("cache/paths/src.json")).unwrap();
         settle();
         rewrite_keeping_stat(&app.join("data/blob.bin"), b"aaaaaaaa");
-        let rebuilt = layers_of(&app, &work);
+        let rebuilt = layers_of(&app);
         assert_eq!(rebuilt[0].0, None);
         assert_eq!(rebuilt[0].1, first[0].1);
         assert_ne!(rebuilt[0].1, edited[0].1);
