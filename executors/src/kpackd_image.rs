@@ -154,22 +154,22 @@ pub fn static_executable(path: &Path) -> Result<&'static str, KpackdImageError> 
             } else {
                 (u64::from(u32_at(&entry, 4)), u64::from(u32_at(&entry, 16)))
             };
-            let mut interpreter = Vec::new();
-            file.seek(SeekFrom::Start(offset)).map_err(io)?;
-            (&mut file)
-                .take(size.min(4096))
-                .read_to_end(&mut interpreter)
-                .map_err(io)?;
-            let interpreter = String::from_utf8_lossy(&interpreter)
-                .trim_end_matches('\0')
-                .to_string();
             return Err(KpackdImageError::Dynamic {
                 path: path.to_path_buf(),
-                interpreter,
+                interpreter: read_interpreter(&mut file, offset, size).map_err(io)?,
             });
         }
     }
-    let architecture = match (machine, wide) {
+    architecture(machine, wide, little).ok_or_else(|| KpackdImageError::UnknownMachine {
+        path: path.to_path_buf(),
+        machine,
+    })
+}
+
+/// The OCI architecture of an ELF `e_machine`, 64-bit (`wide`) or not, little-endian or
+/// not.
+fn architecture(machine: u16, wide: bool, little: bool) -> Option<&'static str> {
+    Some(match (machine, wide) {
         (0x3e, true) => "amd64",
         (0x03, false) => "386",
         (0xb7, true) => "arm64",
@@ -177,14 +177,18 @@ pub fn static_executable(path: &Path) -> Result<&'static str, KpackdImageError> 
         (0x15, true) if little => "ppc64le",
         (0x16, true) => "s390x",
         (0xf3, true) => "riscv64",
-        _ => {
-            return Err(KpackdImageError::UnknownMachine {
-                path: path.to_path_buf(),
-                machine,
-            })
-        }
-    };
-    Ok(architecture)
+        _ => return None,
+    })
+}
+
+/// The program interpreter a `PT_INTERP` segment names (at most 4 KiB of it).
+fn read_interpreter(file: &mut File, offset: u64, size: u64) -> io::Result<String> {
+    let mut interpreter = Vec::new();
+    file.seek(SeekFrom::Start(offset))?;
+    file.take(size.min(4096)).read_to_end(&mut interpreter)?;
+    Ok(String::from_utf8_lossy(&interpreter)
+        .trim_end_matches('\0')
+        .to_string())
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
