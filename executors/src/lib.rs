@@ -6,6 +6,8 @@ pub mod backoff;
 pub mod builder;
 mod hashing;
 pub mod inspect;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod oci;
 pub mod rebase;
