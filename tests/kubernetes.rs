@@ -635,3 +635,21 @@ fn no_more_pods_run_at_once_than_max_pods() {
         assert_eq!(result(&report, image)["status"], "succeeded");
     }
 }
+
+#[test]
+fn a_build_still_running_after_kpackd_was_killed_is_followed_to_its_end() {
+    let (fleet, _stack) = kube_fleet(&[("app", 8)]);
+    let mut apply = fleet.spawn("apply", &["apply"]);
+    fleet.running_pod(&mut apply);
+    apply.signal("KILL");
+    apply.wait_timeout(Duration::from_secs(10));
+    let output = fleet.kpackd(&["apply"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ran on in its Pod"), "{stderr}");
+    assert_eq!(statuses(&fleet, "app"), ["succeeded"]);
+    assert!(fleet.objects("pods").is_empty());
+    let log = log_of(&fleet, "app");
+    assert!(log.contains("following Pod kpackd-app-1"), "{log}");
+    assert!(log.contains("===> EXPORT"), "{log}");
+}
