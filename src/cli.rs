@@ -164,6 +164,11 @@ pub enum Command {
         #[command(flatten)]
         registries: RegistryArgs,
     },
+    /// kpackd's own image, to run kpackd in a cluster
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Print the dependency graph of kpack.toml as Graphviz DOT
     Graph {
         /// The configuration file
@@ -191,6 +196,28 @@ pub enum Command {
         /// are) instead of printing them
         #[arg(long, value_name = "FILE")]
         into: Option<PathBuf>,
+    },
+}
+
+/// `kpackd image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Push kpackd's image: the static kpackd binary at /kpackd and the host's CA
+    /// certificates, nothing else; run as 65532:65532
+    Push {
+        /// Where to push: a registry reference or `oci:<dir>[:<ref-name>]`
+        reference: String,
+        /// The static kpackd to put in the image (scripts/build-static builds one)
+        /// [default: this kpackd]
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// The source revision the binary was built from, for the
+        /// `org.opencontainers.image.revision` label [default: the one this kpackd was
+        /// built with, if any]
+        #[arg(long, value_name = "REVISION")]
+        revision: Option<String>,
+        #[command(flatten)]
+        registries: RegistryArgs,
     },
 }
 

@@ -222,3 +222,20 @@ fn color_never_leaves_log_lines_plain() {
         "--color always colours the log lines: {always:?}"
     );
 }
+
+#[test]
+fn kubernetes_settings_the_local_executor_ignores_are_a_warning() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("kpack.toml");
+    std::fs::write(&config, "[kubernetes]\nnamespace = \"builds\"\n").expect("write");
+    let out = kpackd(&["validate", config.to_str().expect("a UTF-8 path")]);
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("has 1 warning"), "{text}");
+    assert!(
+        text.contains("`[kubernetes]` is ignored: builds run locally"),
+        "{text}"
+    );
+    assert!(has_location(&text, "kpack.toml"), "{text}");
+    assert!(text.contains("is valid"), "{text}");
+}

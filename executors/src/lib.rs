@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod builder;
 mod hashing;
 pub mod inspect;
+pub mod kpackd_image;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod lifecycle;

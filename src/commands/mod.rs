@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ImageCommand};
 
 /// An error: invalid config, unreachable upstream, failed build, stale plan, locked state.
 pub const EXIT_ERROR: u8 = 1;
@@ -118,6 +118,15 @@ pub fn run(cli: Cli) -> miette::Result<Outcome> {
             registries,
         } => copy::run(&source, &destination, &registries, cli.global.quiet),
         Command::Import { files, into } => import::run(&files, into.as_deref()),
+        Command::Image {
+            command:
+                ImageCommand::Push {
+                    reference,
+                    binary,
+                    revision,
+                    registries,
+                },
+        } => image::push(&reference, binary, revision, &registries),
     }
 }
 
@@ -125,6 +134,7 @@ mod apply;
 mod builds;
 mod copy;
 mod graph;
+mod image;
 mod import;
 mod inspect;
 mod logs;

@@ -145,7 +145,7 @@ pub(super) fn pod(name: &str, build: &PodBuild, settings: &KubeSettings) -> Pod 
         env: Some(vec![EnvVar {
             name: "DOCKER_CONFIG".to_string(),
             value: Some(DOCKER_CONFIG_DIR.to_string()),
-            value_from: None,
+            ..EnvVar::default()
         }]),
         volume_mounts: Some(vec![
             mount("request", "/kpackd/request"),
@@ -156,7 +156,7 @@ pub(super) fn pod(name: &str, build: &PodBuild, settings: &KubeSettings) -> Pod 
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_string()]),
-                add: None,
+                ..Capabilities::default()
             }),
             run_as_non_root: Some(true),
             run_as_user: Some(uid),
@@ -222,7 +222,7 @@ pub(super) fn pod(name: &str, build: &PodBuild, settings: &KubeSettings) -> Pod 
 fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".to_string(),
-        localhost_profile: None,
+        ..SeccompProfile::default()
     }
 }
 
@@ -250,9 +250,9 @@ fn secret_volume(volume: &str, secret: &str, file: &str) -> Volume {
             items: Some(vec![KeyToPath {
                 key: key.to_string(),
                 path: file.to_string(),
-                mode: None,
+                ..KeyToPath::default()
             }]),
-            optional: None,
+            ..SecretVolumeSource::default()
         }),
         ..Volume::default()
     }
@@ -265,8 +265,7 @@ pub(super) fn owner(pod: &Pod) -> OwnerReference {
         kind: "Pod".to_string(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
-        controller: None,
-        block_owner_deletion: None,
+        ..OwnerReference::default()
     }
 }
 

@@ -13,7 +13,8 @@ use toml::Spanned;
 
 use super::Validator;
 use crate::config::{
-    KpackToml, PodTable, Quantity, ResourcesTable, TolerationOperator, TolerationTable,
+    KpackToml, KubernetesTable, PodTable, Quantity, ResourcesTable, TolerationOperator,
+    TolerationTable,
 };
 use crate::diagnostic::{did_you_mean, Problem, Span};
 use crate::model::{
@@ -78,11 +79,13 @@ impl Validator<'_> {
         if on_kubernetes {
             let executor = file.kpackd.executor.as_ref().map_or(0..0, Spanned::span);
             self.published_builders(builders, images, &executor);
-            let source_repository = kubernetes
+            // Written, even if wrong (which is reported already).
+            let has_source_repository = file
+                .kubernetes
                 .as_ref()
-                .and_then(|k| k.source_repository.as_ref());
+                .is_some_and(|k| k.get_ref().source_repository.is_some());
             for image in images.values() {
-                self.buildable_in_a_pod(image, source_repository.is_some(), &executor);
+                self.buildable_in_a_pod(image, has_source_repository, &executor);
             }
         }
         Checked {
@@ -91,10 +94,7 @@ impl Validator<'_> {
         }
     }
 
-    fn kubernetes_table(
-        &mut self,
-        table: &Spanned<crate::config::KubernetesTable>,
-    ) -> Option<Kubernetes> {
+    fn kubernetes_table(&mut self, table: &Spanned<KubernetesTable>) -> Option<Kubernetes> {
         let t = table.get_ref();
         let namespace = match &t.namespace {
             Some(ns) => self.checked_name(ns, "namespace", names::dns1123_label),
