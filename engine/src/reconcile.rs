@@ -41,6 +41,8 @@ pub struct PlanAndApply {
 struct Loaded {
     config: Config,
     state: State,
+    /// Whether the build Pods a stopped kpackd left were looked for (once per state).
+    recovered: bool,
 }
 
 impl PlanAndApply {
@@ -84,11 +86,19 @@ impl Reconciler for PlanAndApply {
         let summary = ConfigSummary::from_config(&config, dir.clone());
         let mut current = self.current.lock().await;
         let state = match current.take() {
-            Some(loaded) if loaded.state.dir() == dir => loaded.state,
-            _ => State::open(&dir)
-                .map_err(|e| format!("open the state in {}: {e}", dir.display()))?,
+            Some(loaded) if loaded.state.dir() == dir => (loaded.state, loaded.recovered),
+            _ => (
+                State::open(&dir)
+                    .map_err(|e| format!("open the state in {}: {e}", dir.display()))?,
+                false,
+            ),
         };
-        *current = Some(Loaded { config, state });
+        let (state, recovered) = state;
+        *current = Some(Loaded {
+            config,
+            state,
+            recovered,
+        });
         Ok(summary)
     }
 
@@ -105,6 +115,22 @@ impl Reconciler for PlanAndApply {
             };
         };
         tracing::info!(why = %wake, "reconciling");
+        if !loaded.recovered {
+            match crate::apply::recover::recover(&loaded.config, &mut loaded.state).await {
+                Ok(recorded) => {
+                    loaded.recovered = true;
+                    for build in recorded {
+                        tracing::warn!(image = %build.image, number = build.number, status = %build.status, "a build ran on in its Pod while kpackd was stopped");
+                    }
+                }
+                Err(e) => {
+                    return ReconcileReport {
+                        error: Some(crate::apply::job::error_chain(&e)),
+                        ..ReconcileReport::default()
+                    }
+                }
+            }
+        }
         // Planned from what the state recorded, read first: the plan's future must be
         // `Send`, and a state connection cannot be shared across threads.
         let recorded = match loaded.state.recorded() {

@@ -7,6 +7,8 @@ pub mod builder;
 mod hashing;
 pub mod inspect;
 pub mod kpackd_image;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod oci;
 pub mod rebase;

@@ -74,6 +74,7 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
             file.into_planned(config)
         }
         None => {
+            recover_pods(&config, &mut state).await?;
             repair(&mut state)?;
             planning::make_plan(&config, &state, &args.targets).await?
         }
@@ -135,6 +136,25 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// Build Pods a killed kpackd left on the cluster: their builds are recorded as the Pods
+/// ended (followed to their end first), so that work done is not done again.
+async fn recover_pods(config: &planner::Config, state: &mut State) -> miette::Result<()> {
+    let recorded = apply::recover::recover(config, state)
+        .await
+        .into_diagnostic()
+        .wrap_err("recover the build Pods of a stopped kpackd")?;
+    for build in recorded {
+        let _ = writeln!(
+            anstream::stderr(),
+            "build {} #{} ran on in its Pod while kpackd was stopped: {}",
+            build.image,
+            build.number,
+            build.status
+        );
+    }
+    Ok(())
 }
 
 /// Builds a killed kpackd left running are marked `interrupted`; the plan builds them again.

@@ -86,7 +86,7 @@ impl JobFailure {
     }
 
     /// The message with `context` in front.
-    fn context(mut self, context: impl std::fmt::Display) -> JobFailure {
+    pub(super) fn context(mut self, context: impl std::fmt::Display) -> JobFailure {
         self.message = format!("{context}: {}", self.message);
         self
     }
@@ -144,6 +144,8 @@ pub struct JobContext {
     pub planned: Arc<Planned>,
     pub store: ImageStore,
     pub layout: StateLayout,
+    /// The cluster builds run on as Pods (`executor = "kubernetes"`); None: locally.
+    pub kubernetes: Option<super::pod::Kube>,
 }
 
 /// A build or rebase as the dispatcher hands it to a task.
@@ -157,6 +159,9 @@ pub struct Job {
     pub log: PathBuf,
     /// How long the job may run (the image's `timeout`).
     pub timeout: std::time::Duration,
+    /// The builder image a Pod builds in: the builder's published tag at the digest of
+    /// its last successful publish (Kubernetes builds only).
+    pub builder_image: Option<ImageRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,8 +202,13 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
         }
     };
     // Dropping the work on time-out stops it as cancellation does: its processes are
-    // killed and its work directory removed.
-    let result = match tokio::time::timeout(job.timeout, work).await {
+    // killed and its work directory removed (or its Pod deleted). A Pod's own deadline
+    // is the timeout; kpackd gives it the time to be scheduled and pulled besides.
+    let limit = match (&ctx.kubernetes, &job.kind) {
+        (Some(_), JobKind::Build { .. }) => job.timeout + super::pod::POD_MARGIN,
+        _ => job.timeout,
+    };
+    let result = match tokio::time::timeout(limit, work).await {
         Ok(result) => result,
         Err(_) => Err(JobFailure::infrastructure(format!(
             "timed out after {} (the image's `timeout`)",
@@ -212,10 +222,10 @@ pub async fn run(job: Job, ctx: Arc<JobContext>, events: UnboundedSender<Event>)
 }
 
 /// The build's log, forwarding phase starts to the dispatcher as steps.
-struct JobSink {
-    id: BuildId,
-    log: BuildLog,
-    events: UnboundedSender<Event>,
+pub(super) struct JobSink {
+    pub(super) id: BuildId,
+    pub(super) log: BuildLog,
+    pub(super) events: UnboundedSender<Event>,
     /// The newest line not yet taken by the dispatcher (see [`Event::Said`]).
     latest: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -310,6 +320,9 @@ async fn build(
     ctx: &JobContext,
     sink: &JobSink,
 ) -> Result<Success, JobFailure> {
+    if let Some(kube) = &ctx.kubernetes {
+        return super::pod::build(job, previous, ctx, kube, sink).await;
+    }
     let planned = &ctx.planned;
     let image = planned.image(&job.image).ok_or_else(|| {
         JobFailure::build(format!(
@@ -713,7 +726,7 @@ async fn source_image(
 
 /// `io.buildpacks.project.metadata`: where the source came from, as the reference
 /// lifecycle records it for git sources (`type`, `version.commit`, `metadata.repository`).
-fn project_metadata(pin: &SourcePin) -> serde_json::Value {
+pub(super) fn project_metadata(pin: &SourcePin) -> serde_json::Value {
     match pin {
         SourcePin::Git { url, commit, .. } => serde_json::json!({
             "source": {
@@ -782,7 +795,7 @@ pub(super) fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {
 }
 
 /// The image's own group (kpack.toml `buildpacks`), in the lifecycle's form.
-fn image_group(image: &Image) -> Option<OrderGroup> {
+pub(super) fn image_group(image: &Image) -> Option<OrderGroup> {
     if image.buildpacks.is_empty() {
         return None;
     }

@@ -17,7 +17,9 @@
 //! writer marks them `interrupted` ([`State::mark_interrupted`]) and plans them again.
 
 pub mod job;
+pub mod pod;
 pub mod publish;
+pub mod recover;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -44,7 +46,7 @@ use publish::PublishJob;
 
 /// The order of a build's steps: a job may report a later step without the ones
 /// between (a phase with nothing to do), and the dispatcher records each one it passed.
-const BUILD_STEPS: [BuildStatus; 5] = [
+pub(crate) const BUILD_STEPS: [BuildStatus; 5] = [
     BuildStatus::ResolvingSource,
     BuildStatus::Preparing,
     BuildStatus::Detecting,
@@ -58,12 +60,14 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error("image \"{image}\" is in the plan but not in {config}")]
     UnknownImage { image: String, config: String },
+    #[error(transparent)]
+    Kubernetes(#[from] pod::KubeError),
 }
 
 /// How apply runs.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// Builds at once.
+    /// Builds at once (with the Kubernetes executor, `max-pods` instead).
     pub concurrency: usize,
     /// Rebases at once, besides the builds.
     pub rebase_concurrency: usize,
@@ -208,12 +212,18 @@ pub async fn apply(
     observer: &dyn Observer,
     cancel: CancellationToken,
 ) -> Result<ApplyReport, ApplyError> {
+    let kubernetes = pod::Kube::connect(&planned.config, state.lineage()).await?;
+    let mut options = options.clone();
+    if let Some(kube) = &kubernetes {
+        options.concurrency = kube.max_pods;
+    }
     let context = Arc::new(JobContext {
         layout: state.layout(),
         planned: planned.clone(),
         store,
+        kubernetes,
     });
-    let mut dispatcher = Dispatcher::new(state, context, options, observer);
+    let mut dispatcher = Dispatcher::new(state, context.clone(), &options, observer);
     for change in &planned.plan.builders {
         if change.action == BuilderAction::Publish {
             dispatcher.queue_publish(change)?;
@@ -226,7 +236,12 @@ pub async fn apply(
             Action::Noop | Action::Blocked => {}
         }
     }
-    dispatcher.run(cancel).await
+    let report = dispatcher.run(cancel).await;
+    // Pods of builds stopped by cancellation are being deleted: wait for that.
+    if let Some(kube) = &context.kubernetes {
+        kube.cluster.settle().await;
+    }
+    report
 }
 
 struct Dispatcher<'a> {
@@ -380,6 +395,7 @@ impl<'a> Dispatcher<'a> {
             inputs: inputs.clone(),
             log: build.log.clone(),
             timeout: image.timeout,
+            builder_image: None,
         });
         Ok(())
     }
@@ -436,7 +452,7 @@ impl<'a> Dispatcher<'a> {
                 let Some(job) = self.builds.next(ready).or_else(|| self.rebases.next(ready)) else {
                     break;
                 };
-                self.start(job);
+                self.start(job)?;
             }
             if self.running.is_empty() && self.running_publishes.is_empty() {
                 break;
@@ -501,8 +517,11 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 
-    fn start(&mut self, job: Job) {
+    fn start(&mut self, mut job: Job) -> Result<(), ApplyError> {
         tracing::debug!(image = %job.image, number = job.number, "starting");
+        if self.context.kubernetes.is_some() && matches!(job.kind, JobKind::Build { .. }) {
+            job.builder_image = self.published_builder(&job.image)?;
+        }
         self.running.insert(
             job.id,
             Running {
@@ -514,6 +533,29 @@ impl<'a> Dispatcher<'a> {
         );
         self.tasks
             .spawn(job::run(job, self.context.clone(), self.events.clone()));
+        Ok(())
+    }
+
+    /// The published image of `image`'s builder: its tag at the digest of its last
+    /// successful publish (this apply's publishes end before the builder's images start).
+    fn published_builder(&self, image: &str) -> Result<Option<imageref::ImageRef>, ApplyError> {
+        let config = &self.context.planned.config;
+        let Some(builder) = config.images.get(image).map(|i| &i.builder) else {
+            return Ok(None);
+        };
+        let Some(imageref::ImageRef::Registry(tag)) =
+            config.builders.get(builder).and_then(|b| b.tag.as_ref())
+        else {
+            return Ok(None);
+        };
+        let digest = self
+            .state
+            .publishes(Some(builder))?
+            .into_iter()
+            .rev()
+            .find(|p| p.status == PublishStatus::Succeeded)
+            .and_then(|p| p.digest);
+        Ok(digest.map(|d| imageref::ImageRef::Registry(tag.at_digest(d))))
     }
 
     fn handle(&mut self, event: Event) -> Result<(), ApplyError> {
