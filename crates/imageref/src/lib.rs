@@ -175,6 +175,28 @@ impl Digest {
         Digest::from_sha256(sha2::Sha256::new_with_prefix(bytes))
     }
 
+    /// The sha256 digest of everything `reader` yields, read in bounded chunks.
+    pub fn sha256_of_reader(reader: &mut impl std::io::Read) -> std::io::Result<Digest> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => return Ok(Digest::from_sha256(hasher)),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+        }
+    }
+
+    /// The sha256 digest of the contents of the file at `path`, read in bounded
+    /// chunks. Blocking.
+    pub fn sha256_of_file(path: &std::path::Path) -> std::io::Result<Digest> {
+        Digest::sha256_of_reader(&mut std::fs::File::open(path)?)
+    }
+
     /// The sha256 digest of everything `hasher` was fed.
     pub fn from_sha256(hasher: sha2::Sha256) -> Digest {
         use fmt::Write as _;
@@ -547,6 +569,19 @@ fn valid_layout_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_hashed_as_its_bytes() {
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = std::env::temp_dir().join(format!("imageref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("file");
+        std::fs::write(&path, &bytes).unwrap();
+        let digest = Digest::sha256_of_file(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(digest, Digest::sha256(&bytes));
+        assert!(Digest::sha256_of_file(&dir.join("missing")).is_err());
+    }
 
     fn reg(s: &str) -> RegistryRef {
         match ImageRef::parse(s).unwrap() {

@@ -2,8 +2,7 @@
 //! `lifecycle` image pinned by digest, and the content digest of kpackd's build
 //! entrypoint the builder images carry.
 
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use imageref::{Digest, ImageRef};
 use planner::plan::{Upstream, UpstreamFailure};
@@ -66,25 +65,9 @@ pub(super) async fn entrypoint() -> Result<Option<EntrypointPin>, String> {
         return Ok(None);
     };
     let hashed = path.clone();
-    let digest = tokio::task::spawn_blocking(move || file_digest(&hashed))
+    let digest = tokio::task::spawn_blocking(move || Digest::sha256_of_file(&hashed))
         .await
         .map_err(|e| format!("hash {}: {e}", path.display()))?
         .map_err(|e| format!("read {}: {e}", path.display()))?;
     Ok(Some(EntrypointPin { path, digest }))
-}
-
-/// The sha256 of a file, read in bounded chunks.
-fn file_digest(path: &Path) -> std::io::Result<Digest> {
-    use sha2::Digest as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest::from_sha256(hasher))
 }
