@@ -762,19 +762,7 @@ pub(super) fn project_metadata(pin: &SourcePin) -> serde_json::Value {
 }
 
 /// An error and its causes on one line each, as logs and the summary show them.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use executors::oci::error_chain;
 
 /// The lifecycle's order from the builder's order in kpack.toml.
 pub(super) fn order_groups(order: &[planner::Group]) -> Vec<OrderGroup> {

@@ -14,9 +14,10 @@ use kube::api::{LogParams, WatchEvent, WatchParams};
 use tokio::time::Instant;
 
 use super::spec::CONTAINER;
-use super::{chain, Cluster, FailureCause, PodFailure};
+use super::{Cluster, FailureCause, PodFailure};
 use crate::lifecycle::request::{EntrypointFailure, EntrypointResult};
 use crate::lifecycle::{LogSink, Phase};
+use crate::oci::error_chain;
 
 /// How long one watch request lasts before it is made again.
 const WATCH_SECONDS: u32 = 60;
@@ -82,7 +83,7 @@ async fn wait(
         let stream = match pods.watch(&params, &version).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::debug!(pod = name, error = %chain(&error), "watch failed; reading the Pod again");
+                tracing::debug!(pod = name, error = %error_chain(&error), "watch failed; reading the Pod again");
                 tokio::time::sleep(TICK).await;
                 continue;
             }
@@ -102,7 +103,7 @@ async fn wait(
                 // The watch ended or broke: read the Pod again and watch from there.
                 Ok(Ok(None)) => break,
                 Ok(Err(error)) => {
-                    tracing::debug!(pod = name, error = %chain(&error), "watch broke");
+                    tracing::debug!(pod = name, error = %error_chain(&error), "watch broke");
                     break;
                 }
             };
@@ -270,7 +271,7 @@ async fn stream_log(cluster: &Cluster, name: &str, logs: &dyn LogSink) {
             logs.line(
                 Phase::Prepare,
                 None,
-                &format!("cannot read the log of Pod {name}: {}", chain(&error)),
+                &format!("cannot read the log of Pod {name}: {}", error_chain(&error)),
             );
             return;
         }

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::lifecycle::request::{EntrypointRequest, EntrypointResult};
 use crate::lifecycle::LogSink;
-use crate::oci::{Credential, CredentialSource};
+use crate::oci::{error_chain, Credential, CredentialSource};
 use imageref::ImageRef;
 
 pub use follow::translate_line;
@@ -139,7 +139,7 @@ impl PodFailure {
     }
 
     pub(crate) fn api(what: &str, error: &kube::Error) -> PodFailure {
-        PodFailure::infrastructure(format!("{what}: {}", chain(error)))
+        PodFailure::infrastructure(format!("{what}: {}", error_chain(error)))
     }
 }
 
@@ -343,7 +343,7 @@ async fn delete_objects(pods: Api<Pod>, secrets: Api<Secret>, name: &str) {
     let report = |what: String, result: Result<(), kube::Error>| match result {
         Ok(()) => {}
         Err(kube::Error::Api(status)) if status.is_not_found() => {}
-        Err(error) => tracing::warn!(error = %chain(&error), "cannot delete {what}"),
+        Err(error) => tracing::warn!(error = %error_chain(&error), "cannot delete {what}"),
     };
     report(
         format!("the Pod {name}"),
@@ -418,7 +418,10 @@ fn docker_config(
     let mut auths = BTreeMap::new();
     for registry in registries {
         let credential = credentials.lookup(registry).map_err(|e| {
-            PodFailure::build(format!("the credentials for {registry}: {}", chain(&e)))
+            PodFailure::build(format!(
+                "the credentials for {registry}: {}",
+                error_chain(&e)
+            ))
         })?;
         let entry = match credential {
             Credential::Anonymous => continue,
@@ -435,19 +438,4 @@ fn docker_config(
     }
     Ok(serde_json::to_vec(&serde_json::json!({ "auths": auths }))
         .expect("a docker config serialises"))
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -209,8 +209,9 @@ fn code_name(code: &OciErrorCode) -> String {
     }
 }
 
-/// A reqwest error with its causes ("error sending request: connection refused").
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-separated, each cause once ("error sending request:
+/// connection refused"): what logs, results and the summary show.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

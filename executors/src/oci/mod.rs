@@ -47,7 +47,7 @@ pub use auth::{Credential, CredentialSource};
 pub use blob::{blocking_reader, BlobStream};
 pub use compress::LayerCompression;
 pub use copy::{copy_image, CopyProgress, CopyReport};
-pub use error::OciError;
+pub use error::{error_chain, OciError};
 pub use inspect::{LayerInfo, RuntimeConfig};
 pub use layout::Layout;
 pub use manifest::{
