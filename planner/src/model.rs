@@ -95,6 +95,21 @@ pub struct Kubernetes {
     pub pod: PodPlacement,
 }
 
+impl Default for Kubernetes {
+    /// What `executor = "kubernetes"` means without a `[kubernetes]` table.
+    fn default() -> Kubernetes {
+        Kubernetes {
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            context: None,
+            service_account: None,
+            image_pull_secrets: Vec::new(),
+            source_repository: None,
+            max_pods: DEFAULT_MAX_PODS,
+            pod: PodPlacement::default(),
+        }
+    }
+}
+
 /// Where a build Pod runs and what it may use: `resources`, `node-selector` and
 /// `tolerations`, each None when not written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

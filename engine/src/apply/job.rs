@@ -164,6 +164,18 @@ pub struct Job {
     pub builder_image: Option<ImageRef>,
 }
 
+impl Job {
+    /// The job's image in the configuration the plan was made from.
+    pub(super) fn planned_image<'p>(&self, planned: &'p Planned) -> Result<&'p Image, JobFailure> {
+        planned.image(&self.image).ok_or_else(|| {
+            JobFailure::build(format!(
+                "image \"{}\" is not in the plan's configuration",
+                self.image
+            ))
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum JobKind {
     /// With the image made by the last successful build, for layer reuse.
@@ -324,12 +336,7 @@ async fn build(
         return super::pod::build(job, previous, ctx, kube, sink).await;
     }
     let planned = &ctx.planned;
-    let image = planned.image(&job.image).ok_or_else(|| {
-        JobFailure::build(format!(
-            "image \"{}\" is not in the plan's configuration",
-            job.image
-        ))
-    })?;
+    let image = job.planned_image(planned)?;
     let pins = planned.pins(&job.image);
     let (Some(source), Some(stack), Some(buildpacks)) = (pins.source, pins.stack, pins.buildpacks)
     else {
@@ -461,12 +468,7 @@ async fn rebase_job(
     sink: &JobSink,
 ) -> Result<Success, JobFailure> {
     let planned = &ctx.planned;
-    let image = planned.image(&job.image).ok_or_else(|| {
-        JobFailure::build(format!(
-            "image \"{}\" is not in the plan's configuration",
-            job.image
-        ))
-    })?;
+    let image = job.planned_image(planned)?;
     let stack = planned.pins(&job.image).stack.ok_or_else(|| {
         JobFailure::build(format!("the plan pins no stack for \"{}\"", job.image))
     })?;
@@ -561,7 +563,7 @@ pub(super) async fn pinned(
 }
 
 /// The image at `tag` with `digest`: a previous build's output, or the image to rebase.
-fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
+pub(super) fn at_digest(tag: &ImageRef, digest: &Digest) -> ImageRef {
     match tag {
         ImageRef::Registry(r) => ImageRef::Registry(r.at_digest(digest.clone())),
         ImageRef::Layout(_) => tag.clone(),

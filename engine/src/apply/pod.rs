@@ -13,7 +13,6 @@
 //! cannot be pulled, a Pod that cannot be scheduled or is deleted by someone else, and
 //! the API server's errors are the infrastructure's, tried again.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use executors::kubernetes::{Cluster, FailureCause, KubeSettings, PodBuild, PodFailure};
@@ -21,11 +20,10 @@ use executors::lifecycle::request::{EntrypointRequest, RequestSource, REQUEST_VE
 use executors::lifecycle::Phase;
 use imageref::ImageRef;
 use planner::{Config, Executor};
-use tokio::sync::Semaphore;
 
 use super::job::{
-    extra_tags, image_group, pinned, project_metadata, Event, Job, JobContext, JobFailure, JobSink,
-    Success,
+    at_digest, extra_tags, image_group, pinned, project_metadata, Event, Job, JobContext,
+    JobFailure, JobSink, Success,
 };
 use crate::resolve::SourcePin;
 use crate::state::{BuildStatus, FailureKind};
@@ -40,8 +38,7 @@ pub struct Kube {
     pub cluster: Cluster,
     /// The state's lineage: every Pod's label.
     pub lineage: String,
-    /// `max-pods` permits.
-    pub pods: Arc<Semaphore>,
+    /// `max-pods`: the apply's build lane runs no more builds at once.
     pub max_pods: usize,
     pub settings: planner::Kubernetes,
 }
@@ -56,7 +53,7 @@ impl Kube {
         if config.settings.executor != Executor::Kubernetes {
             return Ok(None);
         }
-        let settings = config.kubernetes.clone().unwrap_or_else(default_settings);
+        let settings = config.kubernetes.clone().unwrap_or_default();
         let mut kube = KubeSettings::new(settings.namespace.clone());
         kube.context = settings.context.clone();
         kube.service_account = settings.service_account.clone();
@@ -67,22 +64,9 @@ impl Kube {
         Ok(Some(Kube {
             cluster,
             lineage: lineage.to_string(),
-            pods: Arc::new(Semaphore::new(max_pods)),
             max_pods,
             settings,
         }))
-    }
-}
-
-fn default_settings() -> planner::Kubernetes {
-    planner::Kubernetes {
-        namespace: planner::DEFAULT_NAMESPACE.to_string(),
-        context: None,
-        service_account: None,
-        image_pull_secrets: Vec::new(),
-        source_repository: None,
-        max_pods: planner::DEFAULT_MAX_PODS,
-        pod: planner::PodPlacement::default(),
     }
 }
 
@@ -107,12 +91,7 @@ pub(super) async fn build(
     sink: &JobSink,
 ) -> Result<Success, JobFailure> {
     let planned = &ctx.planned;
-    let image = planned.image(&job.image).ok_or_else(|| {
-        JobFailure::build(format!(
-            "image \"{}\" is not in the plan's configuration",
-            job.image
-        ))
-    })?;
+    let image = job.planned_image(planned)?;
     let pins = planned.pins(&job.image);
     let (Some(source), Some(stack)) = (pins.source, pins.stack) else {
         return Err(JobFailure::build(format!(
@@ -142,10 +121,7 @@ pub(super) async fn build(
     let build_image = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;
     let user = builder_user(ctx, &build_image).await?;
     let additional_tags = extra_tags(image, job.number);
-    let previous_image = previous.and_then(|digest| match &image.tag {
-        ImageRef::Registry(r) => Some(ImageRef::Registry(r.at_digest(digest.clone()))),
-        ImageRef::Layout(_) => None,
-    });
+    let previous_image = previous.map(|digest| at_digest(&image.tag, digest));
     let cache_image = match &image.cache {
         planner::Cache::Image(cache) => Some(cache.clone()),
         _ => None,
@@ -193,11 +169,6 @@ pub(super) async fn build(
         deadline: job.timeout,
     };
     sink.moved(BuildStatus::Preparing);
-    let _permit = kube
-        .pods
-        .acquire()
-        .await
-        .map_err(|_| JobFailure::infrastructure("the apply is ending"))?;
     sink.log.note(
         Phase::Prepare,
         &format!(

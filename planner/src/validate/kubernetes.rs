@@ -53,15 +53,7 @@ impl Validator<'_> {
                 }
                 self.kubernetes_table(table)
             }
-            None => on_kubernetes.then(|| Kubernetes {
-                namespace: DEFAULT_NAMESPACE.to_string(),
-                context: None,
-                service_account: None,
-                image_pull_secrets: Vec::new(),
-                source_repository: None,
-                max_pods: DEFAULT_MAX_PODS,
-                pod: PodPlacement::default(),
-            }),
+            None => on_kubernetes.then(Kubernetes::default),
         };
         for (name, table) in &file.images {
             let Some(pod) = &table.get_ref().kubernetes else {
