@@ -29,7 +29,7 @@ pub use model::{
     StackSpans, Store, StoreBuildpack, Toleration, DEFAULT_MAX_PODS, DEFAULT_NAMESPACE,
 };
 pub use reason::Reason;
-pub use validate::{parse_duration, DEFAULT_REVISION, NAME_PATTERN};
+pub use validate::{normalize_path, parse_duration, DEFAULT_REVISION, NAME_PATTERN};
 
 /// Reads and validates the kpack.toml at `path`; relative paths in it are resolved
 /// against its directory.

@@ -24,7 +24,7 @@ mod store;
 mod tags;
 mod values;
 
-pub use values::parse_duration;
+pub use values::{normalize_path, parse_duration};
 
 /// What names of stacks, stores, builders and images look like.
 pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]*$";

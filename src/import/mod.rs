@@ -121,8 +121,8 @@ const HELP: &str =
 
 /// `path` (absolute) written relative to `base` (absolute), with `/` separators.
 pub(crate) fn relative_to(path: &Path, base: &Path) -> String {
-    let path = normalize(path);
-    let base = normalize(base);
+    let path = planner::normalize_path(path);
+    let base = planner::normalize_path(base);
     let p: Vec<Component> = path.components().collect();
     let b: Vec<Component> = base.components().collect();
     let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
@@ -138,22 +138,6 @@ pub(crate) fn relative_to(path: &Path, base: &Path) -> String {
     } else {
         parts.join("/")
     }
-}
-
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// A kpackd name (`planner::NAME_PATTERN`) close to `name`: lowercase, other characters

@@ -228,7 +228,7 @@ fn buildpack_entry(uri: &str, input_dir: &Path, output_dir: &Path) -> Result<Sto
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     let looks_like_path = path.starts_with('.') || path.starts_with('/') || !path.contains(':');
     if looks_like_path {
-        let full = super::normalize(&input_dir.join(path));
+        let full = planner::normalize_path(&input_dir.join(path));
         let written = relative_to(&full, output_dir);
         if full.is_dir() {
             if !full.join("buildpack.toml").is_file() {

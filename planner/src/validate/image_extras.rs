@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 use toml::Spanned;
 
 use super::store::missing_buildpack;
-use super::values::normalize;
+use super::values::normalize_path;
 use super::Validator;
 use crate::buildpack::BuildpackRef;
 use crate::diagnostic::did_you_mean;
@@ -99,7 +99,7 @@ impl Validator<'_> {
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
             && path.components().any(|c| matches!(c, Component::Normal(_)));
         if inside {
-            return Some(normalize(path).display().to_string());
+            return Some(normalize_path(path).display().to_string());
         }
         self.report(
             Problem::new(format!("invalid project descriptor `{}`", value.get_ref()))

@@ -4,7 +4,7 @@ use std::path::{Component, Path};
 
 use toml::Spanned;
 
-use super::values::normalize;
+use super::values::normalize_path;
 use super::{Validator, DEFAULT_REVISION};
 use crate::config::SourceTable;
 use crate::diagnostic::Problem;
@@ -154,7 +154,7 @@ impl Validator<'_> {
                 }
                 Source::Path {
                     path,
-                    written: normalize(Path::new(url)).display().to_string(),
+                    written: normalize_path(Path::new(url)).display().to_string(),
                     sub_path,
                 }
             }
@@ -169,7 +169,7 @@ impl Validator<'_> {
                 .components()
                 .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if inside {
-            return Some(normalize(path).display().to_string());
+            return Some(normalize_path(path).display().to_string());
         }
         self.report(
             Problem::new(format!("invalid sub-path `{}`", sub.get_ref()))

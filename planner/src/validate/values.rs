@@ -108,10 +108,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// `dir/path`, without `.` and with `..` taken back where possible.
 pub(super) fn resolve(dir: &Path, path: &str) -> PathBuf {
-    normalize(&dir.join(path))
+    normalize_path(&dir.join(path))
 }
 
-pub(super) fn normalize(path: &Path) -> PathBuf {
+/// `path` without `.` components and with each `..` taken back over a name before it,
+/// lexically (no file system access); `.` when nothing is left.
+pub fn normalize_path(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -133,7 +135,7 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
 pub(super) fn resolve_ref(dir: &Path, r: ImageRef) -> ImageRef {
     match r.resolve_relative_to(dir) {
         ImageRef::Layout(l) => ImageRef::Layout(LayoutRef {
-            dir: normalize(&l.dir),
+            dir: normalize_path(&l.dir),
             name: l.name,
         }),
         registry => registry,
