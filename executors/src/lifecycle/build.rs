@@ -24,15 +24,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::descriptor::{
-    escape_id, write_toml, ApiVersion, BuildToml, DescriptorError, GroupBuildpack, Label, Launch,
-    LayerMetadata, LayerTypes, Process, Slice, Store, Table, MIN_BUILDPACK_API,
+    escape_id, write_toml, ApiVersion, BuildToml, BuildpackPlan, DescriptorError, GroupBuildpack,
+    Label, Launch, LayerMetadata, LayerTypes, Process, ResolvedPlan, Slice, Store, Table,
 };
 use super::detect::DetectOutcome;
 use super::phase::context::{refuse_symlink, scratch_dir};
 use super::phase::env::{base_env, buildpack_env, OperatorEnv};
 use super::phase::program::run_program;
-use super::phase::sandbox::phase_sandbox;
-use super::phase::{Env, PhaseContext, PhaseError, ProgramError};
+use super::phase::sandbox::{phase_sandbox, PhaseSandbox};
+use super::phase::{BuildpackDir, Env, PhaseContext, PhaseError, ProgramError};
 use super::sbom::{self, SbomError, SBOM_EXTENSIONS};
 use super::{LogSink, Phase};
 
@@ -166,10 +166,6 @@ pub async fn build(
     outcome: &DetectOutcome,
     logs: &dyn LogSink,
 ) -> Result<BuildOutput, BuildError> {
-    let io_err = |what: &str| {
-        let what = what.to_owned();
-        move |source| BuildError::Io { what, source }
-    };
     let scratch =
         scratch_dir(ctx, "kpackd-build-").map_err(io_err("create a scratch directory"))?;
     let sandbox = phase_sandbox(ctx, scratch.path(), true)?;
@@ -181,91 +177,101 @@ pub async fn build(
         _ => {}
     }
 
-    let mut build_env = base_env(ctx);
-    let mut plan = outcome.plan.clone();
+    let group = GroupRun {
+        ctx,
+        sandbox: &sandbox,
+        scratch: scratch.path(),
+        operator_env: &operator_env,
+        logs,
+    };
+    let mut carried = Carried {
+        env: base_env(ctx),
+        plan: outcome.plan.clone(),
+    };
     let mut output = BuildOutput::default();
     for (index, member) in outcome.group.group.iter().enumerate() {
-        let bp = ctx
-            .buildpacks
-            .iter()
-            .find(|bp| {
-                bp.id() == member.id
-                    && bp.version() == member.version
-                    && !bp.descriptor.is_composite()
-            })
-            .ok_or_else(|| BuildError::UnknownBuildpack {
-                id: member.id.clone(),
-                version: member.version.clone(),
-            })?;
+        let bp = component(ctx, member)?;
+        let (built, launch) = group.buildpack(index, bp, &mut carried).await?;
+        if let Some(launch) = launch {
+            merge_launch(&mut output, launch);
+        }
+        output.buildpacks.push(built);
+    }
+    output.processes.sort_by(|a, b| a.kind.cmp(&b.kind));
+    write_config_metadata(ctx, outcome, &output)?;
+    Ok(output)
+}
+
+/// The error of the I/O step `what`.
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> BuildError {
+    move |source| BuildError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// The component buildpack the group names as `member`.
+fn component<'a>(
+    ctx: &'a PhaseContext,
+    member: &GroupBuildpack,
+) -> Result<&'a BuildpackDir, BuildError> {
+    ctx.buildpacks
+        .iter()
+        .find(|bp| {
+            bp.id() == member.id && bp.version() == member.version && !bp.descriptor.is_composite()
+        })
+        .ok_or_else(|| BuildError::UnknownBuildpack {
+            id: member.id.clone(),
+            version: member.version.clone(),
+        })
+}
+
+/// What every buildpack of one build shares.
+struct GroupRun<'a> {
+    ctx: &'a PhaseContext,
+    sandbox: &'a PhaseSandbox,
+    /// Where run directories and copies of env files go; buildpacks never see it whole.
+    scratch: &'a Path,
+    operator_env: &'a OperatorEnv,
+    logs: &'a dyn LogSink,
+}
+
+/// What one buildpack hands the next: the environment its build layers made and the plan
+/// entries nobody met yet.
+struct Carried {
+    env: Env,
+    plan: ResolvedPlan,
+}
+
+impl GroupRun<'_> {
+    /// Runs the `index`th buildpack of the group, `bp`, and reads what it left.
+    async fn buildpack(
+        &self,
+        index: usize,
+        bp: &BuildpackDir,
+        carried: &mut Carried,
+    ) -> Result<(BuiltBuildpack, Option<Launch>), BuildError> {
+        let ctx = self.ctx;
         let id = bp.id();
-        let api = bp.descriptor.api_version().unwrap_or(MIN_BUILDPACK_API);
+        let api = bp.api();
         let descriptor_err = |source| BuildError::Descriptor {
             id: id.to_owned(),
             source,
         };
         let escaped = escape_id(id);
         let layers_dir = ctx.layers_dir.join(&escaped);
-        fs::create_dir_all(&layers_dir).map_err(io_err("create a buildpack's layers directory"))?;
-
-        // Its Buildpack Plan, in a scratch directory that is its /tmp.
-        let run_dir = scratch.path().join(format!("run-{index}"));
-        fs::create_dir_all(&run_dir).map_err(io_err("create a run directory"))?;
-        let bp_plan = plan.buildpack_plan(id);
-        write_toml(&run_dir.join("plan.toml"), &bp_plan).map_err(descriptor_err)?;
-        for path in [&run_dir, &run_dir.join("plan.toml"), &layers_dir] {
-            ctx.hand_over(path)
-                .map_err(io_err("give the run directory to the CNB user"))?;
-        }
-        let (sandbox, tmp) = sandbox.with_run_dir(&run_dir);
-        let plan_path = tmp.join("plan.toml").to_string_lossy().into_owned();
         let layers_inside = ctx.layers_dir_inside().join(&escaped);
-
-        let mut env =
-            buildpack_env(ctx, bp, &build_env, &operator_env).map_err(io_err("read env files"))?;
-        if api >= ApiVersion::new(0, 8) {
-            env.insert(
-                "CNB_LAYERS_DIR".into(),
-                layers_inside.to_string_lossy().into_owned(),
-            );
-            env.insert("CNB_BP_PLAN_PATH".into(), plan_path.clone());
-        }
-        if !bp.path.join("bin/build").is_file() {
-            return Err(BuildError::BuildpackFailed {
-                id: id.to_owned(),
-                version: bp.version().to_owned(),
-                why: "it has no bin/build".into(),
-                output: Vec::new(),
-            });
-        }
-        let args = [
-            layers_inside.to_string_lossy().into_owned(),
-            ctx.platform_dir_inside().to_string_lossy().into_owned(),
-            plan_path,
-        ];
-        let program = ctx.buildpack_dir_inside(bp).join("bin/build");
-        tracing::debug!(buildpack = id, "build");
-        logs.line(
-            Phase::Build,
-            None,
-            &format!("Running the build of {id} {}", bp.version()),
-        );
-        let run = run_program(&sandbox, &program, &args, &env, Phase::Build, id, logs)
-            .await
-            .map_err(|source| BuildError::Program {
-                id: id.to_owned(),
-                source,
-            })?;
-        if run.code != Some(0) {
-            return Err(BuildError::BuildpackFailed {
-                id: id.to_owned(),
-                version: bp.version().to_owned(),
-                why: match run.code {
-                    Some(code) => format!("exit {code}"),
-                    None => "killed by a signal".into(),
-                },
-                output: run.tail,
-            });
-        }
+        fs::create_dir_all(&layers_dir).map_err(io_err("create a buildpack's layers directory"))?;
+        let bp_plan = carried.plan.buildpack_plan(id);
+        self.run_bin_build(
+            index,
+            bp,
+            &layers_dir,
+            &layers_inside,
+            &bp_plan,
+            &carried.env,
+        )
+        .await?;
 
         // What it left. /layers is writable by every buildpack: whatever kpackd reads or
         // writes there on the host must not be a symlink, which could lead anywhere.
@@ -282,37 +288,20 @@ pub async fn build(
         let build_toml_path = layers_dir.join("build.toml");
         let build_toml = BuildToml::read(&build_toml_path).map_err(descriptor_err)?;
         let store = Store::read(&layers_dir.join("store.toml")).map_err(descriptor_err)?;
-
-        // Plan entries it met are gone for later buildpacks.
         let unmet: Vec<String> = build_toml
             .map(|b| b.unmet.into_iter().map(|u| u.name).collect())
             .unwrap_or_default();
-        for name in &unmet {
-            if !bp_plan.entries.iter().any(|e| &e.name == name) {
-                return Err(BuildError::UnmetNotInPlan {
-                    id: id.to_owned(),
-                    name: name.clone(),
-                    path: build_toml_path,
-                });
-            }
-        }
-        let met: BTreeSet<&str> = bp_plan
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .filter(|name| !unmet.iter().any(|u| u == name))
-            .collect();
-        plan.entries.retain(|e| !met.contains(e.name()));
+        drop_met(&mut carried.plan, id, &bp_plan, &unmet, build_toml_path)?;
 
         // Its build layers change the environment of later buildpacks.
         for layer in layers.iter().filter(|l| l.types.build && l.has_dir) {
-            // Not under run_dir, where the buildpack could have put symlinks.
-            let copy = scratch
-                .path()
+            // Not under its run directory, where the buildpack could have put symlinks.
+            let copy = self
+                .scratch
                 .join(format!("env-copy-{index}"))
                 .join(&layer.name);
             apply_build_layer(
-                &mut build_env,
+                &mut carried.env,
                 &layer.path,
                 &layers_inside.join(&layer.name),
                 &copy,
@@ -328,10 +317,7 @@ pub async fn build(
         )?;
         collect_sboms(&ctx.layers_dir, &escaped, &layers_dir, &layers)
             .map_err(io_err("collect the buildpack's SBOM files"))?;
-        if let Some(launch) = launch {
-            merge_launch(&mut output, launch);
-        }
-        output.buildpacks.push(BuiltBuildpack {
+        let built = BuiltBuildpack {
             id: id.to_owned(),
             version: bp.version().to_owned(),
             api: bp.descriptor.api.clone(),
@@ -340,10 +326,117 @@ pub async fn build(
             layers,
             store,
             unmet,
+        };
+        Ok((built, launch))
+    }
+
+    /// Runs `bp`'s `bin/build` with its Buildpack Plan `bp_plan`, in a run directory of
+    /// its own that is its `/tmp`; fails unless it exits 0.
+    async fn run_bin_build(
+        &self,
+        index: usize,
+        bp: &BuildpackDir,
+        layers_dir: &Path,
+        layers_inside: &Path,
+        bp_plan: &BuildpackPlan,
+        build_env: &Env,
+    ) -> Result<(), BuildError> {
+        let ctx = self.ctx;
+        let id = bp.id();
+        let failed = |why: String, output: Vec<String>| BuildError::BuildpackFailed {
+            id: id.to_owned(),
+            version: bp.version().to_owned(),
+            why,
+            output,
+        };
+        let run_dir = self.scratch.join(format!("run-{index}"));
+        fs::create_dir_all(&run_dir).map_err(io_err("create a run directory"))?;
+        write_toml(&run_dir.join("plan.toml"), bp_plan).map_err(|source| {
+            BuildError::Descriptor {
+                id: id.to_owned(),
+                source,
+            }
+        })?;
+        for path in [&run_dir, &run_dir.join("plan.toml"), layers_dir] {
+            ctx.hand_over(path)
+                .map_err(io_err("give the run directory to the CNB user"))?;
+        }
+        let (sandbox, tmp) = self.sandbox.with_run_dir(&run_dir);
+        let plan_path = tmp.join("plan.toml").to_string_lossy().into_owned();
+
+        let mut env = buildpack_env(ctx, bp, build_env, self.operator_env)
+            .map_err(io_err("read env files"))?;
+        if bp.api() >= ApiVersion::new(0, 8) {
+            env.insert(
+                "CNB_LAYERS_DIR".into(),
+                layers_inside.to_string_lossy().into_owned(),
+            );
+            env.insert("CNB_BP_PLAN_PATH".into(), plan_path.clone());
+        }
+        if !bp.path.join("bin/build").is_file() {
+            return Err(failed("it has no bin/build".into(), Vec::new()));
+        }
+        let args = [
+            layers_inside.to_string_lossy().into_owned(),
+            ctx.platform_dir_inside().to_string_lossy().into_owned(),
+            plan_path,
+        ];
+        let program = ctx.buildpack_dir_inside(bp).join("bin/build");
+        tracing::debug!(buildpack = id, "build");
+        self.logs.line(
+            Phase::Build,
+            None,
+            &format!("Running the build of {id} {}", bp.version()),
+        );
+        let run = run_program(&sandbox, &program, &args, &env, Phase::Build, id, self.logs)
+            .await
+            .map_err(|source| BuildError::Program {
+                id: id.to_owned(),
+                source,
+            })?;
+        match run.code {
+            Some(0) => Ok(()),
+            Some(code) => Err(failed(format!("exit {code}"), run.tail)),
+            None => Err(failed("killed by a signal".into(), run.tail)),
+        }
+    }
+}
+
+/// Removes from `plan`, for later buildpacks, the entries of `bp_plan` (buildpack `id`'s)
+/// that it met: all but those it lists as `unmet` in `build_toml`.
+fn drop_met(
+    plan: &mut ResolvedPlan,
+    id: &str,
+    bp_plan: &BuildpackPlan,
+    unmet: &[String],
+    build_toml: PathBuf,
+) -> Result<(), BuildError> {
+    if let Some(name) = unmet
+        .iter()
+        .find(|name| !bp_plan.entries.iter().any(|e| &e.name == *name))
+    {
+        return Err(BuildError::UnmetNotInPlan {
+            id: id.to_owned(),
+            name: name.clone(),
+            path: build_toml,
         });
     }
-    output.processes.sort_by(|a, b| a.kind.cmp(&b.kind));
+    let met: BTreeSet<&str> = bp_plan
+        .entries
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|name| !unmet.iter().any(|u| u == name))
+        .collect();
+    plan.entries.retain(|e| !met.contains(e.name()));
+    Ok(())
+}
 
+/// Writes `<layers>/config/metadata.toml`, which export reads.
+fn write_config_metadata(
+    ctx: &PhaseContext,
+    outcome: &DetectOutcome,
+    output: &BuildOutput,
+) -> Result<(), BuildError> {
     let config_dir =
         real_dir(&ctx.layers_dir, &["config"]).map_err(io_err("create <layers>/config"))?;
     let metadata = ConfigMetadata {
@@ -358,8 +451,7 @@ pub async fn build(
             id: "(all)".into(),
             source,
         }
-    })?;
-    Ok(output)
+    })
 }
 
 /// Adds one buildpack's `launch.toml` to the output, as the lifecycle merges them.
