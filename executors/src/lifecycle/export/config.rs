@@ -31,7 +31,49 @@ pub(super) fn image_config(
     config.created = Some(created.clone());
     let mut runtime = config.config.take().unwrap_or_default();
 
-    let mut env: Vec<String> = runtime.env.take().unwrap_or_default();
+    runtime.env = Some(app_env(runtime.env.take().unwrap_or_default()));
+    runtime.working_dir = Some(APP_DIR.into());
+    runtime.entrypoint = Some(vec![entrypoint]);
+    runtime.cmd = None;
+
+    let mut labels = runtime.labels.take().unwrap_or_default();
+    for label in &build_md.labels {
+        labels.insert(label.key.clone(), label.value.clone());
+    }
+    labels.insert(
+        LIFECYCLE_LABEL.into(),
+        serde_json::to_string(metadata).expect("label metadata serialises"),
+    );
+    labels.insert(BUILD_LABEL.into(), build_label(build_md, group).to_string());
+    labels.insert(
+        PROJECT_LABEL.into(),
+        req.project_metadata
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+            .to_string(),
+    );
+    if let Some(stack_id) = &req.run_image.stack_id {
+        labels.insert(
+            crate::lifecycle::stack::STACK_ID_LABEL.into(),
+            stack_id.clone(),
+        );
+    }
+    runtime.labels = Some(labels);
+    config.config = Some(runtime);
+
+    if !config.history.is_empty() {
+        config.history.extend(
+            added
+                .iter()
+                .map(|l| json!({"created": created, "created_by": l.created_by})),
+        );
+    }
+    config
+}
+
+/// The run image's environment `env` with the CNB variables set and the CNB directories
+/// first in `PATH` (each once, even when the run image lists them already).
+fn app_env(mut env: Vec<String>) -> Vec<String> {
     let run_path = env
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH="))
@@ -61,20 +103,13 @@ pub(super) fn image_config(
         "PATH",
         format!("{PROCESS_DIR}:/cnb/lifecycle:{}", rest.join(":")),
     );
-    runtime.env = Some(env);
-    runtime.working_dir = Some(APP_DIR.into());
-    runtime.entrypoint = Some(vec![entrypoint]);
-    runtime.cmd = None;
+    env
+}
 
-    let mut labels = runtime.labels.take().unwrap_or_default();
-    for label in &build_md.labels {
-        labels.insert(label.key.clone(), label.value.clone());
-    }
-    labels.insert(
-        LIFECYCLE_LABEL.into(),
-        serde_json::to_string(metadata).expect("label metadata serialises"),
-    );
-    let build_label = json!({
+/// The `io.buildpacks.build.metadata` label: the buildpacks, the launcher and its source,
+/// the processes and the default process type.
+fn build_label(build_md: &ConfigMetadata, group: &[GroupBuildpack]) -> serde_json::Value {
+    json!({
         "bom": [],
         "buildpacks": group.iter().map(|g| {
             let mut b = json!({"id": g.id, "version": g.version});
@@ -104,32 +139,7 @@ pub(super) fn image_config(
             v
         }).collect::<Vec<_>>(),
         "buildpack-default-process-type": build_md.default_process.clone().unwrap_or_default(),
-    });
-    labels.insert(BUILD_LABEL.into(), build_label.to_string());
-    labels.insert(
-        PROJECT_LABEL.into(),
-        req.project_metadata
-            .cloned()
-            .unwrap_or_else(|| json!({}))
-            .to_string(),
-    );
-    if let Some(stack_id) = &req.run_image.stack_id {
-        labels.insert(
-            crate::lifecycle::stack::STACK_ID_LABEL.into(),
-            stack_id.clone(),
-        );
-    }
-    runtime.labels = Some(labels);
-    config.config = Some(runtime);
-
-    if !config.history.is_empty() {
-        config.history.extend(
-            added
-                .iter()
-                .map(|l| json!({"created": created, "created_by": l.created_by})),
-        );
-    }
-    config
+    })
 }
 
 /// `1980-01-01T00:00:01Z` from seconds since the epoch. RFC 3339 has four-digit years:

@@ -36,76 +36,8 @@ pub(super) async fn push(
     logs: &dyn LogSink,
 ) -> Result<Pushed, ExportError> {
     let dest = req.tag;
-    let said = |i: usize, how: BlobTransfer| {
-        let layer = &layers[i];
-        let how = match how {
-            BlobTransfer::Existed => "already there",
-            BlobTransfer::Mounted => "mounted",
-            BlobTransfer::Uploaded => "uploaded",
-        };
-        logs.line(
-            Phase::Export,
-            None,
-            &format!(
-                "Layer {}/{} {} {:.1} MiB ({}): {how}",
-                i + 1,
-                layers.len(),
-                short_digest(&layer.descriptor.digest),
-                layer.descriptor.size as f64 / (1024.0 * 1024.0),
-                if layer.created_by.is_empty() {
-                    "run image"
-                } else {
-                    &layer.created_by
-                },
-            ),
-        );
-    };
     let bytes = Arc::new(AtomicU64::new(0));
-    let parallel = store.settings().parallel_blobs.max(1);
-    // By index: a stream of borrowed layers makes the future lose `Send` (rustc's
-    // higher-ranked lifetime limits), and the engine spawns it.
-    let transfers: Vec<BlobTransfer> = futures::stream::iter(0..layers.len())
-        .map(|i| {
-            let bytes = bytes.clone();
-            let layer = &layers[i];
-            async move {
-                match &layer.blob {
-                    Blob::Written(w) => {
-                        let how = store
-                            .push_blob_file(dest, &layer.descriptor, &w.path)
-                            .await?;
-                        if how == BlobTransfer::Uploaded {
-                            bytes.fetch_add(w.size, Ordering::Relaxed);
-                        }
-                        said(i, how);
-                        Ok(how)
-                    }
-                    Blob::Copied { from } => {
-                        let counter = bytes.clone();
-                        let how = store
-                            .copy_blob(
-                                from,
-                                dest,
-                                &layer.descriptor,
-                                Arc::new(move |n| {
-                                    counter.fetch_add(n, Ordering::Relaxed);
-                                }),
-                            )
-                            .await?;
-                        said(i, how);
-                        Ok(how)
-                    }
-                }
-            }
-        })
-        .buffered(parallel)
-        .try_collect()
-        .await
-        .map_err(|e| oci_err(dest, e))?;
-    let mut blobs_uploaded = transfers
-        .iter()
-        .filter(|t| **t == BlobTransfer::Uploaded)
-        .count();
+    let mut blobs_uploaded = push_layers(store, dest, layers, logs, &bytes).await?;
 
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("a config serialises"));
@@ -157,4 +89,83 @@ pub(super) async fn push(
         blobs_uploaded,
         bytes_uploaded: bytes.load(Ordering::Relaxed),
     })
+}
+
+/// Pushes the blob of every layer to `dest`, several at a time, each said in `logs` as it
+/// ends; adds the bytes uploaded to `bytes`. How many were uploaded.
+async fn push_layers(
+    store: &ImageStore,
+    dest: &ImageRef,
+    layers: &[ImageLayer],
+    logs: &dyn LogSink,
+    bytes: &Arc<AtomicU64>,
+) -> Result<usize, ExportError> {
+    let said =
+        |i: usize, how: BlobTransfer| logs.line(Phase::Export, None, &layer_line(layers, i, how));
+    let parallel = store.settings().parallel_blobs.max(1);
+    // By index: a stream of borrowed layers makes the future lose `Send` (rustc's
+    // higher-ranked lifetime limits), and the engine spawns it.
+    let transfers: Vec<BlobTransfer> = futures::stream::iter(0..layers.len())
+        .map(|i| {
+            let bytes = bytes.clone();
+            let layer = &layers[i];
+            async move {
+                match &layer.blob {
+                    Blob::Written(w) => {
+                        let how = store
+                            .push_blob_file(dest, &layer.descriptor, &w.path)
+                            .await?;
+                        if how == BlobTransfer::Uploaded {
+                            bytes.fetch_add(w.size, Ordering::Relaxed);
+                        }
+                        said(i, how);
+                        Ok(how)
+                    }
+                    Blob::Copied { from } => {
+                        let how = store
+                            .copy_blob(
+                                from,
+                                dest,
+                                &layer.descriptor,
+                                Arc::new(move |n| {
+                                    bytes.fetch_add(n, Ordering::Relaxed);
+                                }),
+                            )
+                            .await?;
+                        said(i, how);
+                        Ok(how)
+                    }
+                }
+            }
+        })
+        .buffered(parallel)
+        .try_collect()
+        .await
+        .map_err(|e| oci_err(dest, e))?;
+    Ok(transfers
+        .iter()
+        .filter(|t| **t == BlobTransfer::Uploaded)
+        .count())
+}
+
+/// `Layer 2/5 sha256:0123456789ab 1.5 MiB (examples/python): uploaded`.
+fn layer_line(layers: &[ImageLayer], i: usize, how: BlobTransfer) -> String {
+    let layer = &layers[i];
+    let how = match how {
+        BlobTransfer::Existed => "already there",
+        BlobTransfer::Mounted => "mounted",
+        BlobTransfer::Uploaded => "uploaded",
+    };
+    format!(
+        "Layer {}/{} {} {:.1} MiB ({}): {how}",
+        i + 1,
+        layers.len(),
+        short_digest(&layer.descriptor.digest),
+        layer.descriptor.size as f64 / (1024.0 * 1024.0),
+        if layer.created_by.is_empty() {
+            "run image"
+        } else {
+            &layer.created_by
+        },
+    )
 }
