@@ -117,102 +117,130 @@ pub async fn resolve(
         BuildpackId::parse(&bp.id).map_err(|e| fail.invalid(format!("buildpack {name}: {e}")))?;
     let version = BuildpackVersion::parse(&bp.version)
         .map_err(|e| fail.invalid(format!("buildpack {name}: {e}")))?;
+    let named = Named { id, version, name };
     match &bp.source {
         PublishBuildpackSource::Directory(dir) => {
-            let path = dir.join("buildpack.toml");
-            let descriptor = descriptor_at(&path).map_err(|e| match e {
-                DescriptorFailure::Io(e) => fail.io(format!("read {}", path.display()), e),
-                DescriptorFailure::Invalid(message) => {
-                    fail.invalid(format!("{}: {message}", path.display()))
-                }
-            })?;
-            if descriptor.buildpack.id != bp.id || descriptor.buildpack.version != bp.version {
-                return Err(fail.invalid(format!(
-                    "buildpack {name}: {} describes {}@{}",
-                    dir.join("buildpack.toml").display(),
-                    descriptor.buildpack.id,
-                    descriptor.buildpack.version
-                )));
-            }
-            let (dir, out) = (dir.clone(), work.to_path_buf());
-            let (layer_id, layer_version) = (id.clone(), version.clone());
-            let kept = previous.clone();
-            let created_by = format!("kpackd: buildpack {name}");
-            let layer = tokio::task::spawn_blocking(move || {
-                let tree = buildpack_tree(&dir, &layer_id, &layer_version)?;
-                let diff_id = tree.diff_id()?;
-                if let Some((from, descriptor)) = kept.layer(&diff_id) {
-                    return Ok(BuilderLayer {
-                        diff_id,
-                        descriptor,
-                        blob: LayerBlob::Copied { from },
-                        created_by,
-                    });
-                }
-                Ok(BuilderLayer::written(tree.write(&out)?, created_by))
-            })
-            .await
-            .expect("writing a layer does not panic")
-            .map_err(|e| fail.image(format!("write the layer of buildpack {name}"), e))?;
-            let info = info_of(&descriptor, layer.diff_id.to_string());
-            Ok(ResolvedBuildpack {
-                id,
-                version,
-                info,
-                layer,
-            })
+            from_directory(bp, named, dir, previous, work, fail).await
         }
         PublishBuildpackSource::Layer { image, diff_id } => {
-            let found = store
-                .image(image)
-                .await
-                .map_err(|e| fail.image(format!("read {image} for buildpack {name}"), e))?;
-            let descriptor = found
-                .config
-                .rootfs
-                .diff_ids
-                .iter()
-                .position(|d| d == diff_id)
-                .and_then(|i| found.manifest.layers.get(i))
-                .ok_or_else(|| {
-                    fail.invalid(format!(
-                        "buildpack {name}: {image} has no layer with diffID {diff_id}"
-                    ))
-                })?
-                .clone();
-            let layers: BuildpackLayers = labels::read(&found.config.labels(), BUILDPACK_LAYERS)
-                .map_err(|e| fail.invalid(format!("buildpack {name} from {image}: {e}")))?
-                .ok_or_else(|| {
-                    fail.invalid(format!(
-                        "buildpack {name}: {image} has no {BUILDPACK_LAYERS} label"
-                    ))
-                })?;
-            let info = layers
-                .get(id.as_str())
-                .and_then(|versions| versions.get(version.as_str()))
-                .filter(|info| info.layer_diff_id == diff_id.to_string())
-                .ok_or_else(|| {
-                    fail.invalid(format!(
-                        "buildpack {name}: the {BUILDPACK_LAYERS} label of {image} does not \
-                         name it at diffID {diff_id}"
-                    ))
-                })?
-                .clone();
-            Ok(ResolvedBuildpack {
-                id,
-                version,
-                info,
-                layer: BuilderLayer {
-                    diff_id: diff_id.clone(),
-                    descriptor,
-                    blob: LayerBlob::Copied {
-                        from: found.pinned(),
-                    },
-                    created_by: format!("kpackd: buildpack {name}"),
-                },
-            })
+            from_layer(store, named, image, diff_id, fail).await
         }
     }
+}
+
+/// A buildpack's id and version, parsed, and `id@version` for messages.
+struct Named {
+    id: BuildpackId,
+    version: BuildpackVersion,
+    name: String,
+}
+
+/// The layer of the buildpack directory `dir`: the previous builder's when it has the same
+/// diffID, or written into `work`.
+async fn from_directory(
+    bp: &PublishBuildpack,
+    Named { id, version, name }: Named,
+    dir: &Path,
+    previous: &Previous,
+    work: &Path,
+    fail: &Fail<'_>,
+) -> Result<ResolvedBuildpack, PublishError> {
+    let path = dir.join("buildpack.toml");
+    let descriptor = descriptor_at(&path).map_err(|e| match e {
+        DescriptorFailure::Io(e) => fail.io(format!("read {}", path.display()), e),
+        DescriptorFailure::Invalid(message) => {
+            fail.invalid(format!("{}: {message}", path.display()))
+        }
+    })?;
+    if descriptor.buildpack.id != bp.id || descriptor.buildpack.version != bp.version {
+        return Err(fail.invalid(format!(
+            "buildpack {name}: {} describes {}@{}",
+            dir.join("buildpack.toml").display(),
+            descriptor.buildpack.id,
+            descriptor.buildpack.version
+        )));
+    }
+    let (dir, out) = (dir.to_path_buf(), work.to_path_buf());
+    let (layer_id, layer_version) = (id.clone(), version.clone());
+    let kept = previous.clone();
+    let created_by = format!("kpackd: buildpack {name}");
+    let layer = tokio::task::spawn_blocking(move || {
+        let tree = buildpack_tree(&dir, &layer_id, &layer_version)?;
+        let diff_id = tree.diff_id()?;
+        if let Some((from, descriptor)) = kept.layer(&diff_id) {
+            return Ok(BuilderLayer {
+                diff_id,
+                descriptor,
+                blob: LayerBlob::Copied { from },
+                created_by,
+            });
+        }
+        Ok(BuilderLayer::written(tree.write(&out)?, created_by))
+    })
+    .await
+    .expect("writing a layer does not panic")
+    .map_err(|e| fail.image(format!("write the layer of buildpack {name}"), e))?;
+    let info = info_of(&descriptor, layer.diff_id.to_string());
+    Ok(ResolvedBuildpack {
+        id,
+        version,
+        info,
+        layer,
+    })
+}
+
+/// The layer with `diff_id` of the buildpackage or builder image `image`, whose
+/// buildpack layers label must name it.
+async fn from_layer(
+    store: &ImageStore,
+    Named { id, version, name }: Named,
+    image: &ImageRef,
+    diff_id: &Digest,
+    fail: &Fail<'_>,
+) -> Result<ResolvedBuildpack, PublishError> {
+    let found = store
+        .image(image)
+        .await
+        .map_err(|e| fail.image(format!("read {image} for buildpack {name}"), e))?;
+    let descriptor = found
+        .layer_with_diff_id(diff_id)
+        .ok_or_else(|| {
+            fail.invalid(format!(
+                "buildpack {name}: {image} has no layer with diffID {diff_id}"
+            ))
+        })?
+        .clone();
+    let layers: BuildpackLayers = labels::read(&found.config.labels(), BUILDPACK_LAYERS)
+        .map_err(|e| fail.invalid(format!("buildpack {name} from {image}: {e}")))?
+        .ok_or_else(|| {
+            fail.invalid(format!(
+                "buildpack {name}: {image} has no {BUILDPACK_LAYERS} label"
+            ))
+        })?;
+    let info = layers
+        .get(id.as_str())
+        .and_then(|versions| versions.get(version.as_str()))
+        .filter(|info| info.layer_diff_id == diff_id.to_string())
+        .ok_or_else(|| {
+            fail.invalid(format!(
+                "buildpack {name}: the {BUILDPACK_LAYERS} label of {image} does not \
+                 name it at diffID {diff_id}"
+            ))
+        })?
+        .clone();
+    Ok(ResolvedBuildpack {
+        id,
+        version,
+        info,
+        layer: BuilderLayer {
+            diff_id: diff_id.clone(),
+            descriptor,
+            blob: LayerBlob::Copied {
+                from: found.pinned(),
+            },
+            created_by: format!("kpackd: buildpack {name}"),
+        },
+    })
 }
 
 /// Why `buildpack.toml` could not be read.

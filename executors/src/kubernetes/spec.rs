@@ -112,62 +112,8 @@ fn metadata(name: &str, build: &PodBuild) -> ObjectMeta {
 pub(super) fn pod(name: &str, build: &PodBuild, settings: &KubeSettings) -> Pod {
     let [request_secret, registry_secret] = secret_names(name);
     let (uid, gid) = (i64::from(build.user.0), i64::from(build.user.1));
-    let mut command = vec![
-        ENTRYPOINT.to_string(),
-        "build".to_string(),
-        "--request".to_string(),
-        REQUEST_PATH.to_string(),
-        "--result-file".to_string(),
-        TERMINATION_LOG.to_string(),
-    ];
-    for registry in &settings.insecure_registries {
-        command.push("--insecure-registry".to_string());
-        command.push(registry.clone());
-    }
-    let quantities = |map: &BTreeMap<String, String>| {
-        (!map.is_empty()).then(|| {
-            map.iter()
-                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
-                .collect()
-        })
-    };
     let placement = &build.placement;
-    let resources = ResourceRequirements {
-        requests: quantities(&placement.requests),
-        limits: quantities(&placement.limits),
-        ..ResourceRequirements::default()
-    };
-    let container = Container {
-        name: CONTAINER.to_string(),
-        image: Some(build.builder.to_string()),
-        image_pull_policy: Some("IfNotPresent".to_string()),
-        command: Some(command),
-        env: Some(vec![EnvVar {
-            name: "DOCKER_CONFIG".to_string(),
-            value: Some(DOCKER_CONFIG_DIR.to_string()),
-            ..EnvVar::default()
-        }]),
-        volume_mounts: Some(vec![
-            mount("request", "/kpackd/request"),
-            mount("docker", DOCKER_CONFIG_DIR),
-        ]),
-        resources: Some(resources),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            }),
-            run_as_non_root: Some(true),
-            run_as_user: Some(uid),
-            run_as_group: Some(gid),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
-        termination_message_path: Some(TERMINATION_LOG.to_string()),
-        termination_message_policy: Some("File".to_string()),
-        ..Container::default()
-    };
+    let container = container(build, settings);
     let mut pull_secrets: Vec<LocalObjectReference> = settings
         .image_pull_secrets
         .iter()
@@ -216,6 +162,68 @@ pub(super) fn pod(name: &str, build: &PodBuild, settings: &KubeSettings) -> Pod 
             ..PodSpec::default()
         }),
         status: None,
+    }
+}
+
+/// The build container: the entrypoint as the builder's CNB user, with no privileges and
+/// the resources the image's placement asks for.
+fn container(build: &PodBuild, settings: &KubeSettings) -> Container {
+    let (uid, gid) = (i64::from(build.user.0), i64::from(build.user.1));
+    let mut command = vec![
+        ENTRYPOINT.to_string(),
+        "build".to_string(),
+        "--request".to_string(),
+        REQUEST_PATH.to_string(),
+        "--result-file".to_string(),
+        TERMINATION_LOG.to_string(),
+    ];
+    for registry in &settings.insecure_registries {
+        command.push("--insecure-registry".to_string());
+        command.push(registry.clone());
+    }
+    let quantities = |map: &BTreeMap<String, String>| {
+        (!map.is_empty()).then(|| {
+            map.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect()
+        })
+    };
+    let placement = &build.placement;
+    let resources = ResourceRequirements {
+        requests: quantities(&placement.requests),
+        limits: quantities(&placement.limits),
+        ..ResourceRequirements::default()
+    };
+    Container {
+        name: CONTAINER.to_string(),
+        image: Some(build.builder.to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        command: Some(command),
+        env: Some(vec![EnvVar {
+            name: "DOCKER_CONFIG".to_string(),
+            value: Some(DOCKER_CONFIG_DIR.to_string()),
+            ..EnvVar::default()
+        }]),
+        volume_mounts: Some(vec![
+            mount("request", "/kpackd/request"),
+            mount("docker", DOCKER_CONFIG_DIR),
+        ]),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            run_as_non_root: Some(true),
+            run_as_user: Some(uid),
+            run_as_group: Some(gid),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        termination_message_path: Some(TERMINATION_LOG.to_string()),
+        termination_message_policy: Some("File".to_string()),
+        ..Container::default()
     }
 }
 

@@ -162,14 +162,7 @@ async fn extract(
     root: &Path,
 ) -> Result<(), Extract> {
     let found = store.image(image).await.map_err(Extract::Oci)?;
-    let index = found
-        .config
-        .rootfs
-        .diff_ids
-        .iter()
-        .position(|d| d == diff_id)
-        .ok_or(Extract::NoLayer)?;
-    let blob = found.manifest.layers.get(index).ok_or(Extract::NoLayer)?;
+    let blob = found.layer_with_diff_id(diff_id).ok_or(Extract::NoLayer)?;
     let temp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempdir_in(cache)

@@ -110,6 +110,18 @@ impl Image {
             layout => layout.clone(),
         }
     }
+
+    /// The descriptor of the layer whose uncompressed digest is `diff_id`, when the image
+    /// has one.
+    pub fn layer_with_diff_id(&self, diff_id: &Digest) -> Option<&Descriptor> {
+        let index = self
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .position(|d| d == diff_id)?;
+        self.manifest.layers.get(index)
+    }
 }
 
 /// How a blob reached its destination.
