@@ -45,6 +45,47 @@ struct Loaded {
     recovered: bool,
 }
 
+impl Loaded {
+    /// Settles the build Pods a stopped kpackd left, once per state.
+    async fn recover(&mut self) -> Result<(), crate::apply::recover::RecoverError> {
+        if self.recovered {
+            return Ok(());
+        }
+        let recorded = crate::apply::recover::recover(&self.config, &mut self.state).await?;
+        self.recovered = true;
+        for build in recorded {
+            tracing::warn!(image = %build.image, number = build.number, status = %build.status, "a build ran on in its Pod while kpackd was stopped");
+        }
+        Ok(())
+    }
+}
+
+/// A round that ended before applying, because of `e`.
+fn failed(e: &dyn std::error::Error) -> ReconcileReport {
+    ReconcileReport {
+        error: Some(crate::apply::job::error_chain(e)),
+        ..ReconcileReport::default()
+    }
+}
+
+/// What the round's builds came to, for the watch log and metrics.
+fn build_reports(results: &[apply::ImageResult]) -> Vec<BuildReport> {
+    results
+        .iter()
+        .filter(|r| r.build.is_some())
+        .map(|r| BuildReport {
+            image: r.image.clone(),
+            outcome: match r.status {
+                ResultStatus::Ended(BuildStatus::Succeeded) => BuildOutcome::Succeeded,
+                ResultStatus::Ended(BuildStatus::Canceled) => BuildOutcome::Canceled,
+                _ => BuildOutcome::Failed,
+            },
+            reasons: r.reasons.iter().map(|r| r.to_string()).collect(),
+            duration: Duration::from_millis(r.duration_ms.unwrap_or(0)),
+        })
+        .collect()
+}
+
 impl PlanAndApply {
     pub fn new(
         config_path: PathBuf,
@@ -102,6 +143,9 @@ impl Reconciler for PlanAndApply {
         Ok(summary)
     }
 
+    /// Plans against what the state recorded and applies the plan, with retries not yet
+    /// due postponed; the first call for a state first settles the Pods a stopped kpackd
+    /// left.
     async fn reconcile(
         &self,
         wake: crate::watch::Wake,
@@ -115,32 +159,14 @@ impl Reconciler for PlanAndApply {
             };
         };
         tracing::info!(why = %wake, "reconciling");
-        if !loaded.recovered {
-            match crate::apply::recover::recover(&loaded.config, &mut loaded.state).await {
-                Ok(recorded) => {
-                    loaded.recovered = true;
-                    for build in recorded {
-                        tracing::warn!(image = %build.image, number = build.number, status = %build.status, "a build ran on in its Pod while kpackd was stopped");
-                    }
-                }
-                Err(e) => {
-                    return ReconcileReport {
-                        error: Some(crate::apply::job::error_chain(&e)),
-                        ..ReconcileReport::default()
-                    }
-                }
-            }
+        if let Err(e) = loaded.recover().await {
+            return failed(&e);
         }
         // Planned from what the state recorded, read first: the plan's future must be
         // `Send`, and a state connection cannot be shared across threads.
         let recorded = match loaded.state.recorded() {
             Ok(recorded) => recorded,
-            Err(e) => {
-                return ReconcileReport {
-                    error: Some(crate::apply::job::error_chain(&e)),
-                    ..ReconcileReport::default()
-                }
-            }
+            Err(e) => return failed(&e),
         };
         let options = ResolveOptions::new(&loaded.config, loaded.state.dir());
         let retries = retries_not_due(&recorded, now_seconds());
@@ -149,12 +175,7 @@ impl Reconciler for PlanAndApply {
                 postpone(&mut planned.plan, &retries);
                 planned
             }
-            Err(e) => {
-                return ReconcileReport {
-                    error: Some(crate::apply::job::error_chain(&e)),
-                    ..ReconcileReport::default()
-                }
-            }
+            Err(e) => return failed(&e),
         };
         let upstream_errors = planned
             .plan
@@ -190,21 +211,7 @@ impl Reconciler for PlanAndApply {
         .await;
         match result {
             Ok(report) => ReconcileReport {
-                builds: report
-                    .results
-                    .iter()
-                    .filter(|r| r.build.is_some())
-                    .map(|r| BuildReport {
-                        image: r.image.clone(),
-                        outcome: match r.status {
-                            ResultStatus::Ended(BuildStatus::Succeeded) => BuildOutcome::Succeeded,
-                            ResultStatus::Ended(BuildStatus::Canceled) => BuildOutcome::Canceled,
-                            _ => BuildOutcome::Failed,
-                        },
-                        reasons: r.reasons.iter().map(|r| r.to_string()).collect(),
-                        duration: Duration::from_millis(r.duration_ms.unwrap_or(0)),
-                    })
-                    .collect(),
+                builds: build_reports(&report.results),
                 upstream_errors,
                 error: None,
             },

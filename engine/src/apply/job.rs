@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::layout::StateLayout;
 use crate::logs::BuildLog;
 use crate::planning::Planned;
-use crate::resolve::{BuildpackLocation, SourcePin};
+use crate::resolve::{BuildpackLocation, BuildpackPin, SourcePin};
 use crate::state::{BuildId, BuildStatus, FailureKind};
 
 /// What a job tells the dispatcher.
@@ -242,6 +242,16 @@ pub(super) struct JobSink {
     latest: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+impl JobSink {
+    /// The build moved to `status`.
+    pub(super) fn moved(&self, status: BuildStatus) {
+        let _ = self.events.send(Event::Moved {
+            id: self.id,
+            status,
+        });
+    }
+}
+
 impl LogSink for JobSink {
     fn line(&self, phase: Phase, buildpack: Option<&str>, line: &str) {
         self.log.line(phase, buildpack, line);
@@ -326,6 +336,8 @@ impl Drop for WorkDir {
     }
 }
 
+/// Builds `job` (as a Pod under the Kubernetes executor), `previous` being the image's
+/// last output, whose layers export may reuse.
 async fn build(
     job: &Job,
     previous: Option<&Digest>,
@@ -346,20 +358,8 @@ async fn build(
         )));
     };
     // The order: the builder's own, or the builder image's label (read below).
-    let assembled = match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
-        Some(BuilderKind::Assembled { order, .. }) => Some(order_groups(order)),
-        Some(BuilderKind::Image(_)) => None,
-        None => {
-            return Err(JobFailure::build(format!(
-                "builder \"{}\" is not in the configuration",
-                image.builder
-            )))
-        }
-    };
-    let _ = sink.events.send(Event::Moved {
-        id: job.id,
-        status: BuildStatus::ResolvingSource,
-    });
+    let assembled = assembled_order(planned, image)?;
+    sink.moved(BuildStatus::ResolvingSource);
     let mut work = WorkDir::new(ctx.layout.build_work_dir(&job.image, job.number));
     let app_dir = work.app_dir();
     sink.log.note(
@@ -379,10 +379,7 @@ async fn build(
         ));
     }
     materialise_source(ctx, source, &work.dir, &app_dir, work.mirror.clone()).await?;
-    let _ = sink.events.send(Event::Moved {
-        id: job.id,
-        status: BuildStatus::Preparing,
-    });
+    sink.moved(BuildStatus::Preparing);
 
     let build_ref = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;
     let run_ref = pinned(&ctx.store, &stack.run_image, &stack.run_image_digest).await?;
@@ -390,27 +387,7 @@ async fn build(
         Some(order) => order,
         None => builder_order(&ctx.store, &build_ref).await?,
     };
-    // Buildpacks from buildpackage and builder images become directories first.
-    let mut buildpack_dirs = Vec::new();
-    for pin in buildpacks.values() {
-        match &pin.location {
-            BuildpackLocation::Directory { path } => buildpack_dirs.push(path.clone()),
-            BuildpackLocation::Image { reference } => {
-                let dir = executors::lifecycle::buildpackage::materialise(
-                    &ctx.store,
-                    reference,
-                    &pin.id,
-                    &pin.version,
-                    &pin.digest,
-                    &ctx.layout.buildpacks_dir(),
-                    sink,
-                )
-                .await
-                .map_err(|e| JobFailure::from_error(&e))?;
-                buildpack_dirs.push(dir);
-            }
-        }
-    }
+    let buildpack_dirs = buildpack_dirs(ctx, buildpacks, sink).await?;
     let request = BuildRequest {
         image: job.image.clone(),
         tag: image.tag.clone(),
@@ -459,6 +436,52 @@ async fn build(
         rebasable: result.rebasable,
         tags,
     })
+}
+
+/// The order groups of `image`'s builder when kpackd assembles it; `None` for a builder
+/// image, whose order is its label.
+fn assembled_order(
+    planned: &Planned,
+    image: &Image,
+) -> Result<Option<Vec<OrderGroup>>, JobFailure> {
+    match planned.config.builders.get(&image.builder).map(|b| &b.kind) {
+        Some(BuilderKind::Assembled { order, .. }) => Ok(Some(order_groups(order))),
+        Some(BuilderKind::Image(_)) => Ok(None),
+        None => Err(JobFailure::build(format!(
+            "builder \"{}\" is not in the configuration",
+            image.builder
+        ))),
+    }
+}
+
+/// The directory of every pinned buildpack: those from buildpackage and builder images are
+/// unpacked first.
+async fn buildpack_dirs(
+    ctx: &JobContext,
+    buildpacks: &BTreeMap<String, BuildpackPin>,
+    sink: &JobSink,
+) -> Result<Vec<PathBuf>, JobFailure> {
+    let mut dirs = Vec::new();
+    for pin in buildpacks.values() {
+        match &pin.location {
+            BuildpackLocation::Directory { path } => dirs.push(path.clone()),
+            BuildpackLocation::Image { reference } => {
+                let dir = executors::lifecycle::buildpackage::materialise(
+                    &ctx.store,
+                    reference,
+                    &pin.id,
+                    &pin.version,
+                    &pin.digest,
+                    &ctx.layout.buildpacks_dir(),
+                    sink,
+                )
+                .await
+                .map_err(|e| JobFailure::from_error(&e))?;
+                dirs.push(dir);
+            }
+        }
+    }
+    Ok(dirs)
 }
 
 async fn rebase_job(
@@ -613,26 +636,14 @@ async fn materialise_source(
             digest,
         } => {
             blocking(move || {
-                // The copy's version comes from the same read as the copy itself, or, for
-                // files whose stat the plan's hashing recorded, from the stat cache.
-                let stat_cache = source::path::stat_cache_file(&cache, &path, sub_path.as_deref());
-                let sub_path = sub_path.as_deref();
-                let now = match &mirror {
-                    Some(mirror) => {
-                        source::path::copy_mirrored(&path, sub_path, &app_dir, &stat_cache, mirror)
-                    }
-                    None => source::path::copy_cached(&path, sub_path, &app_dir, &stat_cache),
-                }
-                .map_err(|e| JobFailure::from_error(&e))?;
-                if now != digest {
-                    tracing::warn!(
-                        path = %path.display(),
-                        planned = %digest,
-                        %now,
-                        "the source directory changed since the plan; building it as it is now"
-                    );
-                }
-                Ok(())
+                copy_path_source(
+                    &path,
+                    sub_path.as_deref(),
+                    &digest,
+                    &cache,
+                    &app_dir,
+                    mirror,
+                )
             })
             .await
         }
@@ -644,19 +655,7 @@ async fn materialise_source(
             sub_path,
         } => {
             blocking(move || {
-                let archive = if archive.is_file() {
-                    archive
-                } else {
-                    let version = source::blob::fetch(&url, &cache.join("blobs"))
-                        .map_err(|e| JobFailure::from_error(&e))?;
-                    if version.digest != digest {
-                        return Err(JobFailure::build(format!(
-                            "{url} is {} now, not {digest} as planned: plan again",
-                            version.digest
-                        )));
-                    }
-                    version.archive
-                };
+                let archive = blob_archive(&url, &digest, archive, &cache)?;
                 source::blob::extract(
                     &archive,
                     strip_components as usize,
@@ -676,6 +675,57 @@ async fn materialise_source(
             source_image(&ctx.store, &image, sub_path.as_deref(), work, &app_dir).await
         }
     }
+}
+
+/// Copies the path source `path` (or its `sub_path`) to `app_dir`, through `mirror` when
+/// there is one. The copy's version comes from the same read as the copy itself, or, for
+/// files whose stat the plan's hashing recorded, from the stat cache; a version other than
+/// the `planned` one is built as it is now, with a warning.
+fn copy_path_source(
+    path: &Path,
+    sub_path: Option<&str>,
+    planned: &str,
+    cache: &Path,
+    app_dir: &Path,
+    mirror: Option<PathBuf>,
+) -> Result<(), JobFailure> {
+    let stat_cache = source::path::stat_cache_file(cache, path, sub_path);
+    let now = match &mirror {
+        Some(mirror) => source::path::copy_mirrored(path, sub_path, app_dir, &stat_cache, mirror),
+        None => source::path::copy_cached(path, sub_path, app_dir, &stat_cache),
+    }
+    .map_err(|e| JobFailure::from_error(&e))?;
+    if now != planned {
+        tracing::warn!(
+            path = %path.display(),
+            %planned,
+            %now,
+            "the source directory changed since the plan; building it as it is now"
+        );
+    }
+    Ok(())
+}
+
+/// The archive of the blob source `url`: the one the plan fetched, or fetched again into
+/// the cache, which must still have the `planned` digest.
+fn blob_archive(
+    url: &str,
+    planned: &str,
+    archive: PathBuf,
+    cache: &Path,
+) -> Result<PathBuf, JobFailure> {
+    if archive.is_file() {
+        return Ok(archive);
+    }
+    let version =
+        source::blob::fetch(url, &cache.join("blobs")).map_err(|e| JobFailure::from_error(&e))?;
+    if version.digest != planned {
+        return Err(JobFailure::build(format!(
+            "{url} is {} now, not {planned} as planned: plan again",
+            version.digest
+        )));
+    }
+    Ok(version.archive)
 }
 
 /// Runs `f`, which blocks on files, processes or the network, on the blocking pool.

@@ -22,8 +22,8 @@ use imageref::ImageRef;
 use planner::{Config, Executor};
 
 use super::job::{
-    at_digest, extra_tags, image_group, pinned, project_metadata, Event, Job, JobContext,
-    JobFailure, JobSink, Success,
+    at_digest, extra_tags, image_group, pinned, project_metadata, Job, JobContext, JobFailure,
+    JobSink, Success,
 };
 use crate::resolve::SourcePin;
 use crate::state::{BuildStatus, FailureKind};
@@ -132,11 +132,11 @@ pub(super) async fn build(
         tag: image.tag.clone(),
         additional_tags: additional_tags.clone(),
         builder_image: builder.clone(),
-        run_image: run_image.clone(),
+        run_image,
         source: request_source,
         env: image.env.clone(),
-        cache_image: cache_image.clone(),
-        previous_image: previous_image.clone(),
+        cache_image,
+        previous_image,
         platform: Some(planned.config.settings.platform.clone()),
         default_process: image.default_process.clone(),
         layer_compression: image.layer_compression,
@@ -144,18 +144,7 @@ pub(super) async fn build(
         project_descriptor: image.project_descriptor.clone(),
         project_metadata: Some(project_metadata(source)),
     };
-    let mut registries: Vec<String> = [&image.tag, &run_image, &builder]
-        .into_iter()
-        .chain(&additional_tags)
-        .chain(cache_image.as_ref())
-        .chain(match &request.source {
-            RequestSource::Image { image, .. } => Some(image),
-            _ => None,
-        })
-        .filter_map(|r| r.as_registry().map(|r| r.registry.clone()))
-        .collect();
-    registries.sort();
-    registries.dedup();
+    let registries = registries_of(&request);
     let placement = kube.settings.placement_for(&image.kubernetes);
     let pod_build = PodBuild {
         image: job.image.clone(),
@@ -187,6 +176,24 @@ pub(super) async fn build(
         &image.tag,
         &additional_tags,
     ))
+}
+
+/// The registries `request` reads or writes, each once, sorted: the Pod gets credentials
+/// for these only.
+fn registries_of(request: &EntrypointRequest) -> Vec<String> {
+    let mut registries: Vec<String> = [&request.tag, &request.run_image, &request.builder_image]
+        .into_iter()
+        .chain(&request.additional_tags)
+        .chain(request.cache_image.as_ref())
+        .chain(match &request.source {
+            RequestSource::Image { image, .. } => Some(image),
+            _ => None,
+        })
+        .filter_map(|r| r.as_registry().map(|r| r.registry.clone()))
+        .collect();
+    registries.sort();
+    registries.dedup();
+    registries
 }
 
 /// The request's source: what the plan pinned; a path source pushed as a source image.
@@ -334,14 +341,5 @@ fn placement_of(placement: &planner::PodPlacement) -> executors::kubernetes::Pla
                 toleration_seconds: t.toleration_seconds,
             })
             .collect(),
-    }
-}
-
-impl JobSink {
-    fn moved(&self, status: BuildStatus) {
-        let _ = self.events.send(Event::Moved {
-            id: self.id,
-            status,
-        });
     }
 }
