@@ -9,6 +9,7 @@ use std::path::Path;
 use engine::planning;
 use engine::state::{Build, BuildStatus, Publish, PublishStatus, State};
 use miette::{IntoDiagnostic, WrapErr};
+use planner::diff::Recorded;
 use serde_json::{json, Value};
 
 use super::shared::closed_pipe_is_fine;
@@ -25,8 +26,39 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
         .wrap_err_with(|| format!("open the state in {}", dir.display()))?;
     let builds = state.builds(None).into_diagnostic()?;
     let recorded = state.recorded().into_diagnostic()?;
+    let entries = image_entries(&config, &builds, &recorded);
+    let builders = builder_entries(&config, state.publishes(None).into_diagnostic()?);
+    let mut stdout = std::io::stdout().lock();
+    let written = if json {
+        let images: Vec<Value> = entries.iter().map(Entry::json).collect();
+        let mut value = json!({
+            "lineage": state.lineage(),
+            "serial": state.serial().into_diagnostic()?,
+            "images": images,
+        });
+        if !builders.is_empty() {
+            value["builders"] = builders.iter().map(BuilderEntry::json).collect();
+        }
+        serde_json::to_writer_pretty(&mut stdout, &value)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        write_tables(&mut stdout, &entries, &builders)
+    };
+    closed_pipe_is_fine(written)
+        .into_diagnostic()
+        .wrap_err("write the status")?;
+    Ok(Outcome::Success)
+}
+
+/// One entry per image of `config` or of the state, by name.
+fn image_entries<'a>(
+    config: &'a planner::Config,
+    builds: &'a [Build],
+    recorded: &'a Recorded,
+) -> Vec<Entry<'a>> {
     let mut by_image: BTreeMap<&str, Vec<&Build>> = BTreeMap::new();
-    for build in &builds {
+    for build in builds {
         by_image.entry(&build.image).or_default().push(build);
     }
     let mut names: Vec<&str> = config.images.keys().map(String::as_str).collect();
@@ -59,32 +91,46 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
         });
     }
 
-    let builders = builder_entries(&config, state.publishes(None).into_diagnostic()?);
-    let mut stdout = std::io::stdout().lock();
-    let written = if json {
-        let images: Vec<Value> = entries.iter().map(Entry::json).collect();
-        let mut value = json!({
-            "lineage": state.lineage(),
-            "serial": state.serial().into_diagnostic()?,
-            "images": images,
-        });
-        if !builders.is_empty() {
-            value["builders"] = builders.iter().map(BuilderEntry::json).collect();
+    entries
+}
+
+/// The table of images, then the table of builders when kpackd publishes any.
+fn write_tables(
+    stdout: &mut impl Write,
+    entries: &[Entry<'_>],
+    builders: &[BuilderEntry],
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<String>> = entries.iter().map(Entry::row).collect();
+    write!(
+        stdout,
+        "{}",
+        table(
+            &[
+                "IMAGE",
+                "TAG",
+                "DIGEST",
+                "LAST BUILD",
+                "STATUS",
+                "REASONS",
+                "AGE"
+            ],
+            &rows
+        )
+    )
+    .and_then(|()| {
+        if builders.is_empty() {
+            return Ok(());
         }
-        serde_json::to_writer_pretty(&mut stdout, &value)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(stdout))
-    } else {
-        let rows: Vec<Vec<String>> = entries.iter().map(Entry::row).collect();
+        let rows: Vec<Vec<String>> = builders.iter().map(BuilderEntry::row).collect();
         write!(
             stdout,
-            "{}",
+            "\n{}",
             table(
                 &[
-                    "IMAGE",
+                    "BUILDER",
                     "TAG",
                     "DIGEST",
-                    "LAST BUILD",
+                    "LAST PUBLISH",
                     "STATUS",
                     "REASONS",
                     "AGE"
@@ -92,33 +138,7 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
                 &rows
             )
         )
-        .and_then(|()| {
-            if builders.is_empty() {
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = builders.iter().map(BuilderEntry::row).collect();
-            write!(
-                stdout,
-                "\n{}",
-                table(
-                    &[
-                        "BUILDER",
-                        "TAG",
-                        "DIGEST",
-                        "LAST PUBLISH",
-                        "STATUS",
-                        "REASONS",
-                        "AGE"
-                    ],
-                    &rows
-                )
-            )
-        })
-    };
-    closed_pipe_is_fine(written)
-        .into_diagnostic()
-        .wrap_err("write the status")?;
-    Ok(Outcome::Success)
+    })
 }
 
 struct Entry<'a> {

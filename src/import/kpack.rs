@@ -206,51 +206,7 @@ fn builder(
                 return Err(missing(input, group, "spec.order[].group", &origin));
             };
             for entry in sequence(input, members, "spec.order[].group")? {
-                let path = "spec.order[].group[].";
-                let optional = match string(input, entry, "optional", path)?.as_deref() {
-                    None | Some("false") => false,
-                    Some("true") => true,
-                    Some(_) => {
-                        return Err(InputError::new(input, "`optional` is true or false").at(
-                            entry
-                                .get("optional")
-                                .map_or(entry.span.clone(), |n| n.span.clone()),
-                            "not a boolean",
-                        ))
-                    }
-                };
-                let buildpack = match string(input, entry, "name", path)? {
-                    Some(bp_name) => {
-                        let bp_kind = string(input, entry, "kind", path)?
-                            .unwrap_or_else(|| "ClusterBuildpack".to_string());
-                        let bp_namespace = (bp_kind == "Buildpack").then_some(namespace).flatten();
-                        Some(Origin::new(&bp_kind, &bp_name, bp_namespace))
-                    }
-                    None => None,
-                };
-                let id = string(input, entry, "id", path)?;
-                if id.is_none() && buildpack.is_none() {
-                    return Err(InputError::new(
-                        input,
-                        "a group entry with neither `id` nor `name`",
-                    )
-                    .at(entry.span.clone(), "which buildpack?"));
-                }
-                for (key, value) in unknown(
-                    entry,
-                    &["id", "version", "optional", "name", "kind", "namespace"],
-                ) {
-                    notes.push(format!(
-                        "{path}{key} {}: not known to kpackd import",
-                        value.summary()
-                    ));
-                }
-                entries.push(GroupEntry {
-                    id,
-                    version: string(input, entry, "version", path)?,
-                    optional,
-                    buildpack,
-                });
+                entries.push(group_entry(input, entry, namespace, &mut notes)?);
             }
             order.push(entries);
         }
@@ -277,6 +233,60 @@ fn builder(
     table.notes = notes;
     fleet.builders.push(table);
     Ok(())
+}
+
+/// One entry of a builder's order group: a buildpack by `id`, or a (Cluster)Buildpack by
+/// `kind` and `name`, a Buildpack being in the builder's `namespace`.
+fn group_entry(
+    input: &Input,
+    entry: &Node,
+    namespace: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<GroupEntry, InputError> {
+    let path = "spec.order[].group[].";
+    let optional = match string(input, entry, "optional", path)?.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(InputError::new(input, "`optional` is true or false").at(
+                entry
+                    .get("optional")
+                    .map_or(entry.span.clone(), |n| n.span.clone()),
+                "not a boolean",
+            ))
+        }
+    };
+    let buildpack = match string(input, entry, "name", path)? {
+        Some(bp_name) => {
+            let bp_kind = string(input, entry, "kind", path)?
+                .unwrap_or_else(|| "ClusterBuildpack".to_string());
+            let bp_namespace = (bp_kind == "Buildpack").then_some(namespace).flatten();
+            Some(Origin::new(&bp_kind, &bp_name, bp_namespace))
+        }
+        None => None,
+    };
+    let id = string(input, entry, "id", path)?;
+    if id.is_none() && buildpack.is_none() {
+        return Err(
+            InputError::new(input, "a group entry with neither `id` nor `name`")
+                .at(entry.span.clone(), "which buildpack?"),
+        );
+    }
+    for (key, value) in unknown(
+        entry,
+        &["id", "version", "optional", "name", "kind", "namespace"],
+    ) {
+        notes.push(format!(
+            "{path}{key} {}: not known to kpackd import",
+            value.summary()
+        ));
+    }
+    Ok(GroupEntry {
+        id,
+        version: string(input, entry, "version", path)?,
+        optional,
+        buildpack,
+    })
 }
 
 /// An Image. Its function is long because each of kpack's Image fields needs a line of

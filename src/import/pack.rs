@@ -37,11 +37,33 @@ pub fn read(
         .unwrap_or_else(|| "builder".to_string());
     let wanted = kpackd_name(&dir_name, "builder");
     let origin = Origin::new("builder.toml", &index.to_string(), None);
-    let mut builder_notes = Vec::new();
-    let mut stack_notes = Vec::new();
+    let (stack, stack_notes) = stack(input, table)?;
+    let (store, store_notes) = store(input, table, target);
+    let order = order(input, table)?;
+    let builder_notes = builder_notes(table);
+    let mut stack_table = T::new(origin.clone(), wanted.clone(), stack);
+    stack_table.heading = Some(format!("[stack] of {}", input.name));
+    stack_table.notes = stack_notes;
+    let mut store_table = T::new(origin.clone(), wanted.clone(), store);
+    store_table.heading = Some(format!("[[buildpacks]] of {}", input.name));
+    store_table.notes = store_notes;
+    let builder = Builder::Assembled {
+        stack: Ref::new(origin.clone()),
+        store: Some(Ref::new(origin.clone())),
+        order,
+        tag: None,
+    };
+    let mut builder_table = T::new(origin, wanted, builder);
+    builder_table.heading = Some(format!("[[order]] of {}", input.name));
+    builder_table.notes = builder_notes;
+    fleet.stacks.push(stack_table);
+    fleet.stores.push(store_table);
+    fleet.builders.push(builder_table);
+    Ok(())
+}
 
-    let (stack, notes) = stack(input, table)?;
-    stack_notes.extend(notes);
+/// The store of `[[buildpacks]]`, with notes on those it cannot carry over.
+fn store(input: &Input, table: &Table, target: &Target) -> (Store, Vec<String>) {
     let mut store = Store {
         buildpacks: Vec::new(),
     };
@@ -63,6 +85,11 @@ pub fn read(
             Err(reason) => store_notes.push(format!("buildpacks {id} `{uri}`: {reason}")),
         }
     }
+    (store, store_notes)
+}
+
+/// The groups of `[[order]]`; a builder.toml without one is an error.
+fn order(input: &Input, table: &Table) -> Result<Vec<Vec<GroupEntry>>, InputError> {
     let mut order = Vec::new();
     for group in array(table, "order") {
         let mut entries = Vec::new();
@@ -102,6 +129,12 @@ pub fn read(
             ),
         );
     }
+    Ok(order)
+}
+
+/// Notes on the builder.toml keys a kpackd builder has no place for.
+fn builder_notes(table: &Table) -> Vec<String> {
+    let mut builder_notes = Vec::new();
     for (key, value) in table {
         let reason = match key.as_str() {
             "buildpacks" | "order" | "stack" | "run" | "description" => continue,
@@ -124,25 +157,7 @@ pub fn read(
         };
         builder_notes.push(format!("{key} {}: {reason}", summary(value)));
     }
-    let mut stack_table = T::new(origin.clone(), wanted.clone(), stack);
-    stack_table.heading = Some(format!("[stack] of {}", input.name));
-    stack_table.notes = stack_notes;
-    let mut store_table = T::new(origin.clone(), wanted.clone(), store);
-    store_table.heading = Some(format!("[[buildpacks]] of {}", input.name));
-    store_table.notes = store_notes;
-    let builder = Builder::Assembled {
-        stack: Ref::new(origin.clone()),
-        store: Some(Ref::new(origin.clone())),
-        order,
-        tag: None,
-    };
-    let mut builder_table = T::new(origin, wanted, builder);
-    builder_table.heading = Some(format!("[[order]] of {}", input.name));
-    builder_table.notes = builder_notes;
-    fleet.stacks.push(stack_table);
-    fleet.stores.push(store_table);
-    fleet.builders.push(builder_table);
-    Ok(())
+    builder_notes
 }
 
 /// The stack of `[stack]`, or of `[build] image` and `[[run.images]]`, with notes.

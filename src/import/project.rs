@@ -70,6 +70,57 @@ pub fn read(
         .map(|n| n.to_string_lossy().into_owned())
         .filter(|n| input.name != "-" && n != DEFAULT_DESCRIPTOR);
     let mut notes = Vec::new();
+    let builder = build_table(input, index, build, prefix, fleet, &mut notes);
+    for (key, value) in table {
+        if !["_", "project", "io", "build", "metadata"].contains(&key.as_str()) {
+            notes.push(format!(
+                "{key} {}: not known to kpackd import",
+                summary(value)
+            ));
+        }
+    }
+    for (key, value) in about.into_iter().flatten() {
+        if !DESCRIPTIVE.contains(&key.as_str()) {
+            notes.push(format!(
+                "{key} {}: not known to kpackd import",
+                summary(value)
+            ));
+        }
+    }
+    let image = Image {
+        tag: format!("oci:images:{wanted}"),
+        additional_tags: Vec::new(),
+        builder,
+        source: Some(Source::Path(relative_to(&input.dir, &target.dir))),
+        sub_path: None,
+        env: Vec::new(),
+        default_process: None,
+        project_descriptor,
+        cache_image: None,
+        timeout: None,
+        history: (None, None),
+    };
+    let mut table = T::new(origin, wanted, image);
+    table.heading = Some(format!(
+        "{}; `tag` is an OCI layout beside kpack.toml: change it to a registry tag to push there",
+        input.name
+    ));
+    table.notes = notes;
+    fleet.images.push(table);
+    Ok(())
+}
+
+/// Notes on the keys of the build table `build` (`prefix` is where it is) that the build
+/// cannot honour; a `builder` becomes a builder table of `fleet`, referred to by what this
+/// returns.
+fn build_table(
+    input: &Input,
+    index: usize,
+    build: Option<&Table>,
+    prefix: &str,
+    fleet: &mut Fleet,
+    notes: &mut Vec<String>,
+) -> Option<Ref> {
     let mut builder = None;
     // The build reads the descriptor from the source: include/exclude, the build env and
     // the groups apply there. Only what it cannot do is noted here.
@@ -114,43 +165,7 @@ pub fn read(
             _ => notes.push(format!("{prefix}.{key} {}: not known to kpackd import", summary(value))),
         }
     }
-    for (key, value) in table {
-        if !["_", "project", "io", "build", "metadata"].contains(&key.as_str()) {
-            notes.push(format!(
-                "{key} {}: not known to kpackd import",
-                summary(value)
-            ));
-        }
-    }
-    for (key, value) in about.into_iter().flatten() {
-        if !DESCRIPTIVE.contains(&key.as_str()) {
-            notes.push(format!(
-                "{key} {}: not known to kpackd import",
-                summary(value)
-            ));
-        }
-    }
-    let image = Image {
-        tag: format!("oci:images:{wanted}"),
-        additional_tags: Vec::new(),
-        builder,
-        source: Some(Source::Path(relative_to(&input.dir, &target.dir))),
-        sub_path: None,
-        env: Vec::new(),
-        default_process: None,
-        project_descriptor,
-        cache_image: None,
-        timeout: None,
-        history: (None, None),
-    };
-    let mut table = T::new(origin, wanted, image);
-    table.heading = Some(format!(
-        "{}; `tag` is an OCI layout beside kpack.toml: change it to a registry tag to push there",
-        input.name
-    ));
-    table.notes = notes;
-    fleet.images.push(table);
-    Ok(())
+    builder
 }
 
 /// A builder's name from its image reference: the repository's last part.

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Builder, Fleet, Origin, Ref, Stack, Store, StoreEntry, Table};
+use super::model::{
+    Builder, BuildpackResource, Fleet, GroupEntry, Origin, Ref, Stack, Store, StoreEntry, Table,
+};
 use super::Existing;
 
 /// Where placeholders point: a reserved domain, so that nothing is ever pulled from it.
@@ -124,25 +126,8 @@ fn builders(fleet: &mut Fleet, existing: &Existing) {
             )
         });
         let mut notes = Vec::new();
-        let needs_store = order.iter().flatten().any(|e| e.buildpack.is_some());
-        if store.is_none() && needs_store {
-            let mut table = Table::new(
-                Origin::new("store of", &builder_name, None),
-                builder_name.clone(),
-                Store {
-                    buildpacks: Vec::new(),
-                },
-            );
-            table.heading = Some(format!(
-                "the buildpacks builder `{builder_name}` names by kind and name"
-            ));
-            let mut r = Ref::new(table.origin.clone());
-            let mut taken = existing.stores.clone();
-            taken.extend(fleet.stores.iter().map(|s| s.name.clone()));
-            name_all(std::slice::from_mut(&mut table), &taken);
-            r.name = table.name.clone();
-            fleet.stores.push(table);
-            *store = Some(r);
+        if store.is_none() && order.iter().flatten().any(|e| e.buildpack.is_some()) {
+            *store = Some(new_store(&mut fleet.stores, existing, &builder_name));
         }
         if let Some(store) = store.as_mut() {
             settle(store, &mut fleet.stores, &existing.stores, |_| {
@@ -155,50 +140,92 @@ fn builders(fleet: &mut Fleet, existing: &Existing) {
             });
         }
         for entry in order.iter_mut().flatten() {
-            let Some(bp) = &entry.buildpack else {
-                continue;
-            };
-            // A namespaced Builder sees its namespace's Buildpacks first.
-            let mut wanted = bp.clone();
-            if bp.kind == "Buildpack" {
-                wanted.namespace = namespace.clone();
-            }
-            let found = fleet
-                .buildpacks
-                .iter()
-                .find(|r| r.origin == wanted)
-                .map(|r| r.image.clone());
-            let what = wanted.describe();
-            match (&found, &entry.id) {
-                (Some(image), None) => notes.push(format!(
-                    "order: `{}` stands for {what} (`{image}`); write the id that image provides (`kpackd inspect {image}` shows it)",
-                    bp.name
-                )),
-                (None, _) => notes.push(format!(
-                    "order: {what} is not among the inputs; add its image to the store"
-                )),
-                _ => {}
-            }
-            if entry.id.is_none() {
-                entry.id = Some(bp.name.clone());
-            }
-            let (Some(image), Some(store)) = (found, store.as_ref()) else {
-                continue;
-            };
-            match fleet.stores.iter_mut().find(|s| s.name == store.name) {
-                Some(table) => {
-                    let entry = StoreEntry::Image(image);
-                    if !table.spec.buildpacks.contains(&entry) {
-                        table.spec.buildpacks.push(entry);
-                    }
-                }
-                None => notes.push(format!(
-                    "order: add `{{ image = \"{image}\" }}` ({what}) to store `{}`",
-                    store.name
-                )),
-            }
+            order_entry(
+                entry,
+                namespace.as_deref(),
+                store.as_ref(),
+                &fleet.buildpacks,
+                &mut fleet.stores,
+                &mut notes,
+            );
         }
         fleet.builders[i].notes.extend(notes);
+    }
+}
+
+/// A store table for the buildpacks builder `builder_name` names by kind and name, named
+/// so that it clashes with none; a reference to it.
+fn new_store(stores: &mut Vec<Table<Store>>, existing: &Existing, builder_name: &str) -> Ref {
+    let mut table = Table::new(
+        Origin::new("store of", builder_name, None),
+        builder_name.to_owned(),
+        Store {
+            buildpacks: Vec::new(),
+        },
+    );
+    table.heading = Some(format!(
+        "the buildpacks builder `{builder_name}` names by kind and name"
+    ));
+    let mut r = Ref::new(table.origin.clone());
+    let mut taken = existing.stores.clone();
+    taken.extend(stores.iter().map(|s| s.name.clone()));
+    name_all(std::slice::from_mut(&mut table), &taken);
+    r.name = table.name.clone();
+    stores.push(table);
+    r
+}
+
+/// Settles one order entry of a builder in `namespace`: an entry naming a buildpack
+/// resource gets its id, and the resource's image goes into the builder's `store`; what
+/// cannot be settled becomes a note.
+fn order_entry(
+    entry: &mut GroupEntry,
+    namespace: Option<&str>,
+    store: Option<&Ref>,
+    buildpacks: &[BuildpackResource],
+    stores: &mut [Table<Store>],
+    notes: &mut Vec<String>,
+) {
+    let Some(bp) = &entry.buildpack else {
+        return;
+    };
+    // A namespaced Builder sees its namespace's Buildpacks first.
+    let mut wanted = bp.clone();
+    if bp.kind == "Buildpack" {
+        wanted.namespace = namespace.map(str::to_owned);
+    }
+    let found = buildpacks
+        .iter()
+        .find(|r| r.origin == wanted)
+        .map(|r| r.image.clone());
+    let what = wanted.describe();
+    match (&found, &entry.id) {
+        (Some(image), None) => notes.push(format!(
+            "order: `{}` stands for {what} (`{image}`); write the id that image provides (`kpackd inspect {image}` shows it)",
+            bp.name
+        )),
+        (None, _) => notes.push(format!(
+            "order: {what} is not among the inputs; add its image to the store"
+        )),
+        _ => {}
+    }
+    if entry.id.is_none() {
+        entry.id = Some(bp.name.clone());
+    }
+    let (Some(image), Some(store)) = (found, store) else {
+        return;
+    };
+    match stores.iter_mut().find(|s| s.name == store.name) {
+        Some(table) => {
+            let entry = StoreEntry::Image(image);
+            if !table.spec.buildpacks.contains(&entry) {
+                table.spec.buildpacks.push(entry);
+            }
+        }
+        None => notes.push(format!(
+            "order: add `{{ image = \"{image}\" }}` ({what}) to store `{}`",
+            store.name
+        )),
     }
 }
 

@@ -20,74 +20,9 @@ const FAILING_ERROR_LINES: usize = 6;
 pub fn render(plan: &Plan, color: bool) -> String {
     let paint = Painter { color };
     let mut out = String::new();
-    let shown: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::Noop)
-        .collect();
-    let builders: Vec<&BuilderChange> = plan
-        .builders
-        .iter()
-        .filter(|b| b.action != BuilderAction::Noop)
-        .collect();
-    if !shown.is_empty() || !builders.is_empty() {
-        out.push_str("kpackd will perform the following actions:\n\n");
-    }
-    let builder_headlines: Vec<(String, Style)> =
-        builders.iter().map(|b| builder_headline(b)).collect();
-    let headlines: Vec<(String, Style)> = shown.iter().map(|c| headline(c)).collect();
-    let width = headlines
-        .iter()
-        .chain(&builder_headlines)
-        .map(|(h, _)| h.chars().count() + 2)
-        .max()
-        .unwrap_or(0)
-        .max(HEADLINE_WIDTH);
-    // Publishes run first: the images built with a builder wait for its publish.
-    for (change, (headline, style)) in builders.iter().zip(builder_headlines) {
-        let pad = width - headline.chars().count();
-        let _ = write!(out, "{}", paint.style(&headline, style));
-        if change.action == BuilderAction::Blocked {
-            out.push('\n');
-            for cause in &change.blocked_by {
-                let _ = writeln!(out, "      {cause}");
-            }
-        } else {
-            let _ = writeln!(
-                out,
-                "{:pad$}({})",
-                "",
-                reasons_of(&change.reasons, &change.details)
-            );
-        }
-        details_text(&mut out, &change.details, &paint);
-    }
-    for (change, (headline, style)) in shown.iter().zip(headlines) {
-        let pad = width - headline.chars().count();
-        let _ = write!(out, "{}", paint.style(&headline, style));
-        match change.action {
-            Action::Blocked => {
-                out.push('\n');
-                for cause in &change.blocked_by {
-                    let _ = writeln!(out, "      {cause}");
-                }
-            }
-            Action::Forget => {
-                let _ = writeln!(
-                    out,
-                    "{:pad$}{}",
-                    "",
-                    paint.dim("(not in kpack.toml; its tags stay in the registry)")
-                );
-            }
-            _ => {
-                let _ = writeln!(out, "{:pad$}({})", "", reasons_text(change));
-            }
-        }
-        details_text(&mut out, &change.details, &paint);
-    }
+    let any_change = changes_text(&mut out, plan, &paint);
     if !plan.notes.is_empty() {
-        if !shown.is_empty() || !builders.is_empty() {
+        if any_change {
             out.push('\n');
         }
         for note in &plan.notes {
@@ -114,6 +49,86 @@ pub fn render(plan: &Plan, color: bool) -> String {
     if !out.is_empty() {
         out.push('\n');
     }
+    summary_text(&mut out, plan, &paint);
+    out
+}
+
+/// The builders to publish, then the images with work (publishes run first: the images
+/// built with a builder wait for its publish), each a headline with its reasons and
+/// details. Whether there was any.
+fn changes_text(out: &mut String, plan: &Plan, paint: &Painter) -> bool {
+    let shown: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Noop)
+        .collect();
+    let builders: Vec<&BuilderChange> = plan
+        .builders
+        .iter()
+        .filter(|b| b.action != BuilderAction::Noop)
+        .collect();
+    if shown.is_empty() && builders.is_empty() {
+        return false;
+    }
+    out.push_str("kpackd will perform the following actions:\n\n");
+    let builder_headlines: Vec<(String, Style)> =
+        builders.iter().map(|b| builder_headline(b)).collect();
+    let headlines: Vec<(String, Style)> = shown.iter().map(|c| headline(c)).collect();
+    let width = headlines
+        .iter()
+        .chain(&builder_headlines)
+        .map(|(h, _)| h.chars().count() + 2)
+        .max()
+        .unwrap_or(0)
+        .max(HEADLINE_WIDTH);
+    for (change, (headline, style)) in builders.iter().zip(builder_headlines) {
+        let pad = width - headline.chars().count();
+        let _ = write!(out, "{}", paint.style(&headline, style));
+        if change.action == BuilderAction::Blocked {
+            blocked_text(out, &change.blocked_by);
+        } else {
+            let _ = writeln!(
+                out,
+                "{:pad$}({})",
+                "",
+                reasons_of(&change.reasons, &change.details)
+            );
+        }
+        details_text(out, &change.details, paint);
+    }
+    for (change, (headline, style)) in shown.iter().zip(headlines) {
+        let pad = width - headline.chars().count();
+        let _ = write!(out, "{}", paint.style(&headline, style));
+        match change.action {
+            Action::Blocked => blocked_text(out, &change.blocked_by),
+            Action::Forget => {
+                let _ = writeln!(
+                    out,
+                    "{:pad$}{}",
+                    "",
+                    paint.dim("(not in kpack.toml; its tags stay in the registry)")
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "{:pad$}({})", "", reasons_text(change));
+            }
+        }
+        details_text(out, &change.details, paint);
+    }
+    true
+}
+
+/// Ends a blocked headline's line, then one line per cause.
+fn blocked_text(out: &mut String, causes: &[impl std::fmt::Display]) {
+    out.push('\n');
+    for cause in causes {
+        let _ = writeln!(out, "      {cause}");
+    }
+}
+
+/// The last line: `No changes…`, or `Plan: …` with the count of each action and, in red,
+/// what is blocked or failing.
+fn summary_text(out: &mut String, plan: &Plan, paint: &Painter) {
     let builders_blocked = plan
         .builders
         .iter()
@@ -135,7 +150,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
             );
         }
         out.push('\n');
-        return out;
+        return;
     }
     let first_builds = plan
         .changes
@@ -156,35 +171,19 @@ pub fn render(plan: &Plan, color: bool) -> String {
         plan.summary.forget,
         plan.summary.noop
     );
-    if plan.summary.blocked > 0 {
-        let blocked = format!("{} blocked", plan.summary.blocked);
-        let _ = write!(
-            out,
-            ", {}",
-            paint.style(&blocked, Style::new().red().bold())
-        );
-    }
-    if builders_blocked > 0 {
-        let blocked = match builders_blocked {
-            1 => "1 builder blocked".to_string(),
-            n => format!("{n} builders blocked"),
-        };
-        let _ = write!(
-            out,
-            ", {}",
-            paint.style(&blocked, Style::new().red().bold())
-        );
-    }
-    if !plan.failing.is_empty() {
-        let failing = format!("{} failing", plan.failing.len());
-        let _ = write!(
-            out,
-            ", {}",
-            paint.style(&failing, Style::new().red().bold())
-        );
+    let alarms = [
+        (plan.summary.blocked > 0).then(|| format!("{} blocked", plan.summary.blocked)),
+        match builders_blocked {
+            0 => None,
+            1 => Some("1 builder blocked".to_string()),
+            n => Some(format!("{n} builders blocked")),
+        },
+        (!plan.failing.is_empty()).then(|| format!("{} failing", plan.failing.len())),
+    ];
+    for alarm in alarms.into_iter().flatten() {
+        let _ = write!(out, ", {}", paint.style(&alarm, Style::new().red().bold()));
     }
     out.push_str(".\n");
-    out
 }
 
 /// `  ✗ image "api" failed in building (build #4)`, its error, and what builds it again.

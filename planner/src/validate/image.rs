@@ -35,27 +35,8 @@ impl Validator<'_> {
         let builder_names: Vec<&str> = file.builders.keys().map(|k| k.get_ref().as_str()).collect();
         let builder_ok = self.reference("builder", "builders", &t.builder, &builder_names);
         let source = self.source(n, &t.source);
-        let env: Option<BTreeMap<String, String>> = t
-            .env
-            .iter()
-            .map(|(key, value)| {
-                self.env_name(key)
-                    .then(|| (key.get_ref().clone(), value.get_ref().clone()))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect();
-        let default_process = match &t.default_process {
-            Some(p) if !valid_process_type(p.get_ref()) => {
-                self.report(
-                    Problem::new(format!("invalid process type `{}`", p.get_ref()))
-                        .label(p.span(), "letters, digits, `.`, `_` and `-` only")
-                        .help("name a process type the buildpacks define, such as `web`"),
-                );
-                return None;
-            }
-            other => other.as_ref().map(|p| p.get_ref().clone()),
-        };
+        let env = self.image_env(&t.env);
+        let default_process = self.default_process(t.default_process.as_ref())?;
         let cache = match t.cache.as_ref().map(Spanned::get_ref) {
             None | Some(CacheSetting::Dir) => Some(Cache::Dir),
             Some(CacheSetting::Disabled) => Some(Cache::Disabled),
@@ -74,14 +55,16 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|d| self.duration("timeout", d))
             .unwrap_or(DEFAULT_BUILD_TIMEOUT);
-        let store = builders
-            .get(t.builder.get_ref())
-            .and_then(|b| match &b.kind {
-                BuilderKind::Assembled { store, .. } => stores.get(store),
-                BuilderKind::Image(_) => None,
-            });
         let buildpacks = match &t.buildpacks {
-            Some(list) => self.image_buildpacks(n, list, store),
+            Some(list) => {
+                let store = builders
+                    .get(t.builder.get_ref())
+                    .and_then(|b| match &b.kind {
+                        BuilderKind::Assembled { store, .. } => stores.get(store),
+                        BuilderKind::Image(_) => None,
+                    });
+                self.image_buildpacks(n, list, store)
+            }
             None => Some(Vec::new()),
         };
         let project_descriptor = match &t.project_descriptor {
@@ -116,6 +99,37 @@ impl Validator<'_> {
                 source: t.source.span(),
             },
         })
+    }
+
+    /// The image's `env`, each name checked; `None` when one is invalid (each is reported).
+    fn image_env(
+        &mut self,
+        env: &BTreeMap<Spanned<String>, Spanned<String>>,
+    ) -> Option<BTreeMap<String, String>> {
+        env.iter()
+            .map(|(key, value)| {
+                self.env_name(key)
+                    .then(|| (key.get_ref().clone(), value.get_ref().clone()))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// The image's `default-process`, which must be a valid process type: `None` (and
+    /// reported) when it is not.
+    fn default_process(&mut self, process: Option<&Spanned<String>>) -> Option<Option<String>> {
+        match process {
+            Some(p) if !valid_process_type(p.get_ref()) => {
+                self.report(
+                    Problem::new(format!("invalid process type `{}`", p.get_ref()))
+                        .label(p.span(), "letters, digits, `.`, `_` and `-` only")
+                        .help("name a process type the buildpacks define, such as `web`"),
+                );
+                None
+            }
+            other => Some(other.map(|p| p.get_ref().clone())),
+        }
     }
 
     /// How many builds of an image are kept, of each outcome.
