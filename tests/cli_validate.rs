@@ -26,13 +26,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn invalid_fixtures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace().join("tests/fixtures/invalid"))
-        .expect("tests/fixtures/invalid exists")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    testkit::fixtures::tomls(&testkit::fixtures::invalid())
 }
 
 /// Whether `text` holds `<file>:<line>:<column>`.
@@ -89,12 +83,15 @@ fn every_invalid_fixture_exits_1_naming_line_and_column() {
 
 #[test]
 fn five_mistakes_are_reported_in_one_run() {
-    let out = kpackd(&["validate", "tests/fixtures/invalid/five-mistakes.toml"]);
+    let out = kpackd(&[
+        "validate",
+        "planner/tests/fixtures/invalid/five-mistakes.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = stderr(&out);
     assert!(text.contains("has 5 errors"), "{text}");
     let located = text
-        .matches("tests/fixtures/invalid/five-mistakes.toml:")
+        .matches("planner/tests/fixtures/invalid/five-mistakes.toml:")
         .count();
     assert_eq!(located, 5, "{text}");
     assert!(text.contains("did you mean `run-image`?"), "{text}");
@@ -163,7 +160,10 @@ fn graph_renders_with_graphviz() {
 
 #[test]
 fn graph_of_an_invalid_config_fails() {
-    let out = kpackd(&["graph", "tests/fixtures/invalid/unknown-builder.toml"]);
+    let out = kpackd(&[
+        "graph",
+        "planner/tests/fixtures/invalid/unknown-builder.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
 }

@@ -792,8 +792,7 @@ async fn an_invalid_config_at_start_is_an_error() {
 
 #[test]
 fn a_config_summary_names_each_upstream_once_and_skips_outputs() {
-    let fixtures =
-        canonical(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/valid"));
+    let fixtures = canonical(&testkit::fixtures::valid());
     let config = planner::load(&fixtures.join("full.toml")).unwrap();
     let state = config.settings.state_dir.clone();
     let summary = ConfigSummary::from_config(&config, state.clone());

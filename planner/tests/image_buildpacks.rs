@@ -3,8 +3,6 @@
 //! store with diagnostics that point at the entry, and part of the CONFIG hash only when
 //! set.
 
-use std::path::Path;
-
 use planner::{BuildpackRef, ConfigError};
 
 const BASE: &str = r#"
@@ -31,7 +29,7 @@ source = { path = "apps/hello" }
 
 fn parse(extra: &str) -> Result<planner::Config, ConfigError> {
     planner::parse(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/valid/inline.toml"),
+        &testkit::fixtures::valid().join("inline.toml"),
         &format!("{BASE}{extra}"),
     )
 }

@@ -5,16 +5,11 @@ use std::path::{Path, PathBuf};
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
-const FIXTURES: &str = "../tests/fixtures/invalid";
+/// Relative to the crate, so that the snapshots name it the same on every machine.
+const FIXTURES: &str = "tests/fixtures/invalid";
 
 fn fixtures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(FIXTURES)
-        .expect("tests/fixtures/invalid exists")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
+    testkit::fixtures::tomls(Path::new(FIXTURES))
 }
 
 /// The diagnostics as a terminal without colours, 100 columns wide, would show them.

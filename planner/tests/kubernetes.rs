@@ -10,14 +10,11 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use planner::{Config, Executor, PodPlacement, Resources, Toleration};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("planner/ is inside the workspace")
-        .join("tests/fixtures/valid")
+    testkit::fixtures::valid()
 }
 
 fn load(name: &str) -> Config {
-    match planner::load(&Path::new("../tests/fixtures/valid").join(name)) {
+    match planner::load(&Path::new("tests/fixtures/valid").join(name)) {
         Ok(config) => config,
         Err(e) => panic!("{name} should be valid: {:?}", miette::Report::new(e)),
     }

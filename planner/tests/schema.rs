@@ -35,8 +35,8 @@ fn example_configs() -> Vec<PathBuf> {
             }
         }
     }
-    let valid = root.join("tests/fixtures/valid");
-    for entry in std::fs::read_dir(&valid).expect("tests/fixtures/valid exists") {
+    let valid = testkit::fixtures::valid();
+    for entry in std::fs::read_dir(&valid).expect("the valid fixtures exist") {
         let path = entry.expect("a directory entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
             configs.push(path);
@@ -91,7 +91,7 @@ fn every_example_config_passes_the_schema() {
 #[test]
 fn the_schema_catches_mistakes_too() {
     let validator = validator();
-    let invalid = workspace().join("tests/fixtures/invalid");
+    let invalid = testkit::fixtures::invalid();
     for name in [
         "unknown-key.toml",
         "wrong-type.toml",

@@ -9,14 +9,11 @@ use imageref::{ImageRef, LayerCompression};
 use planner::{BuilderKind, BuildpackSource, Cache, Config, Graph, Reason, Source};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("planner/ is inside the workspace")
-        .join("tests/fixtures/valid")
+    testkit::fixtures::valid()
 }
 
 fn load(name: &str) -> Config {
-    let path = Path::new("../tests/fixtures/valid").join(name);
+    let path = Path::new("tests/fixtures/valid").join(name);
     match planner::load(&path) {
         Ok(config) => config,
         Err(e) => panic!("{name} should be valid: {:?}", miette::Report::new(e)),

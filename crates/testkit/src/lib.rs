@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod entrypoint;
+pub mod fixtures;
 pub mod git;
 pub mod kube;
 pub mod registry;

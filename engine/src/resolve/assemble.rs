@@ -625,8 +625,7 @@ mod tests {
     /// built with it reach: an image may name a store buildpack the order does not.
     #[test]
     fn an_image_s_own_buildpacks_are_provided_by_its_builder() {
-        let fixtures =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/valid");
+        let fixtures = testkit::fixtures::valid();
         let config = planner::parse(
             &fixtures.join("inline.toml"),
             r#"
