@@ -20,6 +20,7 @@ pub mod job;
 pub mod pod;
 pub mod publish;
 pub mod recover;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;

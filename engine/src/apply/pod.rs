@@ -22,9 +22,9 @@ use imageref::ImageRef;
 use planner::{Config, Executor};
 
 use super::job::{
-    at_digest, extra_tags, image_group, pinned, project_metadata, Job, JobContext, JobFailure,
-    JobSink, Success,
+    at_digest, extra_tags, image_group, pinned, Job, JobContext, JobFailure, JobSink, Success,
 };
+use super::source::project_metadata;
 use crate::resolve::SourcePin;
 use crate::state::{BuildStatus, FailureKind};
 
