@@ -9,6 +9,9 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Where the launcher's sources are said to be, in the binary, wherever they were built.
+const LAUNCHER_SOURCES: &str = "/kpackd/crates/launcher/src";
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -40,6 +43,13 @@ fn main() {
             "strip=symbols",
         ])
         .args(["-C", "target-feature=+crt-static"])
+        // Panic messages name source files: without this, the checkout's path would be in
+        // the binary, and app images built by the same kpackd from two checkouts would
+        // differ.
+        .arg(format!(
+            "--remap-path-prefix={}={LAUNCHER_SOURCES}",
+            sources.display()
+        ))
         .arg(sources.join("main.rs"))
         .arg("-o")
         .arg(&output)

@@ -365,3 +365,23 @@ fn launcher_is_statically_linked() {
         assert_ne!(p_type, PT_INTERP, "the launcher asks for a dynamic loader");
     }
 }
+
+#[test]
+fn launcher_bytes_do_not_depend_on_where_kpackd_was_built() {
+    // Its panic messages name source files: named from the checkout, every app image would
+    // depend on the directory kpackd was built in.
+    let elf = executors::launcher_binary();
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("executors/ is inside the workspace");
+    let needle = checkout.to_string_lossy();
+    assert!(
+        !elf.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        "the launcher names the checkout {needle}"
+    );
+    let fixed = b"/kpackd/crates/launcher/src/";
+    assert!(
+        elf.windows(fixed.len()).any(|w| w == fixed),
+        "the launcher names its sources under /kpackd/crates/launcher/src/"
+    );
+}
