@@ -48,7 +48,7 @@ pub enum Event {
     /// A publish ended: what it pushed, or why it failed.
     Published {
         id: crate::state::PublishId,
-        result: Result<super::publish::Published, String>,
+        result: Result<super::publish::Published, JobFailure>,
     },
 }
 

@@ -576,7 +576,9 @@ impl<'a> Dispatcher<'a> {
                     Ok(published) => PublishOutcome::Succeeded {
                         digest: published.digest,
                     },
-                    Err(message) => PublishOutcome::Failed { message },
+                    Err(failure) => PublishOutcome::Failed {
+                        message: failure.message,
+                    },
                 };
                 self.end_publish(id, outcome, took)?;
             }

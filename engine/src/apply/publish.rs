@@ -13,7 +13,7 @@ use planner::plan::StackKey;
 use planner::BuilderKind;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::job::{error_chain, order_groups, pinned, Event, JobContext};
+use super::job::{order_groups, pinned, Event, JobContext, JobFailure};
 use crate::logs::BuildLog;
 use crate::resolve::{BuildpackLocation, BuildpackPin};
 use crate::state::PublishId;
@@ -52,21 +52,24 @@ pub async fn run(job: PublishJob, ctx: Arc<JobContext>, events: UnboundedSender<
             let result =
                 match tokio::time::timeout(PUBLISH_TIMEOUT, publish(&job, &ctx, &log)).await {
                     Ok(result) => result,
-                    Err(_) => Err(format!(
+                    Err(_) => Err(JobFailure::infrastructure(format!(
                         "timed out after {}",
                         humantime::format_duration(PUBLISH_TIMEOUT)
-                    )),
+                    ))),
                 };
             match &result {
                 Ok(done) => log.note(
                     Phase::Export,
                     &format!("pushed {} at {}", done.tag, done.digest),
                 ),
-                Err(message) => log.failure(message),
+                Err(failure) => log.failure(&failure.message),
             }
             result
         }
-        Err(e) => Err(format!("create the publish log {}: {e}", job.log.display())),
+        Err(e) => Err(JobFailure::infrastructure(format!(
+            "create the publish log {}: {e}",
+            job.log.display()
+        ))),
     };
     let _ = events.send(Event::Published { id: job.id, result });
 }
@@ -75,11 +78,11 @@ async fn publish(
     job: &PublishJob,
     ctx: &JobContext,
     logs: &dyn LogSink,
-) -> Result<Published, String> {
+) -> Result<Published, JobFailure> {
     let request = request(job, ctx).await?;
     let result = executors::builder::publish(&ctx.store, &request, logs)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| JobFailure::from_error(&e))?;
     Ok(Published {
         digest: result.digest,
         tag: request.tag.to_string(),
@@ -87,63 +90,61 @@ async fn publish(
 }
 
 /// The request the plan pinned for the builder.
-async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, String> {
+async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, JobFailure> {
+    // The plan names what it pinned: a lookup that fails is kpackd's own inconsistency, and
+    // fails the same way when tried again.
+    let missing = |what: String| JobFailure::build(what);
     let planned = &ctx.planned;
     let config = &planned.config;
     let builder = config.builders.get(&job.builder).ok_or_else(|| {
-        format!(
+        missing(format!(
             "builder \"{}\" is not in {}",
             job.builder,
             config.path.display()
-        )
+        ))
     })?;
     let change = planned
         .plan
         .builders
         .iter()
         .find(|c| c.builder == job.builder)
-        .ok_or_else(|| format!("builder \"{}\" is not in the plan", job.builder))?;
+        .ok_or_else(|| missing(format!("builder \"{}\" is not in the plan", job.builder)))?;
     let inputs = change
         .inputs
         .as_ref()
-        .ok_or_else(|| format!("builder \"{}\" has no pinned inputs", job.builder))?;
+        .ok_or_else(|| missing(format!("builder \"{}\" has no pinned inputs", job.builder)))?;
     let (BuilderKind::Assembled { stack, order, .. }, Some(tag)) = (&builder.kind, &builder.tag)
     else {
-        return Err(format!(
+        return Err(missing(format!(
             "builder \"{}\" is not an assembled builder with a tag",
             job.builder
-        ));
+        )));
     };
-    let stack_config = config
-        .stacks
-        .get(stack)
-        .ok_or_else(|| format!("stack \"{stack}\" is not in {}", config.path.display()))?;
+    let stack_config = config.stacks.get(stack).ok_or_else(|| {
+        missing(format!(
+            "stack \"{stack}\" is not in {}",
+            config.path.display()
+        ))
+    })?;
     let pin = planned
         .resolution
         .stacks
         .get(&StackKey::stack(stack))
-        .ok_or_else(|| format!("stack \"{stack}\" was not resolved"))?;
-    let failure = |f: super::job::JobFailure| f.message;
-    let build_image = pinned(&ctx.store, &pin.build_image, &inputs.build_image)
-        .await
-        .map_err(failure)?;
+        .ok_or_else(|| missing(format!("stack \"{stack}\" was not resolved")))?;
+    let build_image = pinned(&ctx.store, &pin.build_image, &inputs.build_image).await?;
     let pins = planned
         .resolution
         .buildpacks
         .get(&job.builder)
         .ok_or_else(|| {
-            format!(
+            missing(format!(
                 "the buildpacks of builder \"{}\" were not resolved",
                 job.builder
-            )
+            ))
         })?;
     let buildpacks = pins.values().map(publish_buildpack).collect();
     let lifecycle_image = match planned.resolution.lifecycles.get(&job.builder) {
-        Some(lifecycle) => Some(
-            pinned(&ctx.store, &lifecycle.reference, &lifecycle.digest)
-                .await
-                .map_err(failure)?,
-        ),
+        Some(lifecycle) => Some(pinned(&ctx.store, &lifecycle.reference, &lifecycle.digest).await?),
         None => None,
     };
     Ok(PublishRequest {
