@@ -11,7 +11,7 @@ use imageref::Digest;
 use serde::{Deserialize, Serialize};
 
 use super::{io_err, CacheError};
-use crate::lifecycle::export::{BuildpackLayers, LayerMetadata};
+use crate::lifecycle::export::{BuildpackLayersMetadata, LayerMetadata};
 
 /// The cache metadata file, as the reference lifecycle names it.
 pub(super) const METADATA_FILE: &str = "io.buildpacks.lifecycle.cache.metadata";
@@ -27,7 +27,7 @@ pub(super) type BlobDigests = BTreeMap<String, (String, u64)>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheMetadata {
     #[serde(default)]
-    pub buildpacks: Vec<BuildpackLayers>,
+    pub buildpacks: Vec<BuildpackLayersMetadata>,
 }
 
 impl CacheMetadata {

@@ -224,7 +224,7 @@ async fn cached_layers(
     for bp in &metadata.buildpacks {
         for layer in bp.layers.values() {
             let diff_id = Digest::parse(&layer.sha).map_err(|e| CacheError::Layer {
-                buildpack: bp.key.clone(),
+                buildpack: bp.key.to_string(),
                 layer: layer.sha.clone(),
                 reason: e.to_string(),
             })?;

@@ -61,7 +61,7 @@ pub async fn restore(
                 .metadata
                 .push(format!("{}/{name}", escape_id(&bp.id)));
         }
-        let from_cache = cached.buildpacks.iter().find(|b| b.key == bp.id);
+        let from_cache = cached.buildpacks.iter().find(|b| b.key == bp.id.as_str());
         let cache_layers = || {
             from_cache
                 .into_iter()

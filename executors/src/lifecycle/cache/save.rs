@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::dir::{blob_name, commit, BlobDigests};
 use super::{io_err, CacheDir, CacheError, CacheMetadata};
 use crate::lifecycle::descriptor::{escape_id, GroupBuildpack};
-use crate::lifecycle::export::{buildpack_layers, BuildpackLayers, LayerMetadata};
+use crate::lifecycle::export::{buildpack_entry, buildpack_layers, layer_metadata};
 use crate::lifecycle::phase::LAYERS_DIR;
 use crate::lifecycle::{LogSink, Phase};
 use crate::oci::layer::{LayerBuilder, WrittenLayer};
@@ -30,11 +30,7 @@ pub async fn save(
     let mut digests = BlobDigests::new();
     let mut metadata = CacheMetadata::default();
     for bp in group {
-        let mut bp_md = BuildpackLayers {
-            key: bp.id.clone(),
-            version: bp.version.clone(),
-            ..Default::default()
-        };
+        let mut bp_md = buildpack_entry(&bp.id, &bp.version)?;
         for layer in buildpack_layers(layers_dir, &bp.id)? {
             if !layer.toml.types.cache {
                 continue;
@@ -88,7 +84,7 @@ pub async fn save(
             );
             bp_md.layers.insert(
                 layer.name.clone(),
-                LayerMetadata::new(&written.diff_id, &layer.toml),
+                layer_metadata(&written.diff_id, &layer.toml),
             );
         }
         if !bp_md.layers.is_empty() {

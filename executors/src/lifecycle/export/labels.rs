@@ -1,14 +1,19 @@
 //! The labels export writes and analyze reads back: `io.buildpacks.lifecycle.metadata`
-//! (lc:platform/files LayersMetadata, also the shape of the cache metadata without the
-//! image-only parts) and the names of the other `io.buildpacks.*` labels.
+//! (its types are `cnb::labels`'; the cache metadata has the same shape without the
+//! image-only parts), how export fills it in, and the names of the other
+//! `io.buildpacks.*` labels.
 
 use std::collections::BTreeMap;
 
-use cnb::names::LayerName;
+pub use cnb::labels::{
+    BuildpackLayersMetadata, LayerMetadata, LayersMetadata, RunImageMetadata, RunImageRef, Sha,
+    StackMetadata, StoreMetadata,
+};
+use cnb::BuildpackId;
 use imageref::{Digest, ImageRef};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::ExportError;
 use crate::lifecycle::descriptor::LayerMetadata as LayerToml;
 use crate::oci::Image;
 
@@ -17,111 +22,29 @@ pub const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
 pub const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
 pub const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LayersMetadata {
-    #[serde(default)]
-    pub app: Vec<Sha>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sbom: Option<Sha>,
-    #[serde(default)]
-    pub buildpacks: Vec<BuildpackLayers>,
-    #[serde(default)]
-    pub config: Sha,
-    #[serde(default)]
-    pub launcher: Sha,
-    #[serde(rename = "process-types", default)]
-    pub process_types: Sha,
-    #[serde(rename = "runImage", default)]
-    pub run_image: RunImageMetadata,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stack: Option<StackMetadata>,
+/// The label entry of buildpack `id` at `version`, with no layers yet. The id names a
+/// directory of the layers dir, so it must be a valid buildpack id.
+pub fn buildpack_entry(id: &str, version: &str) -> Result<BuildpackLayersMetadata, ExportError> {
+    let key = BuildpackId::parse(id).map_err(|e| ExportError::BuildpackId {
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(BuildpackLayersMetadata {
+        key,
+        version: version.to_owned(),
+        layers: BTreeMap::new(),
+        store: None,
+    })
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sha {
-    #[serde(default)]
-    pub sha: String,
-}
-
-/// One buildpack's layers; `key` is the buildpack id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BuildpackLayers {
-    pub key: String,
-    #[serde(default)]
-    pub version: String,
-    /// By layer name: a checked path component, since restore makes files of it. A label
-    /// or cache metadata naming a layer `..` or `a/b` does not deserialize, and is then
-    /// treated as unreadable (nothing is reused from it).
-    #[serde(default)]
-    pub layers: BTreeMap<LayerName, LayerMetadata>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub store: Option<StoreMetadata>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StoreMetadata {
-    #[serde(default)]
-    pub metadata: serde_json::Map<String, Value>,
-}
-
-/// A layer as labels and cache metadata record it: its diffID, `[metadata]` and types.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LayerMetadata {
-    #[serde(default)]
-    pub sha: String,
-    #[serde(default)]
-    pub data: Value,
-    #[serde(default)]
-    pub build: bool,
-    #[serde(default)]
-    pub launch: bool,
-    #[serde(default)]
-    pub cache: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunImageMetadata {
-    #[serde(rename = "topLayer", default)]
-    pub top_layer: String,
-    #[serde(default)]
-    pub reference: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StackMetadata {
-    #[serde(rename = "runImage", default)]
-    pub run_image: RunImageRef,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunImageRef {
-    #[serde(default)]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<String>,
-}
-
-impl LayerMetadata {
-    /// What the label records of a layer with this diffID and `<layer>.toml`.
-    pub fn new(diff_id: &Digest, toml: &LayerToml) -> LayerMetadata {
-        LayerMetadata {
-            sha: diff_id.to_string(),
-            data: table_json(&toml.metadata),
-            build: toml.types.build,
-            launch: toml.types.launch,
-            cache: toml.types.cache,
-        }
-    }
-}
-
-impl LayersMetadata {
-    /// The layers a buildpack had, by id.
-    pub fn buildpack(&self, id: &str) -> Option<&BuildpackLayers> {
-        self.buildpacks.iter().find(|b| b.key == id)
+/// What the label records of a layer with this diffID and `<layer>.toml`.
+pub fn layer_metadata(diff_id: &Digest, toml: &LayerToml) -> LayerMetadata {
+    LayerMetadata {
+        sha: diff_id.to_string(),
+        data: table_json(&toml.metadata),
+        build: toml.types.build,
+        launch: toml.types.launch,
+        cache: toml.types.cache,
     }
 }
 
@@ -144,6 +67,7 @@ pub fn table_json(table: &toml::Table) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cnb::names::LayerName;
 
     #[test]
     fn lifecycle_label_shape() {
@@ -151,22 +75,20 @@ mod tests {
         md.app.push(Sha {
             sha: "sha256:aa".into(),
         });
-        md.buildpacks.push(BuildpackLayers {
-            key: "a/b".into(),
-            version: "1".into(),
-            layers: BTreeMap::from([(
-                LayerName::parse("deps").unwrap(),
-                LayerMetadata {
-                    sha: "sha256:bb".into(),
-                    data: json!({"k": "v"}),
-                    launch: true,
-                    ..Default::default()
-                },
-            )]),
-            store: None,
-        });
+        let mut bp = buildpack_entry("a/b", "1").unwrap();
+        bp.layers.insert(
+            LayerName::parse("deps").unwrap(),
+            LayerMetadata {
+                sha: "sha256:bb".into(),
+                data: json!({"k": "v"}),
+                launch: true,
+                ..Default::default()
+            },
+        );
+        md.buildpacks.push(bp);
         md.run_image.top_layer = "sha256:cc".into();
         let v = serde_json::to_value(&md).unwrap();
+        assert_eq!(v["buildpacks"][0]["key"], "a/b");
         assert_eq!(v["buildpacks"][0]["layers"]["deps"]["data"]["k"], "v");
         assert_eq!(v["runImage"]["topLayer"], "sha256:cc");
         assert!(v.get("process-types").is_some());
@@ -176,18 +98,14 @@ mod tests {
     }
 
     #[test]
-    fn layer_names_that_leave_the_layers_directory_do_not_deserialize() {
-        // A previous image's label or a cache image's metadata naming a layer like this
-        // made restore write and delete outside the layers directory.
-        for bad in ["..", ".", "../../../tmp/x", "a/b", ""] {
-            let label = serde_json::json!({
-                "buildpacks": [{"key": "a/b", "version": "1",
-                                "layers": {bad: {"sha": "sha256:bb", "cache": true}}}]
-            });
-            let err = serde_json::from_value::<LayersMetadata>(label).unwrap_err();
+    fn a_buildpack_id_that_is_not_one_has_no_label_entry() {
+        for bad in ["", "..", "a/../b", "a b"] {
             assert!(
-                err.to_string().contains("invalid layer name"),
-                "{bad:?}: {err}"
+                matches!(
+                    buildpack_entry(bad, "1"),
+                    Err(ExportError::BuildpackId { .. })
+                ),
+                "{bad:?}"
             );
         }
     }

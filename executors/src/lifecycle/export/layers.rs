@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use imageref::Digest;
 use serde::Deserialize;
 
-use super::labels::{table_json, BuildpackLayers, LayerMetadata, Sha, StoreMetadata};
+use super::labels::{
+    buildpack_entry, layer_metadata, table_json, BuildpackLayersMetadata, Sha, StoreMetadata,
+};
 use super::reuse::{dir_layer, LayerWriter};
 use super::slices::app_layers;
 use super::{io_err, ExportError, ExportRequest, ImageLayer, LAUNCHER_PATH, PROCESS_DIR};
@@ -130,12 +132,8 @@ pub(super) async fn add_buildpack_layers(
     layers: &mut Vec<ImageLayer>,
     written: &mut BTreeMap<String, WrittenLayer>,
     logs: &dyn LogSink,
-) -> Result<BuildpackLayers, ExportError> {
-    let mut bp_md = BuildpackLayers {
-        key: bp.id.clone(),
-        version: bp.version.clone(),
-        ..Default::default()
-    };
+) -> Result<BuildpackLayersMetadata, ExportError> {
+    let mut bp_md = buildpack_entry(&bp.id, &bp.version)?;
     for layer in buildpack_layers(req.layers_dir, &bp.id)? {
         if !layer.toml.types.launch {
             continue;
@@ -143,7 +141,7 @@ pub(super) async fn add_buildpack_layers(
         let image_layer = buildpack_layer(req, writer, bp, &layer, written, logs).await?;
         bp_md.layers.insert(
             layer.name.clone(),
-            LayerMetadata::new(&image_layer.diff_id, &layer.toml),
+            layer_metadata(&image_layer.diff_id, &layer.toml),
         );
         layers.push(image_layer);
     }

@@ -30,9 +30,9 @@ use serde_json::Value;
 pub use config::{rfc3339, LAUNCHER_COMMIT, NORMALISED_CREATED};
 pub use glob::glob_match;
 pub use labels::{
-    run_image_reference, table_json, BuildpackLayers, LayerMetadata, LayersMetadata,
-    RunImageMetadata, RunImageRef, Sha, StackMetadata, StoreMetadata, BUILD_LABEL, LIFECYCLE_LABEL,
-    PROJECT_LABEL, REBASABLE_LABEL,
+    buildpack_entry, layer_metadata, run_image_reference, table_json, BuildpackLayersMetadata,
+    LayerMetadata, LayersMetadata, RunImageMetadata, RunImageRef, Sha, StackMetadata,
+    StoreMetadata, BUILD_LABEL, LIFECYCLE_LABEL, PROJECT_LABEL, REBASABLE_LABEL,
 };
 pub use layers::{buildpack_layers, BuildpackLayer, ConfigMetadata};
 pub use reuse::PreviousImage;
@@ -54,6 +54,8 @@ const PROCESS_DIR: &str = "/cnb/process";
 pub enum ExportError {
     #[error("read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
+    #[error("the group names buildpack {id:?}: {reason}")]
+    BuildpackId { id: String, reason: String },
     #[error("layer `{layer}` of buildpack {buildpack}: {reason}")]
     Layer {
         buildpack: String,
