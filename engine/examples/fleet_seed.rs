@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use engine::layout::StateLayout;
 use engine::planning::make_plan;
 use engine::state::{BuildStatus, NewBuild, Outcome, State};
 use executors::oci::layer::{LayerBuilder, WrittenLayer};
@@ -151,7 +152,8 @@ async fn seed(
     n: usize,
     git: Option<(&str, usize)>,
 ) -> Result<(), Error> {
-    let store = store();
+    // Builds keep what they push in the state's pushed cache, where rebases read it.
+    let store = store().with_pushed_cache(StateLayout::new(dir.join("state")).pushed_dir());
     let layers = dir.join("layers");
     let (run_v1, run_layers) = push_run_image(&store, registry, &layers, 1).await?;
     let build_tag = ImageRef::parse(&format!("{registry}/fleet/build:latest"))?;

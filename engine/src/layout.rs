@@ -92,6 +92,12 @@ impl StateLayout {
         self.root.join("sources")
     }
 
+    /// The manifests and configs kpackd pushed to registries, kept so that the next
+    /// rebase of an image reads them here instead of from the registry.
+    pub fn pushed_dir(&self) -> PathBuf {
+        self.root.join("pushed")
+    }
+
     /// Where buildpacks from images are extracted.
     pub fn buildpacks_dir(&self) -> PathBuf {
         self.root.join("buildpacks")

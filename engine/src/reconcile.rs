@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, ApplyOptions, Observer, ResultStatus};
+use crate::layout::StateLayout;
 use crate::planning;
 use crate::resolve::{image_store, ResolveOptions};
 use crate::state::{BuildStatus, State};
@@ -198,7 +199,8 @@ impl Reconciler for PlanAndApply {
                 .unwrap_or(loaded.config.settings.concurrency.get() as usize),
             rebase_concurrency: loaded.config.settings.rebase_concurrency.get() as usize,
         };
-        let store = image_store(&loaded.config);
+        let store = image_store(&loaded.config)
+            .with_pushed_cache(StateLayout::new(loaded.state.dir()).pushed_dir());
         let planned = Arc::new(planned);
         let result = apply::apply(
             planned,

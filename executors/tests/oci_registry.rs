@@ -427,3 +427,53 @@ async fn a_dropped_connection_is_retried() {
     );
     assert_eq!(proxy.faults_given().len(), 1);
 }
+
+#[tokio::test]
+async fn what_a_store_pushed_the_next_store_reads_from_its_pushed_cache() {
+    let reg = Registry::shared();
+    let work = tempfile::tempdir().unwrap();
+    let kept = work.path().join("pushed");
+    let r = parse(&format!("{}:v1", reg.repo("pushed/app")));
+    let pinned = push_small_image(
+        &store().with_pushed_cache(kept.clone()),
+        &r,
+        work.path(),
+        "kept",
+    )
+    .await;
+    let reads = |reg: &Registry| {
+        (
+            reg.count("GET", "/v2/pushed/app/manifests/"),
+            reg.count("GET", "/v2/pushed/app/blobs/"),
+        )
+    };
+
+    // A later process, as the next rebase: the manifest and config it pushed are read
+    // from disk, the registry is not asked.
+    let before = reads(reg);
+    let image = store()
+        .with_pushed_cache(kept.clone())
+        .image(&pinned)
+        .await
+        .unwrap();
+    assert_eq!(image.config.labels()["test"], "kept");
+    assert_eq!(reads(reg), before);
+
+    // Without the cache, both are read from the registry.
+    store().image(&pinned).await.unwrap();
+    let after = reads(reg);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+
+    // A kept file changed on disk is not believed: the registry is asked again.
+    for entry in std::fs::read_dir(&kept).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"{}").unwrap();
+    }
+    let image = store()
+        .with_pushed_cache(kept)
+        .image(&pinned)
+        .await
+        .unwrap();
+    assert_eq!(image.config.labels()["test"], "kept");
+    let last = reads(reg);
+    assert_eq!((last.0 - after.0, last.1 - after.1), (1, 1));
+}

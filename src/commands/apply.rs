@@ -112,7 +112,8 @@ async fn apply_async(args: Args) -> miette::Result<Outcome> {
         rebase_concurrency: planned.config.settings.rebase_concurrency.get() as usize,
     };
     let progress = Progress::new(args.verbose || args.json);
-    let store = image_store(&planned.config);
+    let store = image_store(&planned.config)
+        .with_pushed_cache(engine::layout::StateLayout::new(&dir).pushed_dir());
     let planned = Arc::new(planned);
     let report = apply::apply(
         planned.clone(),

@@ -2,8 +2,17 @@
 //! blobs (configs), per repository. What a digest names never changes, so a hit is
 //! as good as a read; a fleet rebased onto one run image reads it once, not once per
 //! image. Bounded in bytes, least recently used first out.
+//!
+//! With a directory, what kpackd itself pushed (manifests and configs) is also kept on
+//! disk, so that the next process reads it there instead of from the registry: a
+//! rebase reads back the image the last build or rebase pushed. A file is used only when
+//! its bytes hash to the digest it is named by, so a file changed on disk is a miss, not
+//! a wrong answer. Only pushes write the directory, and it is bounded in bytes, oldest
+//! files out first.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -14,12 +23,21 @@ const BUDGET: usize = 4 * 1024 * 1024;
 /// The largest item kept: bigger ones are rare and would crowd out the rest.
 const MAX_ITEM: usize = 256 * 1024;
 
+/// Bytes the directory keeps at most; pruning brings it down to three quarters.
+const DISK_BUDGET: u64 = 64 * 1024 * 1024;
+/// Pushes between two looks at the directory's size.
+const PRUNE_EVERY: u64 = 256;
+
 /// `registry/repository` and a digest.
 type Key = (String, Digest);
 
 #[derive(Default)]
 pub(crate) struct ReadCache {
     inner: Mutex<Inner>,
+    /// Where pushed manifests and configs are kept across processes, if anywhere.
+    disk: Option<PathBuf>,
+    /// Pushes kept on disk so far, to prune now and then.
+    kept: AtomicU64,
 }
 
 #[derive(Default)]
@@ -30,6 +48,79 @@ struct Inner {
 }
 
 impl ReadCache {
+    /// A cache that also keeps what is pushed in `dir`.
+    pub(crate) fn with_disk(dir: PathBuf) -> ReadCache {
+        ReadCache {
+            disk: Some(dir),
+            ..ReadCache::default()
+        }
+    }
+
+    /// The bytes `digest` names in `repository`: from memory, or from a file of the
+    /// directory whose bytes hash to `digest`.
+    pub(crate) async fn lookup(&self, repository: &str, digest: &Digest) -> Option<Bytes> {
+        if let Some(bytes) = self.get(repository, digest) {
+            return Some(bytes);
+        }
+        let path = self.disk_path(repository, digest)?;
+        let size = tokio::fs::symlink_metadata(&path).await.ok()?;
+        if !size.is_file() || size.len() > MAX_ITEM as u64 {
+            return None;
+        }
+        let bytes = Bytes::from(tokio::fs::read(&path).await.ok()?);
+        if Digest::sha256(&bytes) != *digest {
+            tracing::debug!(path = %path.display(), "a kept object does not match its digest; ignored");
+            let _ = tokio::fs::remove_file(&path).await;
+            return None;
+        }
+        self.put(repository, digest, &bytes);
+        Some(bytes)
+    }
+
+    /// Keeps `bytes`, which kpackd pushed to `repository` as `digest`, in memory and on
+    /// disk. A failure to write is only logged: the cache saves requests, nothing else.
+    pub(crate) async fn keep_pushed(&self, repository: &str, digest: &Digest, bytes: &Bytes) {
+        self.put(repository, digest, bytes);
+        let (Some(dir), Some(path)) = (self.disk.clone(), self.disk_path(repository, digest))
+        else {
+            return;
+        };
+        if bytes.len() > MAX_ITEM || tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return;
+        }
+        let prune = self
+            .kept
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY);
+        let bytes = bytes.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = tempfile::NamedTempFile::new_in(&dir)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.persist(&path).map_err(|e| e.error)?;
+            if prune {
+                prune_dir(&dir, DISK_BUDGET)?;
+            }
+            Ok(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "cannot keep a pushed object"),
+            Err(error) => tracing::debug!(%error, "keeping a pushed object failed"),
+        }
+    }
+
+    /// `<dir>/<repository's hash>-<digest hex>`, for sha256 digests only.
+    fn disk_path(&self, repository: &str, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.disk.as_ref()?;
+        if digest.algorithm() != "sha256" {
+            return None;
+        }
+        let repository = Digest::sha256(repository.as_bytes());
+        Some(dir.join(format!("{}-{}", &repository.hex()[..16], digest.hex())))
+    }
+
     pub(crate) fn get(&self, repository: &str, digest: &Digest) -> Option<Bytes> {
         let mut inner = self
             .inner
@@ -78,6 +169,33 @@ impl ReadCache {
     }
 }
 
+/// Deletes the oldest files of `dir` while it holds more than `budget` bytes, down to
+/// three quarters of it.
+fn prune_dir(dir: &Path, budget: u64) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() {
+            total += meta.len();
+            files.push((meta.modified()?, meta.len(), entry.path()));
+        }
+    }
+    if total <= budget {
+        return Ok(());
+    }
+    files.sort();
+    for (_, len, path) in files {
+        if total <= budget / 4 * 3 {
+            break;
+        }
+        std::fs::remove_file(path)?;
+        total -= len;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +223,77 @@ mod tests {
         assert!(cache.inner.lock().unwrap().bytes <= BUDGET);
         cache.put("r/a", &digest(201), &Bytes::from(vec![0u8; MAX_ITEM + 1]));
         assert!(cache.get("r/a", &digest(201)).is_none(), "too big to keep");
+    }
+
+    #[tokio::test]
+    async fn what_was_pushed_is_read_back_by_the_next_process_unless_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = Bytes::from_static(b"{\"schemaVersion\":2}");
+        let digest = Digest::sha256(&bytes);
+        ReadCache::with_disk(dir.path().to_path_buf())
+            .keep_pushed("r/a", &digest, &bytes)
+            .await;
+
+        let next = ReadCache::with_disk(dir.path().to_path_buf());
+        assert_eq!(next.lookup("r/a", &digest).await, Some(bytes.clone()));
+        let other = ReadCache::with_disk(dir.path().to_path_buf());
+        assert_eq!(
+            other.lookup("r/b", &digest).await,
+            None,
+            "another repository"
+        );
+
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&file, b"{\"schemaVersion\":3}").unwrap();
+        let changed = ReadCache::with_disk(dir.path().to_path_buf());
+        assert_eq!(
+            changed.lookup("r/a", &digest).await,
+            None,
+            "changed on disk"
+        );
+        assert!(
+            !file.exists(),
+            "a file that does not match its name is removed"
+        );
+
+        let memory_only = ReadCache::default();
+        memory_only.keep_pushed("r/a", &digest, &bytes).await;
+        assert_eq!(memory_only.lookup("r/a", &digest).await, Some(bytes));
+    }
+
+    #[test]
+    fn the_directory_is_pruned_oldest_first_to_three_quarters_of_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..8u8 {
+            std::fs::write(dir.path().join(format!("f{n}")), vec![n; 100]).unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.path().join(format!("f{n}")))
+                .unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + u64::from(n));
+            file.set_modified(at).unwrap();
+        }
+        prune_dir(dir.path(), 800).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            8,
+            "within budget"
+        );
+        prune_dir(dir.path(), 700).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["f3", "f4", "f5", "f6", "f7"],
+            "oldest out, down to 525 bytes"
+        );
     }
 }

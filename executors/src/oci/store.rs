@@ -1,7 +1,7 @@
 //! [`ImageStore`]: one handle for images in registries and in OCI layouts alike.
 //! Every method takes an [`ImageRef`] and does the same thing for both kinds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,6 +168,14 @@ impl ImageStore {
         &self.settings
     }
 
+    /// This store, keeping the manifests and configs it pushes to registries in `dir`
+    /// too, where later processes read them instead of asking the registry (see
+    /// `oci::cache`). Clones made before do not share it.
+    pub fn with_pushed_cache(mut self, dir: PathBuf) -> ImageStore {
+        self.cache = Arc::new(ReadCache::with_disk(dir));
+        self
+    }
+
     /// The digest of the manifest `r` names (index or image), as cheaply as the
     /// registry allows: one HEAD.
     pub async fn resolve_digest(&self, r: &ImageRef) -> Result<Digest, OciError> {
@@ -230,7 +238,7 @@ impl ImageStore {
             return self.registries.manifest(r, None).await;
         };
         let repository = cache_key(r);
-        if let Some(bytes) = self.cache.get(&repository, digest) {
+        if let Some(bytes) = self.cache.lookup(&repository, digest).await {
             return RawManifest::from_bytes(bytes);
         }
         let raw = self.registries.manifest(r, None).await?;
@@ -317,11 +325,10 @@ impl ImageStore {
             ImageRef::Registry(reg) => Some(cache_key(reg)),
             ImageRef::Layout(_) => None,
         };
-        if let Some(bytes) = cached
-            .as_ref()
-            .and_then(|k| self.cache.get(k, &blob.digest))
-        {
-            return Ok(bytes);
+        if let Some(key) = &cached {
+            if let Some(bytes) = self.cache.lookup(key, &blob.digest).await {
+                return Ok(bytes);
+            }
         }
         let mut stream = self.open_blob(r, blob).await?;
         let mut out = Vec::with_capacity(blob.size as usize);
@@ -393,8 +400,11 @@ impl ImageStore {
             match r {
                 ImageRef::Registry(reg) => {
                     self.registries
-                        .push_blob_bytes(reg, &descriptor.digest, bytes)
-                        .await?
+                        .push_blob_bytes(reg, &descriptor.digest, bytes.clone())
+                        .await?;
+                    self.cache
+                        .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
+                        .await;
                 }
                 ImageRef::Layout(l) => {
                     open_or_create_layout(l)?.write_blob_bytes(bytes).await?;
@@ -417,8 +427,11 @@ impl ImageStore {
         match r {
             ImageRef::Registry(reg) => {
                 self.registries
-                    .push_blob_bytes(reg, &descriptor.digest, bytes)
-                    .await?
+                    .push_blob_bytes(reg, &descriptor.digest, bytes.clone())
+                    .await?;
+                self.cache
+                    .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
+                    .await;
             }
             ImageRef::Layout(_) => return self.push_blob_bytes(r, media_type, bytes).await,
         }
@@ -507,6 +520,9 @@ impl ImageStore {
                         ..reg.clone()
                     };
                     self.registries.push_manifest(&tagged, manifest).await?;
+                    self.cache
+                        .keep_pushed(&cache_key(reg), &manifest.digest, &manifest.bytes)
+                        .await;
                 } else {
                     self.push_manifest_by_digest(r, manifest).await?;
                 }
@@ -569,7 +585,11 @@ impl ImageStore {
             ImageRef::Registry(reg) => {
                 self.registries
                     .push_manifest(&reg.at_digest(manifest.digest.clone()), manifest)
-                    .await
+                    .await?;
+                self.cache
+                    .keep_pushed(&cache_key(reg), &manifest.digest, &manifest.bytes)
+                    .await;
+                Ok(())
             }
             ImageRef::Layout(l) => open_or_create_layout(l)?
                 .write_blob_bytes(manifest.bytes.clone())
