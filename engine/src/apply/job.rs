@@ -280,10 +280,7 @@ impl LogSink for JobSink {
             Phase::Prepare => BuildStatus::Preparing,
             Phase::Analyze | Phase::Restore => return,
         };
-        let _ = self.events.send(Event::Moved {
-            id: self.id,
-            status,
-        });
+        self.moved(status);
     }
 }
 
@@ -446,10 +443,7 @@ async fn rebase_job(
     let stack = planned.pins(&job.image).stack.ok_or_else(|| {
         JobFailure::build(format!("the plan pins no stack for \"{}\"", job.image))
     })?;
-    let _ = sink.events.send(Event::Moved {
-        id: job.id,
-        status: BuildStatus::Rebasing,
-    });
+    sink.moved(BuildStatus::Rebasing);
     let last = job
         .inputs
         .last_image

@@ -92,12 +92,11 @@ async fn publish(
 /// The request the plan pinned for the builder.
 async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, JobFailure> {
     // The plan names what it pinned: a lookup that fails is kpackd's own inconsistency, and
-    // fails the same way when tried again.
-    let missing = |what: String| JobFailure::build(what);
+    // fails the same way when tried again (a build failure, not an infrastructure one).
     let planned = &ctx.planned;
     let config = &planned.config;
     let builder = config.builders.get(&job.builder).ok_or_else(|| {
-        missing(format!(
+        JobFailure::build(format!(
             "builder \"{}\" is not in {}",
             job.builder,
             config.path.display()
@@ -108,20 +107,21 @@ async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, J
         .builders
         .iter()
         .find(|c| c.builder == job.builder)
-        .ok_or_else(|| missing(format!("builder \"{}\" is not in the plan", job.builder)))?;
-    let inputs = change
-        .inputs
-        .as_ref()
-        .ok_or_else(|| missing(format!("builder \"{}\" has no pinned inputs", job.builder)))?;
+        .ok_or_else(|| {
+            JobFailure::build(format!("builder \"{}\" is not in the plan", job.builder))
+        })?;
+    let inputs = change.inputs.as_ref().ok_or_else(|| {
+        JobFailure::build(format!("builder \"{}\" has no pinned inputs", job.builder))
+    })?;
     let (BuilderKind::Assembled { stack, order, .. }, Some(tag)) = (&builder.kind, &builder.tag)
     else {
-        return Err(missing(format!(
+        return Err(JobFailure::build(format!(
             "builder \"{}\" is not an assembled builder with a tag",
             job.builder
         )));
     };
     let stack_config = config.stacks.get(stack).ok_or_else(|| {
-        missing(format!(
+        JobFailure::build(format!(
             "stack \"{stack}\" is not in {}",
             config.path.display()
         ))
@@ -130,14 +130,14 @@ async fn request(job: &PublishJob, ctx: &JobContext) -> Result<PublishRequest, J
         .resolution
         .stacks
         .get(&StackKey::stack(stack))
-        .ok_or_else(|| missing(format!("stack \"{stack}\" was not resolved")))?;
+        .ok_or_else(|| JobFailure::build(format!("stack \"{stack}\" was not resolved")))?;
     let build_image = pinned(&ctx.store, &pin.build_image, &inputs.build_image).await?;
     let pins = planned
         .resolution
         .buildpacks
         .get(&job.builder)
         .ok_or_else(|| {
-            missing(format!(
+            JobFailure::build(format!(
                 "the buildpacks of builder \"{}\" were not resolved",
                 job.builder
             ))

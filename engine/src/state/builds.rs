@@ -9,7 +9,7 @@ use imageref::Digest;
 use planner::plan::Action;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::row::{json, millis, RecordRow};
+use super::row::{find_record, json, millis, RecordRow};
 use super::{
     bump_serial, commit, write, Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild,
     Outcome, State, StateError, StateLayout, RUNNING,
@@ -345,10 +345,8 @@ pub(super) const COLUMNS: &str = "id, image, number, action, status, reasons, de
     queued_at, started_at, finished_at, log";
 
 fn find(conn: &Connection, dir: &Path, id: BuildId) -> Result<Build, StateError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?
-        .query_row([id.0], read_build)
-        .optional()?
-        .ok_or(StateError::NoSuchBuild(id))?
+    let select = format!("SELECT {COLUMNS} FROM builds WHERE id = ?1");
+    find_record(conn, &select, id.0, read_build, StateError::NoSuchBuild(id))
         .map(|build| with_dir(build, dir))
 }
 
@@ -361,7 +359,7 @@ fn with_dir(mut build: Build, dir: &Path) -> Build {
 /// not decode.
 pub(super) fn read_build(row: &Row<'_>) -> rusqlite::Result<Result<Build, StateError>> {
     let image: String = row.get("image")?;
-    let row = RecordRow::new(row, image.clone())?;
+    let row = RecordRow::new(row, format!("build {image}"))?;
     let action = match row.text("action")?.as_str() {
         "rebase" => Action::Rebase,
         _ => Action::Build,

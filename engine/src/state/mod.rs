@@ -78,10 +78,11 @@ pub enum StateError {
          use a newer kpackd"
     )]
     TooNew { found: usize, known: usize },
-    #[error("read the recorded {what} of build {image} #{number}")]
+    #[error("read the recorded {what} of {record} #{number}")]
     Corrupt {
         what: &'static str,
-        image: String,
+        /// `build <image>` or `publish of builder <name>`.
+        record: String,
         number: u64,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,

@@ -13,10 +13,10 @@ use imageref::Digest;
 use planner::diff::RecordedPublish;
 use planner::plan::{Detail, PublishInputs};
 use planner::Reason;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::row::{json, millis, RecordRow};
+use super::row::{find_record, json, millis, RecordRow};
 use super::{commit, write, State, StateError};
 
 /// Where a publish is.
@@ -283,7 +283,7 @@ impl State {
             let publish = publish??;
             let digest = publish.digest.ok_or_else(|| StateError::Corrupt {
                 what: "digest",
-                image: publish.builder.clone(),
+                record: format!("publish of builder {}", publish.builder),
                 number: publish.number,
                 source: "a succeeded publish without a digest".into(),
             })?;
@@ -310,11 +310,15 @@ fn refused(publish: &Publish, to: PublishStatus) -> StateError {
 }
 
 fn find(conn: &Connection, dir: &Path, id: PublishId) -> Result<Publish, StateError> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM publishes WHERE id = ?1"))?
-        .query_row([id.0], read_publish)
-        .optional()?
-        .ok_or(StateError::NoSuchPublish(id))?
-        .map(|publish| with_dir(publish, dir))
+    let select = format!("SELECT {COLUMNS} FROM publishes WHERE id = ?1");
+    find_record(
+        conn,
+        &select,
+        id.0,
+        read_publish,
+        StateError::NoSuchPublish(id),
+    )
+    .map(|publish| with_dir(publish, dir))
 }
 
 fn with_dir(mut publish: Publish, dir: &Path) -> Publish {
@@ -326,7 +330,7 @@ fn with_dir(mut publish: Publish, dir: &Path) -> Publish {
 /// not decode.
 fn read_publish(row: &Row<'_>) -> rusqlite::Result<Result<Publish, StateError>> {
     let builder: String = row.get("builder")?;
-    let row = RecordRow::new(row, format!("builder {builder}"))?;
+    let row = RecordRow::new(row, format!("publish of builder {builder}"))?;
     let (status, reasons, details, inputs) = (
         row.text("status")?,
         row.text("reasons")?,

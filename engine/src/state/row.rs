@@ -7,19 +7,34 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::FromSql;
-use rusqlite::Row;
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::StateError;
 
 /// Why a stored value does not decode.
 type DecodeError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The record with `id` in the table `select` (a `SELECT … WHERE id = ?1`) reads from,
+/// decoded by `read`; `missing` when there is none.
+pub(super) fn find_record<T>(
+    conn: &Connection,
+    select: &str,
+    id: i64,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<Result<T, StateError>>,
+    missing: StateError,
+) -> Result<T, StateError> {
+    conn.prepare_cached(select)?
+        .query_row([id], read)
+        .optional()?
+        .ok_or(missing)?
+}
+
 /// One row of a table of numbered records (builds, publishes). Reading a column fails
 /// with SQLite's error; decoding a value that was read fails with
 /// [`StateError::Corrupt`] naming the record.
 pub(super) struct RecordRow<'r, 's> {
     row: &'r Row<'s>,
-    /// The record as errors name it: the image, or `builder <name>`.
+    /// The record as errors name it: `build <image>` or `publish of builder <name>`.
     record: String,
     number: u64,
 }
@@ -63,7 +78,7 @@ impl<'r, 's> RecordRow<'r, 's> {
     pub(super) fn corrupt(&self, what: &'static str, source: DecodeError) -> StateError {
         StateError::Corrupt {
             what,
-            image: self.record.clone(),
+            record: self.record.clone(),
             number: self.number,
             source,
         }

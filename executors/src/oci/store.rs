@@ -402,14 +402,19 @@ impl ImageStore {
                     self.registries
                         .push_blob_bytes(reg, &descriptor.digest, bytes.clone())
                         .await?;
-                    self.cache
-                        .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
-                        .await;
                 }
                 ImageRef::Layout(l) => {
-                    open_or_create_layout(l)?.write_blob_bytes(bytes).await?;
+                    open_or_create_layout(l)?
+                        .write_blob_bytes(bytes.clone())
+                        .await?;
                 }
             }
+        }
+        // Kept whether or not the registry had it: the next rebase reads it either way.
+        if let ImageRef::Registry(reg) = r {
+            self.cache
+                .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
+                .await;
         }
         Ok(descriptor)
     }

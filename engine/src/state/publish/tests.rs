@@ -134,6 +134,6 @@ fn a_digest_that_does_not_decode_names_the_builder() {
     let err = state.publishes(None).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "read the recorded digest of build builder default #1"
+        "read the recorded digest of publish of builder default #1"
     );
 }
