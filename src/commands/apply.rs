@@ -223,10 +223,10 @@ fn print_json(planned: &Planned, report: &ApplyReport) -> miette::Result<()> {
     if !report.publishes.is_empty() {
         json["publishes"] = serde_json::json!(report.publishes);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, &json).into_diagnostic()?;
     let _ = writeln!(out);
-    Ok(())
+    out.flush().into_diagnostic()
 }
 
 fn print_summary(report: &ApplyReport) {

@@ -34,7 +34,7 @@ pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette:
         }
     }
     let builds = state.builds(image).into_diagnostic()?;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {
         let list: Vec<Value> = builds.iter().map(build_json).collect();
         serde_json::to_writer_pretty(&mut stdout, &list)
@@ -54,7 +54,7 @@ pub fn run(image: Option<&str>, json: bool, state_dir: Option<&Path>) -> miette:
             }
         })
     };
-    closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written.and_then(|()| stdout.flush()))
         .into_diagnostic()
         .wrap_err("write the build history")?;
     Ok(Outcome::Success)
@@ -77,7 +77,7 @@ pub fn run_publishes(
             "no publishes recorded for builder `{builder}`"
         ));
     }
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {
         let list: Vec<Value> = publishes.iter().map(publish_json).collect();
         serde_json::to_writer_pretty(&mut stdout, &list)
@@ -88,7 +88,7 @@ pub fn run_publishes(
     } else {
         write!(stdout, "{}", publishes_table(&publishes))
     };
-    closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written.and_then(|()| stdout.flush()))
         .into_diagnostic()
         .wrap_err("write the publish history")?;
     Ok(Outcome::Success)

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
         tracing::info!(path = %out.display(), "plan saved");
     }
     let plan = &planned.plan;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if args.json {
         serde_json::to_writer_pretty(&mut stdout, plan)
             .map_err(std::io::Error::other)
@@ -61,7 +61,7 @@ pub fn run(args: Args) -> miette::Result<Outcome> {
             }
         })
     };
-    closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written.and_then(|()| stdout.flush()))
         .into_diagnostic()
         .wrap_err("write the plan")?;
     if !plan.errors.is_empty() || plan.summary.blocked > 0 {

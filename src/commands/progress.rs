@@ -2,7 +2,7 @@
 //! place (indicatif), or one plain line per step otherwise (CI logs, pipes).
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -63,6 +63,15 @@ fn step(build: &Build) -> String {
     }
 }
 
+/// Writes `text` and a newline to stderr at once: one write, not one per piece, so that
+/// a thousand builds' lines cost a thousand writes and never interleave.
+fn line(text: &str) {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(b'\n');
+    let _ = std::io::stderr().write_all(&bytes);
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
@@ -70,7 +79,7 @@ fn first_line(text: &str) -> &str {
 impl Observer for Progress {
     fn moved(&self, build: &Build) {
         let Some(bars) = &self.bars else {
-            eprintln!("{}: {}", label(build), step(build));
+            line(&format!("{}: {}", label(build), step(build)));
             return;
         };
         let key = (build.image.clone(), build.number);
@@ -114,7 +123,7 @@ impl Observer for Progress {
             (status, ..) => status.to_string(),
         };
         let Some(bars) = &self.bars else {
-            eprintln!("{label}: {step}");
+            line(&format!("{label}: {step}"));
             return;
         };
         let key = (format!("builder {}", publish.builder), publish.number);
@@ -138,7 +147,7 @@ impl Observer for Progress {
             Some(bars) => {
                 let _ = bars.multi.println(format!("- {image}: forgotten"));
             }
-            None => eprintln!("{image}: forgotten"),
+            None => line(&format!("{image}: forgotten")),
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
     let recorded = state.recorded().into_diagnostic()?;
     let entries = image_entries(&config, &builds, &recorded);
     let builders = builder_entries(&config, state.publishes(None).into_diagnostic()?);
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let written = if json {
         let images: Vec<Value> = entries.iter().map(Entry::json).collect();
         let mut value = json!({
@@ -45,7 +45,7 @@ pub fn run(config: &Path, json: bool, state_dir: Option<&Path>) -> miette::Resul
     } else {
         write_tables(&mut stdout, &entries, &builders)
     };
-    closed_pipe_is_fine(written)
+    closed_pipe_is_fine(written.and_then(|()| stdout.flush()))
         .into_diagnostic()
         .wrap_err("write the status")?;
     Ok(Outcome::Success)

@@ -12,8 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use imageref::Digest;
@@ -25,8 +24,6 @@ const MAX_ITEM: usize = 256 * 1024;
 
 /// Bytes the directory keeps at most; pruning brings it down to three quarters.
 const DISK_BUDGET: u64 = 64 * 1024 * 1024;
-/// Pushes between two looks at the directory's size.
-const PRUNE_EVERY: u64 = 256;
 
 /// `registry/repository` and a digest.
 type Key = (String, Digest);
@@ -36,8 +33,12 @@ pub(crate) struct ReadCache {
     inner: Mutex<Inner>,
     /// Where pushed manifests and configs are kept across processes, if anywhere.
     disk: Option<PathBuf>,
-    /// Pushes kept on disk so far, to prune now and then.
-    kept: AtomicU64,
+    /// The directory's size in bytes as this process last knew it: read from the
+    /// directory at the first push, then counted, so that it is listed again only
+    /// when it outgrows its budget.
+    disk_bytes: Arc<Mutex<Option<u64>>>,
+    /// The directory's budget: [`DISK_BUDGET`].
+    disk_budget: u64,
 }
 
 #[derive(Default)]
@@ -52,6 +53,7 @@ impl ReadCache {
     pub(crate) fn with_disk(dir: PathBuf) -> ReadCache {
         ReadCache {
             disk: Some(dir),
+            disk_budget: DISK_BUDGET,
             ..ReadCache::default()
         }
     }
@@ -88,19 +90,21 @@ impl ReadCache {
         if bytes.len() > MAX_ITEM || tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return;
         }
-        let prune = self
-            .kept
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(PRUNE_EVERY);
         let bytes = bytes.clone();
+        let disk_bytes = Arc::clone(&self.disk_bytes);
+        let budget = self.disk_budget;
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let mut file = tempfile::NamedTempFile::new_in(&dir)?;
             std::io::Write::write_all(&mut file, &bytes)?;
             file.persist(&path).map_err(|e| e.error)?;
-            if prune {
-                prune_dir(&dir, DISK_BUDGET)?;
-            }
+            let mut known = disk_bytes
+                .lock()
+                .expect("the directory's size is never left poisoned");
+            *known = Some(match *known {
+                Some(total) if total + bytes.len() as u64 <= budget => total + bytes.len() as u64,
+                _ => prune_dir(&dir, budget)?,
+            });
             Ok(())
         })
         .await;
@@ -170,8 +174,8 @@ impl ReadCache {
 }
 
 /// Deletes the oldest files of `dir` while it holds more than `budget` bytes, down to
-/// three quarters of it.
-fn prune_dir(dir: &Path, budget: u64) -> std::io::Result<()> {
+/// three quarters of it. Returns the bytes it holds then.
+fn prune_dir(dir: &Path, budget: u64) -> std::io::Result<u64> {
     let mut files = Vec::new();
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
@@ -183,7 +187,7 @@ fn prune_dir(dir: &Path, budget: u64) -> std::io::Result<()> {
         }
     }
     if total <= budget {
-        return Ok(());
+        return Ok(total);
     }
     files.sort();
     for (_, len, path) in files {
@@ -193,7 +197,7 @@ fn prune_dir(dir: &Path, budget: u64) -> std::io::Result<()> {
         std::fs::remove_file(path)?;
         total -= len;
     }
-    Ok(())
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -278,13 +282,13 @@ mod tests {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + u64::from(n));
             file.set_modified(at).unwrap();
         }
-        prune_dir(dir.path(), 800).unwrap();
+        assert_eq!(prune_dir(dir.path(), 800).unwrap(), 800);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             8,
             "within budget"
         );
-        prune_dir(dir.path(), 700).unwrap();
+        assert_eq!(prune_dir(dir.path(), 700).unwrap(), 500);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -295,5 +299,49 @@ mod tests {
             ["f3", "f4", "f5", "f6", "f7"],
             "oldest out, down to 525 bytes"
         );
+    }
+
+    #[tokio::test]
+    async fn the_directory_is_listed_at_the_first_push_then_only_when_over_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..8u8 {
+            let path = dir.path().join(format!("old{n}"));
+            std::fs::write(&path, vec![n; 100]).unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000 + u64::from(n));
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        let cache = ReadCache {
+            disk_budget: 1_000,
+            ..ReadCache::with_disk(dir.path().to_path_buf())
+        };
+        let count = || std::fs::read_dir(dir.path()).unwrap().count();
+        let push = |n: u8| {
+            let bytes = Bytes::from(vec![n; 100]);
+            let digest = Digest::sha256(&bytes);
+            let cache = &cache;
+            async move { cache.keep_pushed("r/a", &digest, &bytes).await }
+        };
+
+        push(100).await;
+        assert_eq!(count(), 9, "900 bytes: within budget at the first look");
+        assert_eq!(*cache.disk_bytes.lock().unwrap(), Some(900));
+        push(101).await;
+        assert_eq!(*cache.disk_bytes.lock().unwrap(), Some(1_000), "counted");
+        std::fs::write(dir.path().join("not-listed"), vec![0; 100]).unwrap();
+        assert_eq!(
+            count(),
+            11,
+            "another writer is not seen until the next look"
+        );
+        push(102).await;
+        assert!(!dir.path().join("old0").exists(), "over budget: pruned");
+        assert!(count() <= 7, "down to three quarters: {} files", count());
+        let known = cache.disk_bytes.lock().unwrap().unwrap();
+        assert!(known <= 750, "{known}");
     }
 }

@@ -399,6 +399,7 @@ fn read_error(path: &Path, source: io::Error) -> PathError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt as _;
 
     #[test]
     fn copy_returns_the_version_hash_gives() {
@@ -468,10 +469,17 @@ mod tests {
             (hash(&src, None).unwrap().as_str(), 2)
         );
         settle();
+        let saved = fs::metadata(&file).unwrap();
         assert_eq!(
             hash_counting(&src, &file),
             (first.clone(), 0),
             "nothing read"
+        );
+        let kept = fs::metadata(&file).unwrap();
+        assert_eq!(
+            (saved.ino(), saved.modified().unwrap()),
+            (kept.ino(), kept.modified().unwrap()),
+            "nothing changed: the cache is not written again"
         );
 
         // Same size, mtime put back: only the ctime, which nobody can set, moved.

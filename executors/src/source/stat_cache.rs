@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -83,6 +82,9 @@ pub(crate) struct StatCache {
     hashed: usize,
     /// See [`CacheFile::fingerprints`].
     fingerprints: Option<PathBuf>,
+    /// Whether the file was read, and whether `fingerprints` changed since.
+    loaded_file: bool,
+    fingerprints_changed: bool,
 }
 
 impl StatCache {
@@ -108,6 +110,7 @@ impl StatCache {
                 cache.loaded = parsed.files;
                 cache.fingerprints = parsed.fingerprints;
                 cache.saved_ns = Stat::of(&meta).mtime_ns;
+                cache.loaded_file = true;
             }
             Err(reason) => {
                 tracing::debug!(file = %file.display(), %reason, "stat cache unreadable: hashing every file");
@@ -159,7 +162,18 @@ impl StatCache {
 
     /// Sets where the layer fingerprints that go with this record are kept.
     pub(crate) fn set_fingerprints(&mut self, file: PathBuf) {
+        self.fingerprints_changed |= self.fingerprints.as_ref() != Some(&file);
         self.fingerprints = Some(file);
+    }
+
+    /// Whether the file already says what saving would write: it was read, every entry
+    /// of it was confirmed (so each is settled before the file's mtime) and nothing was
+    /// hashed or changed. A fleet whose sources did not change rewrites no cache.
+    fn unchanged(&self) -> bool {
+        self.loaded_file
+            && self.hashed == 0
+            && !self.fingerprints_changed
+            && self.next.len() == self.loaded.len()
     }
 
     /// The newest mtime or ctime among this run's entries, in nanoseconds.
@@ -174,6 +188,9 @@ impl StatCache {
     /// apart) while the file is not strictly newer than every entry, so that entries
     /// written just before are not racy when it is loaded.
     pub(crate) fn save_settled(self) {
+        if self.unchanged() {
+            return;
+        }
         let (Some(file), Some(newest)) = (self.file.clone(), self.newest_ns()) else {
             return self.save();
         };
@@ -207,6 +224,9 @@ impl StatCache {
         let Some(file) = &self.file else {
             return;
         };
+        if self.unchanged() {
+            return;
+        }
         if let Err(e) = self.write(file) {
             tracing::warn!(file = %file.display(), "could not save the stat cache: {e}");
         }
@@ -215,13 +235,14 @@ impl StatCache {
     fn write(&self, file: &Path) -> std::io::Result<()> {
         let dir = file.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir)?;
-        let mut temp = tempfile::Builder::new().prefix(".stat-").tempfile_in(dir)?;
+        let temp = tempfile::Builder::new().prefix(".stat-").tempfile_in(dir)?;
         let body = CacheFile {
             files: self.next.clone(),
             fingerprints: self.fingerprints.clone(),
         };
-        serde_json::to_writer(&mut temp, &body)?;
-        temp.flush()?;
+        let mut out = std::io::BufWriter::new(temp);
+        serde_json::to_writer(&mut out, &body)?;
+        let temp = out.into_inner().map_err(|e| e.into_error())?;
         temp.persist(file).map_err(|e| e.error)?;
         Ok(())
     }
