@@ -9,7 +9,7 @@ use imageref::Digest;
 use planner::plan::Action;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::row::{find_record, json, millis, RecordRow};
+use super::row::{self, find_record, json, millis, RecordRow};
 use super::{
     bump_serial, commit, write, Build, BuildId, BuildStatus, Failure, FailureKind, NewBuild,
     Outcome, State, StateError, StateLayout, RUNNING,
@@ -24,18 +24,21 @@ impl State {
             return Err(StateError::NotABuild(new.action));
         }
         let tx = write(&mut self.conn, &self.dir)?;
-        tx.execute(
+        row::execute(
+            &tx,
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [new.image],
         )?;
-        let number: i64 = tx.query_row(
+        let number: i64 = row::query_one(
+            &tx,
             "UPDATE images SET next_number = next_number + 1 WHERE name = ?1
              RETURNING next_number - 1",
             [new.image],
             |row| row.get(0),
         )?;
         let log = StateLayout::relative_log(new.image, number);
-        tx.execute(
+        row::execute(
+            &tx,
             "INSERT INTO builds (image, number, action, status, reasons, details, inputs, tag,
                                  queued_at, log)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -54,7 +57,8 @@ impl State {
         )?;
         let id = BuildId(tx.last_insert_rowid());
         if new.action == Action::Build {
-            tx.execute(
+            row::execute(
+                &tx,
                 "UPDATE triggers SET claimed_by = ?1 WHERE image = ?2 AND claimed_by IS NULL",
                 params![id.0, new.image],
             )?;
@@ -77,7 +81,8 @@ impl State {
         if !build.status.can_transition_to(to, build.action) {
             return Err(refused(&build, to));
         }
-        tx.execute(
+        row::execute(
+            &tx,
             "UPDATE builds SET status = ?1, started_at = coalesce(started_at, ?2) WHERE id = ?3",
             params![to.as_str(), millis(SystemTime::now()), id.0],
         )?;
@@ -102,7 +107,8 @@ impl State {
                 output,
                 buildpacks_used,
                 rebasable,
-            } => tx.execute(
+            } => row::execute(
+                &tx,
                 "UPDATE builds SET status = ?1, finished_at = ?2, output = ?3,
                                    buildpacks_used = ?4, rebasable = ?5
                  WHERE id = ?6",
@@ -115,7 +121,8 @@ impl State {
                     id.0
                 ],
             )?,
-            Outcome::Failed { message, kind } => tx.execute(
+            Outcome::Failed { message, kind } => row::execute(
+                &tx,
                 "UPDATE builds SET status = ?1, finished_at = ?2, failure_step = ?3,
                                    failure_message = ?4, failure_kind = ?5
                  WHERE id = ?6",
@@ -128,7 +135,8 @@ impl State {
                     id.0
                 ],
             )?,
-            Outcome::Canceled => tx.execute(
+            Outcome::Canceled => row::execute(
+                &tx,
                 "UPDATE builds SET status = ?1, finished_at = ?2 WHERE id = ?3",
                 params![to.as_str(), now, id.0],
             )?,
@@ -149,7 +157,7 @@ impl State {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let running: Vec<BuildId> = {
-            let mut stmt = tx.prepare(&format!("SELECT id FROM builds WHERE {RUNNING}"))?;
+            let mut stmt = tx.prepare_cached(&format!("SELECT id FROM builds WHERE {RUNNING}"))?;
             let ids = stmt.query_map([], |row| row.get(0).map(BuildId))?;
             ids.collect::<Result<_, _>>()?
         };
@@ -160,7 +168,8 @@ impl State {
         let now = millis(SystemTime::now());
         let mut interrupted = Vec::new();
         for id in running {
-            tx.execute(
+            row::execute(
+                &tx,
                 "UPDATE builds SET status = 'interrupted', finished_at = ?1 WHERE id = ?2",
                 params![now, id.0],
             )?;
@@ -176,11 +185,13 @@ impl State {
     /// Records `kpackd trigger IMAGE`: the image's next plan builds it (TRIGGER).
     pub fn add_trigger(&mut self, image: &str) -> Result<(), StateError> {
         let tx = write(&mut self.conn, &self.dir)?;
-        tx.execute(
+        row::execute(
+            &tx,
             "INSERT INTO images (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [image],
         )?;
-        tx.execute(
+        row::execute(
+            &tx,
             "INSERT INTO triggers (image, requested_at) VALUES (?1, ?2)",
             params![image, millis(SystemTime::now())],
         )?;
@@ -203,7 +214,9 @@ impl State {
 
     /// The images the state knows of, by name.
     pub fn images(&self) -> Result<Vec<String>, StateError> {
-        let mut stmt = self.conn.prepare("SELECT name FROM images ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM images ORDER BY name")?;
         let names = stmt.query_map([], |row| row.get(0))?;
         Ok(names.collect::<Result<_, _>>()?)
     }
@@ -252,9 +265,9 @@ impl State {
     pub fn forget(&mut self, image: &str) -> Result<Vec<PathBuf>, StateError> {
         let tx = write(&mut self.conn, &self.dir)?;
         let logs = logs_of(&tx, &self.dir, "image = ?1", params![image])?;
-        tx.execute("DELETE FROM triggers WHERE image = ?1", [image])?;
-        tx.execute("DELETE FROM builds WHERE image = ?1", [image])?;
-        tx.execute("DELETE FROM images WHERE name = ?1", [image])?;
+        row::execute(&tx, "DELETE FROM triggers WHERE image = ?1", [image])?;
+        row::execute(&tx, "DELETE FROM builds WHERE image = ?1", [image])?;
+        row::execute(&tx, "DELETE FROM images WHERE name = ?1", [image])?;
         commit(tx, &self.dir)?;
         tracing::info!(image, "image forgotten");
         Ok(logs)
@@ -287,13 +300,14 @@ impl State {
             return Ok(logs);
         }
         bump_serial(&tx)?;
-        tx.execute(
+        row::execute(
+            &tx,
             &format!(
                 "DELETE FROM triggers WHERE claimed_by IN (SELECT id FROM builds WHERE {OLD})"
             ),
             args,
         )?;
-        tx.execute(&format!("DELETE FROM builds WHERE {OLD}"), args)?;
+        row::execute(&tx, &format!("DELETE FROM builds WHERE {OLD}"), args)?;
         commit(tx, &self.dir)?;
         tracing::debug!(image, dropped = logs.len(), "history pruned");
         Ok(logs)
@@ -312,7 +326,7 @@ fn settle_triggers(
     } else {
         "UPDATE triggers SET claimed_by = NULL WHERE claimed_by = ?1"
     };
-    tx.execute(sql, [id.0])?;
+    row::execute(tx, sql, [id.0])?;
     Ok(())
 }
 
@@ -331,7 +345,7 @@ fn logs_of(
     filter: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<PathBuf>, StateError> {
-    let mut stmt = conn.prepare(&format!("SELECT log FROM builds WHERE {filter}"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT log FROM builds WHERE {filter}"))?;
     let logs = stmt.query_map(args, |row| row.get::<_, String>(0))?;
     let mut paths = Vec::new();
     for log in logs {

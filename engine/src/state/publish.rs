@@ -16,7 +16,7 @@ use planner::Reason;
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::row::{find_record, json, millis, RecordRow};
+use super::row::{self, find_record, json, millis, RecordRow};
 use super::{commit, write, State, StateError};
 
 /// Where a publish is.
@@ -136,7 +136,8 @@ impl State {
     /// Queues a publish of `new.builder`, numbered after its last one.
     pub fn begin_publish(&mut self, new: &NewPublish<'_>) -> Result<Publish, StateError> {
         let tx = write(&mut self.conn, &self.dir)?;
-        let number: i64 = tx.query_row(
+        let number: i64 = row::query_one(
+            &tx,
             "SELECT coalesce(max(number), 0) + 1 FROM publishes WHERE builder = ?1",
             [new.builder],
             |row| row.get(0),
@@ -144,7 +145,8 @@ impl State {
         let log = Path::new(PUBLISH_LOGS)
             .join(new.builder)
             .join(format!("{number}.log"));
-        tx.execute(
+        row::execute(
+            &tx,
             "INSERT INTO publishes (builder, number, status, reasons, details, inputs, tag,
                                     queued_at, log)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -177,7 +179,8 @@ impl State {
         if publish.status != PublishStatus::Queued {
             return Err(refused(&publish, PublishStatus::Publishing));
         }
-        tx.execute(
+        row::execute(
+            &tx,
             "UPDATE publishes SET status = 'publishing', started_at = ?1 WHERE id = ?2",
             params![millis(SystemTime::now()), id.0],
         )?;
@@ -204,7 +207,8 @@ impl State {
         {
             return Err(refused(&publish, status));
         }
-        tx.execute(
+        row::execute(
+            &tx,
             "UPDATE publishes SET status = ?1, finished_at = ?2, digest = ?3,
                                   failure_message = ?4
              WHERE id = ?5",
@@ -229,8 +233,9 @@ impl State {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let running: Vec<PublishId> = {
-            let mut stmt =
-                tx.prepare("SELECT id FROM publishes WHERE status IN ('queued', 'publishing')")?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM publishes WHERE status IN ('queued', 'publishing')",
+            )?;
             let ids = stmt.query_map([], |row| row.get(0).map(PublishId))?;
             ids.collect::<Result<_, _>>()?
         };
@@ -241,7 +246,8 @@ impl State {
         let now = millis(SystemTime::now());
         let mut interrupted = Vec::new();
         for id in running {
-            tx.execute(
+            row::execute(
+                &tx,
                 "UPDATE publishes SET status = 'interrupted', finished_at = ?1 WHERE id = ?2",
                 params![now, id.0],
             )?;
@@ -255,7 +261,7 @@ impl State {
 
     /// Every publish, of one builder or of all, by builder and number.
     pub fn publishes(&self, builder: Option<&str>) -> Result<Vec<Publish>, StateError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM publishes WHERE ?1 IS NULL OR builder = ?1
              ORDER BY builder, number"
         ))?;
@@ -271,7 +277,7 @@ impl State {
     pub(super) fn recorded_publishes(
         &self,
     ) -> Result<BTreeMap<String, RecordedPublish>, StateError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM publishes p
              WHERE status = 'succeeded'
                AND number = (SELECT max(number) FROM publishes

@@ -29,11 +29,11 @@ impl State {
 
     fn recorded_with(&self, orphans_released: bool) -> Result<Recorded, StateError> {
         let mut images: BTreeMap<String, RecordedImage> = BTreeMap::new();
-        let mut names = self.conn.prepare("SELECT name FROM images")?;
+        let mut names = self.conn.prepare_cached("SELECT name FROM images")?;
         for name in names.query_map([], |row| row.get::<_, String>(0))? {
             images.insert(name?, RecordedImage::default());
         }
-        let mut last = self.conn.prepare(&format!(
+        let mut last = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM builds b
              WHERE status IN ('succeeded', 'failed')
                AND number = (SELECT max(number) FROM builds
@@ -75,7 +75,7 @@ impl State {
         } else {
             "claimed_by IS NULL".to_string()
         };
-        let mut triggers = self.conn.prepare(&format!(
+        let mut triggers = self.conn.prepare_cached(&format!(
             "SELECT image, count(*) FROM triggers WHERE {pending} GROUP BY image"
         ))?;
         for row in triggers.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))? {

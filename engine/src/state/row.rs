@@ -7,12 +7,32 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::FromSql;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Params, Row};
 
 use super::StateError;
 
 /// Why a stored value does not decode.
 type DecodeError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs `sql` as a statement prepared once per connection: the statements a build or a
+/// publish records are parsed once per process, not once per record.
+pub(super) fn execute(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// The one row `sql` returns, read by `read`, with `sql` prepared once per connection.
+pub(super) fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, read)
+}
 
 /// The record with `id` in the table `select` (a `SELECT … WHERE id = ?1`) reads from,
 /// decoded by `read`; `missing` when there is none.
