@@ -234,7 +234,7 @@ pub async fn push(
     }
     let config = config(image, architecture, &layers);
     let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("a config serialises"));
-    let config_descriptor = store
+    let (config_descriptor, _) = store
         .push_blob_bytes(dest, media_type::OCI_CONFIG, config_bytes)
         .await
         .map_err(failed)?;

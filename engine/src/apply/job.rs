@@ -14,17 +14,16 @@ use executors::lifecycle::run::{build_image, BuildRequest};
 use executors::lifecycle::{LogSink, Phase};
 use executors::oci::{ImageStore, OciError};
 use executors::rebase::{rebase, RebaseRequest};
-use executors::source;
 use imageref::{Digest, ImageRef};
 use planner::plan::Inputs;
 use planner::{BuilderKind, Image};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::source::{materialise_source, project_metadata, WorkDir};
+use super::source::{project_metadata, WorkDir};
 use crate::layout::StateLayout;
 use crate::logs::BuildLog;
 use crate::planning::Planned;
-use crate::resolve::{BuildpackLocation, BuildpackPin, SourcePin};
+use crate::resolve::{BuildpackLocation, BuildpackPin};
 use crate::state::{BuildId, BuildStatus, FailureKind};
 
 /// What a job tells the dispatcher.
@@ -318,15 +317,7 @@ async fn build(
             job.inputs.source
         ),
     );
-    if let SourcePin::Path { path, sub_path, .. } = source {
-        work.mirror = Some(source::mirror::mirror_dir(
-            &ctx.layout.sources_dir(),
-            &job.image,
-            path,
-            sub_path.as_deref(),
-        ));
-    }
-    materialise_source(ctx, source, &work.dir, &app_dir, work.mirror.clone()).await?;
+    work.materialise(ctx, &job.image, source).await?;
     sink.moved(BuildStatus::Preparing);
 
     let build_ref = pinned(&ctx.store, &stack.build_image, &stack.build_image_digest).await?;

@@ -576,6 +576,9 @@ impl<'a> Dispatcher<'a> {
                     Ok(published) => PublishOutcome::Succeeded {
                         digest: published.digest,
                     },
+                    // Whose fault it was (`failure.kind`) is not recorded for a
+                    // publish: a failed publish is planned again whatever the cause,
+                    // so nothing would read it yet.
                     Err(failure) => PublishOutcome::Failed {
                         message: failure.message,
                     },

@@ -60,92 +60,98 @@ impl Drop for WorkDir {
     }
 }
 
-/// Writes exactly the planned version of a source into `app_dir`, in the build's work
-/// directory `work`, which it makes (readable by its owner only); a path source through
-/// its `mirror`.
-pub(super) async fn materialise_source(
-    ctx: &JobContext,
-    pin: &SourcePin,
-    work: &Path,
-    app_dir: &Path,
-    mirror: Option<PathBuf>,
-) -> Result<(), JobFailure> {
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(work)
-        .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
-    let cache = ctx.layout.sources_dir();
-    let app_dir = app_dir.to_path_buf();
-    match pin.clone() {
-        SourcePin::Git {
-            url,
-            commit,
-            sub_path,
-            ..
-        } => {
-            blocking(move || {
-                let commit = source::git::ObjectId::from_hex(commit.as_bytes())
-                    .map_err(|e| JobFailure::build(format!("planned commit `{commit}`: {e}")))?;
-                source::git::checkout(
-                    &cache.join("git"),
-                    &url,
-                    commit,
-                    sub_path.as_deref(),
-                    &app_dir,
-                    &AtomicBool::new(false),
-                )
-                .map_err(|e| JobFailure::from_error(&e))
-            })
-            .await
-        }
-        SourcePin::Path {
-            path,
-            sub_path,
-            digest,
-        } => {
-            blocking(move || {
-                copy_path_source(
-                    &path,
-                    sub_path.as_deref(),
-                    &digest,
-                    &cache,
-                    &app_dir,
-                    mirror,
-                )
-            })
-            .await
-        }
-        SourcePin::Blob {
-            url,
-            digest,
-            archive,
-            strip_components,
-            sub_path,
-        } => {
-            blocking(move || {
-                let archive = blob_archive(&url, &digest, archive, &cache)?;
-                source::blob::extract(
-                    &archive,
-                    strip_components as usize,
-                    sub_path.as_deref(),
-                    &app_dir,
-                )
-                .map_err(|e| JobFailure::from_error(&e))
-            })
-            .await
-        }
-        SourcePin::Image {
-            reference,
-            digest,
-            sub_path,
-        } => {
-            let image = pinned(&ctx.store, &reference, &digest).await?;
-            source_image(&ctx.store, &image, sub_path.as_deref(), work, &app_dir).await
+impl WorkDir {
+    /// Writes exactly the planned version of `image`'s source into the app directory,
+    /// making the work directory first (readable by its owner only). A path source goes
+    /// through the image's mirror, which this work directory then links.
+    pub(super) async fn materialise(
+        &mut self,
+        ctx: &JobContext,
+        image: &str,
+        pin: &SourcePin,
+    ) -> Result<(), JobFailure> {
+        let work = &self.dir;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(work)
+            .map_err(|e| JobFailure::infrastructure(format!("create {}: {e}", work.display())))?;
+        let cache = ctx.layout.sources_dir();
+        let app_dir = self.app_dir();
+        match pin.clone() {
+            SourcePin::Git {
+                url,
+                commit,
+                sub_path,
+                ..
+            } => {
+                blocking(move || {
+                    let commit =
+                        source::git::ObjectId::from_hex(commit.as_bytes()).map_err(|e| {
+                            JobFailure::build(format!("planned commit `{commit}`: {e}"))
+                        })?;
+                    source::git::checkout(
+                        &cache.join("git"),
+                        &url,
+                        commit,
+                        sub_path.as_deref(),
+                        &app_dir,
+                        &AtomicBool::new(false),
+                    )
+                    .map_err(|e| JobFailure::from_error(&e))
+                })
+                .await
+            }
+            SourcePin::Path {
+                path,
+                sub_path,
+                digest,
+            } => {
+                let mirror = source::mirror::mirror_dir(&cache, image, &path, sub_path.as_deref());
+                self.mirror = Some(mirror.clone());
+                blocking(move || {
+                    copy_path_source(
+                        &path,
+                        sub_path.as_deref(),
+                        &digest,
+                        &cache,
+                        &app_dir,
+                        &mirror,
+                    )
+                })
+                .await
+            }
+            SourcePin::Blob {
+                url,
+                digest,
+                archive,
+                strip_components,
+                sub_path,
+            } => {
+                blocking(move || {
+                    let archive = blob_archive(&url, &digest, archive, &cache)?;
+                    source::blob::extract(
+                        &archive,
+                        strip_components as usize,
+                        sub_path.as_deref(),
+                        &app_dir,
+                    )
+                    .map_err(|e| JobFailure::from_error(&e))
+                })
+                .await
+            }
+            SourcePin::Image {
+                reference,
+                digest,
+                sub_path,
+            } => {
+                let image = pinned(&ctx.store, &reference, &digest).await?;
+                source_image(&ctx.store, &image, sub_path.as_deref(), work, &app_dir).await
+            }
         }
     }
 }
 
-/// Copies the path source `path` (or its `sub_path`) to `app_dir`, through `mirror` when
-/// there is one. The copy's version comes from the same read as the copy itself, or, for
+/// Copies the path source `path` (or its `sub_path`) to `app_dir`, through `mirror`.
+/// The copy's version comes from the same read as the copy itself, or, for
 /// files whose stat the plan's hashing recorded, from the stat cache; a version other than
 /// the `planned` one is built as it is now, with a warning.
 fn copy_path_source(
@@ -154,14 +160,11 @@ fn copy_path_source(
     planned: &str,
     cache: &Path,
     app_dir: &Path,
-    mirror: Option<PathBuf>,
+    mirror: &Path,
 ) -> Result<(), JobFailure> {
     let stat_cache = source::path::stat_cache_file(cache, path, sub_path);
-    let now = match &mirror {
-        Some(mirror) => source::path::copy_mirrored(path, sub_path, app_dir, &stat_cache, mirror),
-        None => source::path::copy_cached(path, sub_path, app_dir, &stat_cache),
-    }
-    .map_err(|e| JobFailure::from_error(&e))?;
+    let now = source::path::copy_mirrored(path, sub_path, app_dir, &stat_cache, mirror)
+        .map_err(|e| JobFailure::from_error(&e))?;
     if now != planned {
         tracing::warn!(
             path = %path.display(),

@@ -65,16 +65,26 @@ impl ReadCache {
             return Some(bytes);
         }
         let path = self.disk_path(repository, digest)?;
-        let size = tokio::fs::symlink_metadata(&path).await.ok()?;
-        if !size.is_file() || size.len() > MAX_ITEM as u64 {
-            return None;
-        }
-        let bytes = Bytes::from(tokio::fs::read(&path).await.ok()?);
-        if Digest::sha256(&bytes) != *digest {
-            tracing::debug!(path = %path.display(), "a kept object does not match its digest; ignored");
-            let _ = tokio::fs::remove_file(&path).await;
-            return None;
-        }
+        let expected = digest.clone();
+        // One trip to the blocking pool: stat, read, check and (on a mismatch) remove.
+        let read = tokio::task::spawn_blocking(move || {
+            let meta = std::fs::symlink_metadata(&path).ok()?;
+            if !meta.is_file() || meta.len() > MAX_ITEM as u64 {
+                return None;
+            }
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            let file = std::fs::File::open(&path).ok()?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_ITEM as u64), &mut bytes)
+                .ok()?;
+            let bytes = Bytes::from(bytes);
+            if Digest::sha256(&bytes) != expected {
+                tracing::debug!(path = %path.display(), "a kept object does not match its digest; ignored");
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+            Some(bytes)
+        });
+        let bytes = read.await.ok()??;
         self.put(repository, digest, &bytes);
         Some(bytes)
     }
@@ -87,13 +97,17 @@ impl ReadCache {
         else {
             return;
         };
-        if bytes.len() > MAX_ITEM || tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        if bytes.len() > MAX_ITEM {
             return;
         }
         let bytes = bytes.clone();
         let disk_bytes = Arc::clone(&self.disk_bytes);
         let budget = self.disk_budget;
+        // One trip to the blocking pool: whether it is kept already, the write, the count.
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if std::fs::exists(&path)? {
+                return Ok(());
+            }
             std::fs::create_dir_all(&dir)?;
             let mut file = tempfile::NamedTempFile::new_in(&dir)?;
             std::io::Write::write_all(&mut file, &bytes)?;

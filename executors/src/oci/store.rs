@@ -388,15 +388,17 @@ impl ImageStore {
         Ok(BlobTransfer::Uploaded)
     }
 
-    /// Pushes a small blob (a config) from memory, unless the destination has it.
+    /// Pushes a small blob (a config) from memory, unless the destination has it; says
+    /// which it was.
     pub async fn push_blob_bytes(
         &self,
         r: &ImageRef,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<Descriptor, OciError> {
+    ) -> Result<(Descriptor, BlobTransfer), OciError> {
         let descriptor = Descriptor::new(media_type, Digest::sha256(&bytes), bytes.len() as u64);
-        if !self.blob_exists(r, &descriptor.digest).await? {
+        let existed = self.blob_exists(r, &descriptor.digest).await?;
+        if !existed {
             match r {
                 ImageRef::Registry(reg) => {
                     self.registries
@@ -412,11 +414,19 @@ impl ImageStore {
         }
         // Kept whether or not the registry had it: the next rebase reads it either way.
         if let ImageRef::Registry(reg) = r {
-            self.cache
-                .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
-                .await;
+            self.keep_pushed(reg, &descriptor.digest, &bytes).await;
         }
-        Ok(descriptor)
+        let transfer = if existed {
+            BlobTransfer::Existed
+        } else {
+            BlobTransfer::Uploaded
+        };
+        Ok((descriptor, transfer))
+    }
+
+    /// Keeps what was pushed to `reg` as `digest` for later reads (`oci::cache`).
+    async fn keep_pushed(&self, reg: &RegistryRef, digest: &Digest, bytes: &Bytes) {
+        self.cache.keep_pushed(&cache_key(reg), digest, bytes).await;
     }
 
     /// Pushes a small blob just made (a rebased image's config) without asking first
@@ -434,11 +444,9 @@ impl ImageStore {
                 self.registries
                     .push_blob_bytes(reg, &descriptor.digest, bytes.clone())
                     .await?;
-                self.cache
-                    .keep_pushed(&cache_key(reg), &descriptor.digest, &bytes)
-                    .await;
+                self.keep_pushed(reg, &descriptor.digest, &bytes).await;
             }
-            ImageRef::Layout(_) => return self.push_blob_bytes(r, media_type, bytes).await,
+            ImageRef::Layout(_) => return Ok(self.push_blob_bytes(r, media_type, bytes).await?.0),
         }
         Ok(descriptor)
     }
@@ -525,8 +533,7 @@ impl ImageStore {
                         ..reg.clone()
                     };
                     self.registries.push_manifest(&tagged, manifest).await?;
-                    self.cache
-                        .keep_pushed(&cache_key(reg), &manifest.digest, &manifest.bytes)
+                    self.keep_pushed(reg, &manifest.digest, &manifest.bytes)
                         .await;
                 } else {
                     self.push_manifest_by_digest(r, manifest).await?;
@@ -567,7 +574,7 @@ impl ImageStore {
             diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
         };
         let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("a config serialises"));
-        let config = self
+        let (config, _) = self
             .push_blob_bytes(r, media_type::OCI_CONFIG, config_bytes)
             .await?;
         let manifest = RawManifest::from_manifest(&Manifest::Image(ImageManifest {
@@ -591,8 +598,7 @@ impl ImageStore {
                 self.registries
                     .push_manifest(&reg.at_digest(manifest.digest.clone()), manifest)
                     .await?;
-                self.cache
-                    .keep_pushed(&cache_key(reg), &manifest.digest, &manifest.bytes)
+                self.keep_pushed(reg, &manifest.digest, &manifest.bytes)
                     .await;
                 Ok(())
             }

@@ -17,10 +17,10 @@ use super::ExportError;
 use crate::lifecycle::descriptor::LayerMetadata as LayerToml;
 use crate::oci::Image;
 
-pub const LIFECYCLE_LABEL: &str = "io.buildpacks.lifecycle.metadata";
-pub const BUILD_LABEL: &str = "io.buildpacks.build.metadata";
-pub const PROJECT_LABEL: &str = "io.buildpacks.project.metadata";
-pub const REBASABLE_LABEL: &str = "io.buildpacks.rebasable";
+pub use cnb::labels::{
+    BUILD_METADATA as BUILD_LABEL, LIFECYCLE_METADATA as LIFECYCLE_LABEL,
+    PROJECT_METADATA as PROJECT_LABEL, REBASABLE as REBASABLE_LABEL,
+};
 
 /// The label entry of buildpack `id` at `version`, with no layers yet. The id names a
 /// directory of the layers dir, so it must be a valid buildpack id.

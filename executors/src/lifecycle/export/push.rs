@@ -42,15 +42,11 @@ pub(super) async fn push(
     config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
     let config_bytes = Bytes::from(serde_json::to_vec(&config).expect("a config serialises"));
     let config_size = config_bytes.len() as u64;
-    let had_config = store
-        .blob_exists(dest, &Digest::sha256(&config_bytes))
-        .await
-        .map_err(|e| oci_err(dest, e))?;
-    let config_descriptor = store
+    let (config_descriptor, config_transfer) = store
         .push_blob_bytes(dest, media_type::OCI_CONFIG, config_bytes)
         .await
         .map_err(|e| oci_err(dest, e))?;
-    if !had_config {
+    if config_transfer == BlobTransfer::Uploaded {
         blobs_uploaded += 1;
         bytes.fetch_add(config_size, Ordering::Relaxed);
     }
